@@ -1,0 +1,72 @@
+"""Celery configuration for HN Pal (read by ``hnpal.celery.app``).
+
+Reliability defaults follow DEVELOPERS.md: prefetch 1, late acks only on idempotent tasks (set per
+task), results ignored unless someone reads them, a Redis visibility timeout above every countdown,
+and JSON only.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+
+import tasks as _tasks
+from config.settings import get_settings
+from hnpal.runtime import broker_url as _broker_url
+from hnpal.runtime import redis_url as _redis_url
+
+_settings = get_settings()
+
+# The longest countdown/ETA any task may use (retry backoff is capped by it). The Redis transport
+# redelivers an unacknowledged message after the visibility timeout, so it must stay above this.
+MAX_COUNTDOWN = 60 * 60
+VISIBILITY_TIMEOUT = 2 * 60 * 60
+assert VISIBILITY_TIMEOUT > MAX_COUNTDOWN
+
+broker_url = _broker_url()
+result_backend = _redis_url().replace("unix://", "redis+socket://", 1)
+_prefix = {"global_keyprefix": _settings.redis_key_prefix} if _settings.redis_key_prefix else {}
+broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT, **_prefix}
+result_backend_transport_options = {**_prefix}
+broker_connection_retry_on_startup = True
+
+imports = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(_tasks.__path__))
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# Results are stored only for tasks that say ignore_result=False (callers that wait on them).
+task_ignore_result = True
+result_expires = 24 * 60 * 60
+
+# Late acks and reject-on-worker-lost are switched on per task, only for idempotent tasks.
+task_acks_late = False
+task_reject_on_worker_lost = False
+worker_prefetch_multiplier = 1
+task_soft_time_limit = 5 * 60
+task_time_limit = 6 * 60
+worker_max_tasks_per_child = 1000
+
+# Flower and `celery events` need these.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+worker_hijack_root_logger = False
+
+QUEUES = ("default", "crawl", "content", "llm", "telegram")
+task_default_queue = "default"
+task_create_missing_queues = True
+# hnpal.<area>.<verb>: the area picks the queue.
+task_routes = {
+    "hnpal.crawl.*": {"queue": "crawl"},
+    "hnpal.content.*": {"queue": "content"},
+    "hnpal.llm.*": {"queue": "llm"},
+    "hnpal.summaries.*": {"queue": "llm"},
+    "hnpal.memory.extract": {"queue": "llm"},
+    "hnpal.telegram.*": {"queue": "telegram"},
+}
+
+# Exactly one beat runs (docker-compose and `hnpal up` start one); domains add their schedules here.
+beat_schedule: dict = {}

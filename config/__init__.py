@@ -1,0 +1,1 @@
+"""Configuration: settings (pydantic-settings), logging, alembic.ini."""

@@ -1,0 +1,196 @@
+"""HN Pal settings.
+
+Every setting is read from the environment with the prefix ``HNPAL_`` (or from a ``.env`` file in the
+working directory). ``.env.example`` and the README list them all. A bad value stops start-up with one
+line that names the setting (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4o-mini": ModelPrice(input=Decimal("0.15"), output=Decimal("0.60")),
+    "gpt-4o": ModelPrice(input=Decimal("2.50"), output=Decimal("10.00")),
+    "gpt-4.1-mini": ModelPrice(input=Decimal("0.40"), output=Decimal("1.60")),
+    "offline-extractive": ModelPrice(input=Decimal("0"), output=Decimal("0")),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HNPAL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- storage -------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql+psycopg2://user:pass@host:5432/db). "
+        "Empty: start the embedded PostgreSQL under data_dir.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:6379/0 or unix:///path.sock). "
+        "Empty: start the embedded Redis under data_dir.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Where the embedded servers and the content store live."
+    )
+    content_path: Path | None = Field(
+        default=None, description="RocksDB content store directory. Default: <data_dir>/content.rocksdb."
+    )
+    content_block_cache_mb: int = Field(default=256, ge=8, le=65536, description="RocksDB block cache.")
+    redis_key_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Namespace for every key HN Pal writes to Redis (broker and state).",
+    )
+    db_pool_size: int = Field(default=5, ge=1, le=100, description="SQLAlchemy pool size per process.")
+
+    # --- internet services (base URLs so the sandboxes can stand in) ------------------------------
+    hn_api_base_url: AnyUrl = Field(
+        default=AnyUrl("https://hacker-news.firebaseio.com/v0/"), description="HN Firebase API."
+    )
+    telegram_token: SecretStr | None = Field(default=None, description="Bot token from @BotFather.")
+    telegram_base_url: AnyUrl = Field(
+        default=AnyUrl("https://api.telegram.org/bot"), description="Telegram Bot API base URL."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI (or compatible) API key. Empty: the offline summarizer is used."
+    )
+    openai_base_url: AnyUrl = Field(
+        default=AnyUrl("https://api.openai.com/v1"), description="OpenAI-compatible API base URL."
+    )
+    openai_model: str = Field(default="gpt-4o-mini", min_length=1, description="Chat model.")
+    openai_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds per LLM request.")
+    llm_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="JSON: {model: {input, output}} in USD per 1M tokens.",
+    )
+
+    # --- crawling ------------------------------------------------------------------------------
+    crawl_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts the SSRF guard lets through (e.g. 127.0.0.1 for the sandbox).",
+    )
+    user_agent: str = Field(
+        default="HNPalBot/0.1 (+https://github.com/hnpal/hnpal)", min_length=3, description="HTTP User-Agent."
+    )
+
+    # --- operations ----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
+    admin_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Comma-separated Telegram ids allowed to run admin commands."
+    )
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for Flower; required when it listens beyond loopback."
+    )
+
+    @field_validator("crawl_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip().lower() for h in v.split(",") if h.strip()]
+        return v
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [int(x) for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or empty for the embedded PostgreSQL)")
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v[len("postgres://") :]
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (or empty for the embedded Redis)")
+        return v
+
+    @field_validator("telegram_token", "openai_api_key", "flower_basic_auth", mode="before")
+    @classmethod
+    def _empty_secret(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @property
+    def content_dir(self) -> Path:
+        return (self.content_path or self.data_dir / "content.rocksdb").absolute()
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+
+class SettingsError(SystemExit):
+    """Raised (as a clean exit) when a setting is invalid. Its message is one line naming the setting."""
+
+
+def describe_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        name = "HNPAL_" + str(loc[0]).upper()
+        value = err.get("input")
+        shown = "***" if any(s in name for s in ("TOKEN", "KEY", "AUTH", "URL")) else repr(value)
+        parts.append(f"{name}={shown}: {err.get('msg')}")
+    return "invalid setting " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation failure into a one-line SettingsError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_error(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

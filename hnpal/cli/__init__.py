@@ -1,0 +1,1 @@
+"""The ``hnpal`` command line."""

@@ -1,0 +1,212 @@
+"""``hnpal``: the operator and engineer command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from config.settings import SettingsError, get_settings
+
+app = typer.Typer(help="HN Pal: a Hacker News companion for Telegram.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+content_app = typer.Typer(help="The RocksDB content store.", no_args_is_help=True)
+embedded_app = typer.Typer(
+    help="The embedded PostgreSQL and Redis under HNPAL_DATA_DIR.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(content_app, name="content")
+app.add_typer(embedded_app, name="embedded")
+
+
+def _err(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def announce_embedded() -> None:
+    """Start the embedded servers that the settings call for and say where they are."""
+    from hnpal import runtime
+
+    settings = get_settings()
+    if settings.embedded_database:
+        pg = runtime.ensure_embedded_postgres(settings)
+        typer.echo(f"embedded PostgreSQL: {pg.url} (data in {pg.path})", err=True)
+    if settings.embedded_redis:
+        rd = runtime.ensure_embedded_redis(settings)
+        typer.echo(f"embedded Redis: {rd.url} (data in {rd.path})", err=True)
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    from config.logging import configure_logging
+
+    get_settings()  # a bad setting stops here with one line
+    configure_logging()
+
+
+# --- db ---------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from hnpal.db import migrate
+
+    announce_embedded()
+    migrate.upgrade(revision=revision)
+    typer.echo(f"database at {migrate.current_revision() or 'base'}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base'.")] = "-1") -> None:
+    """Revert migrations down to REVISION (default: one step; 'base' reverts all)."""
+    from hnpal.db import migrate
+
+    announce_embedded()
+    migrate.downgrade(revision=revision)
+    typer.echo(f"database at {migrate.current_revision() or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the code's head."""
+    from hnpal.db import migrate
+
+    announce_embedded()
+    current, head = migrate.current_revision(), migrate.head_revision()
+    state = "up to date" if current == head else "behind: run `hnpal db upgrade`"
+    typer.echo(f"current={current or 'base'} head={head} ({state})")
+
+
+# --- content ----------------------------------------------------------------------------------------
+@content_app.command("get")
+def content_get(
+    hn_id: int,
+    kind: Annotated[str, typer.Option(help="html, text, markdown or comments.")] = "markdown",
+) -> None:
+    """Print one stored document."""
+    from hnpal.content import KINDS, ContentStoreError
+    from hnpal.content.host import reader
+
+    if kind not in KINDS:
+        raise _err(f"--kind must be one of {', '.join(KINDS)}", 2)
+    try:
+        value = reader().get_text(hn_id, kind)
+    except ContentStoreError as exc:
+        raise _err(str(exc)) from None
+    if value is None:
+        raise _err(f"no {kind} stored for HN item {hn_id}")
+    sys.stdout.write(value if value.endswith("\n") else value + "\n")
+
+
+@content_app.command("stats")
+def content_stats() -> None:
+    """Print key counts and sizes per column family (JSON)."""
+    from hnpal.content import ContentStoreError
+    from hnpal.content.host import reader
+
+    try:
+        stats = reader().stats()
+    except ContentStoreError as exc:
+        raise _err(str(exc)) from None
+    typer.echo(json.dumps(stats, indent=2, default=str))
+
+
+@content_app.command("init")
+def content_init() -> None:
+    """Create an empty content store (the content worker also does this on first start)."""
+    from hnpal.content import ContentStore, ContentStoreError
+
+    path = get_settings().content_dir
+    try:
+        ContentStore.open_writer(path).close()
+    except ContentStoreError as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"content store ready at {path}")
+
+
+@content_app.command("backup")
+def content_backup(
+    dest: Path,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the content worker.")] = 300.0,
+) -> None:
+    """Take a consistent checkpoint into DEST while the system runs.
+
+    When the content worker holds the store, the checkpoint is taken by it (a task on the `content`
+    queue); otherwise this process opens the store itself.
+    """
+    from hnpal.content import ContentStore, ContentStoreError, ContentStoreLocked
+
+    dest = dest.absolute()
+    if dest.exists():
+        raise _err(f"{dest} already exists; give a new directory", 2)
+    path = get_settings().content_dir
+    try:
+        with ContentStore.open_writer(path) as store:
+            store.checkpoint(dest)
+        typer.echo(f"checkpoint of {path} written to {dest}")
+        return
+    except ContentStoreLocked:
+        pass  # the content worker runs: ask it
+    except ContentStoreError as exc:
+        raise _err(str(exc)) from None
+    from tasks.content import backup
+
+    announce_embedded()
+    result = backup.apply_async(args=[str(dest)])
+    try:
+        written = result.get(timeout=timeout)
+    except Exception as exc:  # the worker's error, or a timeout
+        raise _err(f"backup by the content worker failed: {exc}") from None
+    typer.echo(f"checkpoint of {path} written to {written} by the content worker")
+
+
+# --- embedded ---------------------------------------------------------------------------------------
+@embedded_app.command("start")
+def embedded_start() -> None:
+    """Start the embedded servers (only those whose URL is not configured)."""
+    settings = get_settings()
+    if not (settings.embedded_database or settings.embedded_redis):
+        typer.echo("HNPAL_DATABASE_URL and HNPAL_REDIS_URL are both set: nothing embedded to start")
+        return
+    announce_embedded()
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded servers under HNPAL_DATA_DIR."""
+    from hnpal.runtime import stop_embedded
+
+    stopped = stop_embedded()
+    typer.echo("stopped: " + ", ".join(stopped) if stopped else "no embedded server was running")
+
+
+# --- doctor -----------------------------------------------------------------------------------------
+@app.command("doctor")
+def doctor() -> None:
+    """Check the configuration, PostgreSQL, Redis, the content store and the migration level."""
+    from hnpal.doctor import run_checks
+
+    failed = 0
+    for check in run_checks():
+        colour = {"ok": typer.colors.GREEN, "warn": typer.colors.YELLOW}.get(check.status, typer.colors.RED)
+        line = f"{check.status.upper():4} {check.name:<11} {check.detail}"
+        if check.fix:
+            line += f"  → fix: {check.fix}"
+        typer.secho(line, fg=colour)
+        failed += check.status == "fail"
+    raise typer.Exit(1 if failed else 0)
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        typer.secho(f"hnpal: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Discussions: one multi-turn conversation about one post."""

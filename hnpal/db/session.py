@@ -1,0 +1,63 @@
+"""Engines and sessions, one engine per process and URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_makers: dict[int, sessionmaker[Session]] = {}
+
+
+def normalize_url(url: str) -> str:
+    """Use the psycopg2 driver for a plain postgresql:// URL."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: the configured or embedded database)."""
+    from config.settings import get_settings
+    from hnpal.runtime import database_url
+
+    url = normalize_url(url or database_url())
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            pool = get_settings().db_pool_size
+            engine = create_engine(
+                url,
+                pool_size=pool,
+                max_overflow=pool,
+                pool_pre_ping=True,
+                pool_recycle=3600,
+                connect_args={"connect_timeout": 10, "application_name": "hnpal"},
+            )
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Drop every pooled connection and forget the engines (after fork, or between tests)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _makers.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session in a transaction: committed on success, rolled back on error."""
+    engine = engine or get_engine()
+    maker = _makers.get(id(engine))
+    if maker is None:
+        maker = _makers.setdefault(id(engine), sessionmaker(bind=engine, expire_on_commit=False))
+    with maker.begin() as session:
+        yield session

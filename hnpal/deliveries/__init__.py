@@ -1,0 +1,1 @@
+"""Digest deliveries: one row per (user, post), reserved before sending."""

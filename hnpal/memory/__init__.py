@@ -1,0 +1,1 @@
+"""What HN Pal remembers about a user: interests, facts, opinions, notes."""

@@ -1,0 +1,26 @@
+"""Every ORM model, imported in one place so the metadata is complete (Alembic, tests)."""
+
+from hnpal.audit.models import AuditLog
+from hnpal.conversations.models import Conversation
+from hnpal.db.base import Base
+from hnpal.deliveries.models import Delivery
+from hnpal.memory.models import Memory
+from hnpal.posts.models import Post
+from hnpal.summaries.models import Summary
+from hnpal.telegram.models import TelegramUpdate
+from hnpal.usage.models import AgentCall, UserTokenUsage
+from hnpal.users.models import User
+
+__all__ = [
+    "AgentCall",
+    "AuditLog",
+    "Base",
+    "Conversation",
+    "Delivery",
+    "Memory",
+    "Post",
+    "Summary",
+    "TelegramUpdate",
+    "User",
+    "UserTokenUsage",
+]

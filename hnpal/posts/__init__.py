@@ -1,0 +1,1 @@
+"""HN posts: metadata, crawl state and the default summary."""

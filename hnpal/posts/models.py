@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hnpal.db.base import Base
+
+POST_TYPES = ("story", "ask_hn", "show_hn", "poll", "job")
+
+
+class Post(Base):
+    """One HN item. Content blobs live in RocksDB under key ``str(hn_id)``; the has_* flags say which."""
+
+    __tablename__ = "posts"
+    __table_args__ = (
+        CheckConstraint("hn_id > 0", name="hn_id_positive"),
+        CheckConstraint(f"type IN {POST_TYPES!r}", name="type_valid"),
+        CheckConstraint("char_length(title) <= 500", name="title_length"),
+        CheckConstraint("score >= 0", name="score_nonnegative"),
+        CheckConstraint("comment_count >= 0", name="comment_count_nonnegative"),
+        CheckConstraint("crawl_retry_count >= 0", name="crawl_retry_count_nonnegative"),
+        CheckConstraint("summary_tokens IS NULL OR summary_tokens >= 0", name="summary_tokens_nonnegative"),
+        # hn_id is UNIQUE, which already indexes it: the document's idx_hn_id would be a duplicate.
+        Index("ix_posts_type", "type"),
+        Index("ix_posts_crawl_status", "is_crawl_success", "crawl_retry_count"),
+        Index("ix_posts_summarized_at", "summarized_at"),
+        Index("ix_posts_hn_published_at", text("hn_published_at DESC")),
+        Index("ix_posts_score", text("score DESC")),
+        # Crawl dispatch reads only the posts still to crawl.
+        Index(
+            "ix_posts_crawl_pending",
+            "hn_id",
+            postgresql_where=text("NOT is_crawl_success AND crawl_retry_count < 3"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hn_id: Mapped[int] = mapped_column(BigInteger, unique=True, nullable=False)
+    type: Mapped[str] = mapped_column(String(20), nullable=False)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    domain: Mapped[str | None] = mapped_column(String(255))
+    author: Mapped[str | None] = mapped_column(String(255))
+    score: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    comment_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    hn_published_at: Mapped[datetime | None]
+
+    has_html: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    has_text: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    has_markdown: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+    is_crawl_success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    crawl_retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    crawl_error: Mapped[str | None] = mapped_column(Text)
+    crawled_at: Mapped[datetime | None]
+
+    summary: Mapped[str | None] = mapped_column(Text)
+    summarized_at: Mapped[datetime | None]
+    summary_model: Mapped[str | None] = mapped_column(String(50))
+    summary_tokens: Mapped[int | None] = mapped_column(Integer)
+    summary_prompt_type: Mapped[str | None] = mapped_column(String(50))
+
+    fetched_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

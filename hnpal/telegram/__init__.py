@@ -1,0 +1,1 @@
+"""Telegram plumbing: the write-ahead log of incoming updates."""

@@ -1,0 +1,1 @@
+"""LLM accounting: per-call agent logs and per-user daily token usage."""

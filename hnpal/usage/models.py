@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hnpal.db.base import Base, TimestampMixin
+
+
+class UserTokenUsage(TimestampMixin, Base):
+    __tablename__ = "user_token_usage"
+    __table_args__ = (
+        # The UNIQUE index on (user_id, date) also serves the document's idx_user_date (a B-tree scans
+        # backwards as well), so no second index is built.
+        UniqueConstraint("user_id", "date"),
+        CheckConstraint(
+            "total_input_tokens >= 0 AND total_output_tokens >= 0 AND total_cost_usd >= 0 "
+            "AND summarization_tokens >= 0 AND discussion_tokens >= 0 AND memory_extraction_tokens >= 0",
+            name="counts_nonnegative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    date: Mapped[date] = mapped_column(Date, nullable=False)
+    total_input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_cost_usd: Mapped[Decimal] = mapped_column(Numeric(10, 6), nullable=False, server_default="0")
+    summarization_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    discussion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    memory_extraction_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class AgentCall(Base):
+    __tablename__ = "agent_calls"
+    __table_args__ = (
+        CheckConstraint(
+            "(input_tokens IS NULL OR input_tokens >= 0) AND (output_tokens IS NULL OR output_tokens >= 0)"
+            " AND (cost_usd IS NULL OR cost_usd >= 0) AND (latency_ms IS NULL OR latency_ms >= 0)",
+            name="measures_nonnegative",
+        ),
+        CheckConstraint("success OR error_message IS NOT NULL", name="error_when_failed"),
+        Index("ix_agent_calls_agent_type", "agent_type", text("called_at DESC")),
+        Index("ix_agent_calls_user", "user_id", text("called_at DESC")),
+        Index("ix_agent_calls_langfuse_trace_id", "langfuse_trace_id"),
+        Index("ix_agent_calls_conversation_id", "conversation_id"),
+        Index("ix_agent_calls_called_at", "called_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    agent_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    model: Mapped[str] = mapped_column(String(50), nullable=False)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(10, 6))
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    langfuse_trace_id: Mapped[str | None] = mapped_column(String(255))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    called_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

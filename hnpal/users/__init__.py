@@ -1,0 +1,1 @@
+"""Telegram users, their preferences and their bot state."""

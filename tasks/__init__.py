@@ -1,0 +1,1 @@
+"""Celery task modules. Thin: load by id, call a service, return ids. Names: ``hnpal.<area>.<verb>``."""

@@ -1,0 +1,172 @@
+"""Test harness: a fresh PostgreSQL database and a private Redis key namespace for each run.
+
+Tests talk to the real servers (HNPAL_TEST_DATABASE_URL, default the machine's PostgreSQL on
+127.0.0.1:5432; HNPAL_TEST_REDIS_URL, default 127.0.0.1:6379). The run creates database
+``hnpal_test_<pid>_<random>``, migrates it to head, and drops it at the end; Redis keys are namespaced
+``hnpal-test-<id>:`` and deleted at the end. So runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.orm import Session
+
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+ADMIN_URL = os.environ.get("HNPAL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("HNPAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_DB = f"hnpal_test_{RUN_ID}"
+REDIS_PREFIX = f"hnpal-test-{RUN_ID}:"
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "fixtures" / "articles"
+
+_tmp_root = Path(tempfile.mkdtemp(prefix=f"hnpal-test-{RUN_ID}-"))
+
+
+def _admin_connect():
+    url = make_url(ADMIN_URL)
+    return psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database
+    )
+
+
+def database_url_for(name: str) -> str:
+    return make_url(ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(False)
+
+
+def create_database(name: str) -> str:
+    conn = _admin_connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return database_url_for(name)
+
+
+def drop_database(name: str) -> None:
+    conn = _admin_connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        conn = _admin_connect()
+        conn.close()
+    except psycopg2.OperationalError as exc:
+        raise pytest.UsageError(
+            f"PostgreSQL at {ADMIN_URL} does not answer ({exc}). Start it "
+            "(`.ci/run` does) or set HNPAL_TEST_DATABASE_URL."
+        ) from None
+    try:
+        redis_lib.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis_lib.RedisError as exc:
+        raise pytest.UsageError(
+            f"Redis at {REDIS_URL} does not answer ({exc}). Start it (`.ci/run` does) or set HNPAL_TEST_REDIS_URL."
+        ) from None
+    url = create_database(TEST_DB)
+    os.environ.update(
+        {
+            "HNPAL_DATABASE_URL": url,
+            "HNPAL_REDIS_URL": REDIS_URL,
+            "HNPAL_REDIS_KEY_PREFIX": REDIS_PREFIX,
+            "HNPAL_DATA_DIR": str(_tmp_root / "var"),
+            "HNPAL_LOG_LEVEL": "INFO",
+        }
+    )
+    for key in list(os.environ):
+        if key.startswith("HNPAL_") and key not in {
+            "HNPAL_DATABASE_URL",
+            "HNPAL_REDIS_URL",
+            "HNPAL_REDIS_KEY_PREFIX",
+            "HNPAL_DATA_DIR",
+            "HNPAL_LOG_LEVEL",
+            "HNPAL_TEST_DATABASE_URL",
+            "HNPAL_TEST_REDIS_URL",
+        }:
+            del os.environ[key]
+    from hnpal.db import migrate
+
+    migrate.upgrade(url)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from hnpal.db.session import dispose_engines
+
+    dispose_engines()
+    try:
+        drop_database(TEST_DB)
+    except psycopg2.Error as exc:  # pragma: no cover - report, do not mask the test result
+        print(f"could not drop test database {TEST_DB}: {exc}")
+    try:
+        client = redis_lib.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    except redis_lib.RedisError as exc:  # pragma: no cover
+        print(f"could not clean Redis keys {REDIS_PREFIX}*: {exc}")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return os.environ["HNPAL_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str):
+    eng = create_engine(database_url, pool_pre_ping=True)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db_session(engine) -> Iterator[Session]:
+    """A session whose work is rolled back at the end of the test (commits become savepoints)."""
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """An empty database of its own (for migration tests), dropped afterwards."""
+    name = f"hnpal_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    url = create_database(name)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def redis_client() -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis prefix private to one test."""
+    return f"{REDIS_PREFIX}{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def shared_articles() -> Path:
+    if not (SHARED / "ground-truth.json").exists():
+        pytest.skip(f"shared article fixtures not found at {SHARED} (a user's clone does not have ../shared)")
+    return SHARED

@@ -1,0 +1,75 @@
+"""Migrations on a real, empty database: up, down to base, up again; models and migrations agree."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from hnpal.db import migrate
+from hnpal.models import Base
+
+TABLES = {
+    "users",
+    "posts",
+    "deliveries",
+    "conversations",
+    "memory",
+    "user_token_usage",
+    "agent_calls",
+    "audit_log",
+    "telegram_updates",
+    "summaries",
+}
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
+    assert migrate.current_revision(fresh_database) is None
+    migrate.upgrade(fresh_database)
+    assert migrate.current_revision(fresh_database) == migrate.head_revision()
+    assert _tables(fresh_database) == TABLES
+
+    migrate.downgrade(fresh_database, "base")
+    assert migrate.current_revision(fresh_database) is None
+    assert _tables(fresh_database) == set()
+
+    migrate.upgrade(fresh_database)
+    assert _tables(fresh_database) == TABLES
+
+
+def test_autogenerate_finds_no_difference(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": False}
+            )
+            diff = compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == [], f"models and migrations differ: {diff}"
+
+
+def test_partial_indexes_exist(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            ).all()
+    finally:
+        engine.dispose()
+    defs = dict(rows)
+    assert "WHERE is_saved" in defs["ix_deliveries_saved"]
+    assert "WHERE (reaction IS NOT NULL)" in defs["ix_deliveries_reaction"]
+    assert "WHERE (ended_at IS NULL)" in defs["ix_conversations_active"]
+    assert "WHERE active" in defs["ix_memory_user_active"]
+    assert "DESC" in defs["ix_posts_score"]
