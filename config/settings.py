@@ -45,6 +45,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # An empty value (HNPAL_X=) means "use the default", as in .env.example.
+        env_ignore_empty=True,
     )
 
     # --- storage -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Configuration lives in the top-level ``celeryconfig`` module; task modules live 
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import celeryd_init, setup_logging, worker_process_init
 
 app = Celery("hnpal")
 app.config_from_object("celeryconfig")
@@ -20,12 +20,52 @@ def _setup_logging(**_: object) -> None:
     configure_logging()
 
 
+CONTENT_QUEUE = "content"
+_content_writer_worker = False
+
+
+class ContentWorkerConfigError(SystemExit):
+    """The content queue's worker must run exactly one task process (it is the only RocksDB writer)."""
+
+
+@celeryd_init.connect
+def _check_content_worker(options: dict | None = None, **_: object) -> None:
+    """A worker consuming ``content`` is the single writer: one process, and the store exists at start."""
+    global _content_writer_worker
+    options = options or {}
+    queues = options.get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if CONTENT_QUEUE not in queues:
+        return
+    pool = str(options.get("pool") or "prefork")
+    concurrency = options.get("concurrency") or 1
+    # Thread, solo and gevent pools run every task in this one process; prefork forks one per slot.
+    if "prefork" in pool and int(concurrency) != 1:
+        raise ContentWorkerConfigError(
+            f"the worker of the '{CONTENT_QUEUE}' queue is the only RocksDB writer: start it with "
+            f"--concurrency 1 (got {concurrency} processes)"
+        )
+    _content_writer_worker = True
+    # Create the store on first start (and fail fast if another writer holds it); the lock is released
+    # at once, and the task process opens the writer for good.
+    from config.settings import get_settings
+    from hnpal.content import ContentStore
+
+    settings = get_settings()
+    ContentStore.open_writer(settings.content_dir, block_cache_mb=settings.content_block_cache_mb).close()
+
+
 @worker_process_init.connect
-def _reset_after_fork(**_: object) -> None:
+def _after_fork(**_: object) -> None:
     # Pooled connections must not be shared with the parent process.
     from hnpal.db.session import dispose_engines
 
     dispose_engines()
+    if _content_writer_worker:
+        from hnpal.content import host
+
+        host.writer()
 
 
 def enqueue_after_commit(session, task, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

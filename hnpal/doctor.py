@@ -98,7 +98,7 @@ def _check_content(settings: Settings) -> Check:
         )
     except ContentStoreError as exc:
         return Check("content", "fail", _one_line(exc), f"restore {path} from a `hnpal content backup`")
-    keys = sum(v.get("keys", 0) for v in stats.get("kinds", {}).values())
+    keys = sum(v.get("estimated_keys", 0) for v in stats.get("kinds", {}).values())
     return Check("content", "ok", f"{path} readable, ~{keys} documents")
 
 

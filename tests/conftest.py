@@ -72,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
         redis_lib.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis_lib.RedisError as exc:
         raise pytest.UsageError(
-            f"Redis at {REDIS_URL} does not answer ({exc}). Start it (`.ci/run` does) or set HNPAL_TEST_REDIS_URL."
+            f"Redis at {REDIS_URL} does not answer ({exc}). "
+            "Start it (`.ci/run` does) or set HNPAL_TEST_REDIS_URL."
         ) from None
     url = create_database(TEST_DB)
     os.environ.update(
@@ -170,3 +171,86 @@ def shared_articles() -> Path:
     if not (SHARED / "ground-truth.json").exists():
         pytest.skip(f"shared article fixtures not found at {SHARED} (a user's clone does not have ../shared)")
     return SHARED
+
+
+class WorkerProcess:
+    """A real ``celery -A hnpal worker`` in its own process, as an operator would start it."""
+
+    def __init__(
+        self, queues: str, *, env: dict[str, str], concurrency: int = 1, pool: str = "prefork"
+    ) -> None:
+        import subprocess
+        import sys
+
+        self.name = f"w{uuid.uuid4().hex[:6]}@%h"
+        self.log_path = _tmp_root / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hnpal",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "-n",
+                self.name,
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],  # fmt: skip
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def spawn_worker():
+    workers: list[WorkerProcess] = []
+
+    def spawn(queues: str, *, env: dict[str, str] | None = None, **kw) -> WorkerProcess:
+        worker = WorkerProcess(queues, env=env or {}, **kw)
+        workers.append(worker)
+        return worker
+
+    yield spawn
+    for worker in workers:
+        worker.stop()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import celeryconfig
 import pytest
 from celery.contrib.testing.worker import start_worker
 
+import celeryconfig
 from hnpal.celery import app
 
 

@@ -13,6 +13,7 @@ catches up with the writer on demand (on a missing key, and at most once per
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -220,6 +221,7 @@ class ContentStore:
 
     def _open_db(self, options: rocksdict.Options, access_type: Any) -> None:
         column_families = {kind: options for kind in KINDS}
+        db = None
         try:
             if access_type is None:
                 db = rocksdict.Rdict(str(self.path), options, column_families=column_families)
@@ -231,6 +233,10 @@ class ContentStore:
             self._handles = {kind: db.get_column_family_handle(kind) for kind in KINDS}
         except Exception as exc:
             self._cfs, self._handles = {}, {}
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+                db = None
             message = str(exc)
             if _is_rocksdb_lock_error(message):
                 raise ContentStoreLocked(
@@ -263,20 +269,24 @@ class ContentStore:
         db, self._db = self._db, None
         cfs, self._cfs = self._cfs, {}
         self._handles = {}
-        try:
-            if db is not None:
-                # Column-family objects keep RocksDB alive: drop them before closing the DB.
-                for cf in cfs.values():
-                    cf.close()
-                del cfs
-                db.close()
-                del db
-        finally:
-            if self._lock_fd is not None:
-                fd, self._lock_fd = self._lock_fd, None
-                self._release_lock(fd)
-            if self._cleanup is not None:
-                self._cleanup()
+        errors: list[Exception] = []
+        # Column-family objects keep RocksDB alive: close and drop them before the DB itself,
+        # so that RocksDB is really shut down before the writer lock is released.
+        for rdict in (*cfs.values(), db):
+            if rdict is None:
+                continue
+            try:
+                rdict.close()
+            except Exception as exc:
+                errors.append(exc)
+        del cfs, db, rdict
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            self._release_lock(fd)
+        if self._cleanup is not None:
+            self._cleanup()
+        if errors:
+            raise ContentStoreError(f"content store {self.path}: closing failed: {errors[0]}") from errors[0]
 
     def __enter__(self) -> ContentStore:
         return self

@@ -1,0 +1,39 @@
+# HN Pal — the two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format bench bench-content clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job, offline, on the embedded PostgreSQL and Redis (nothing to configure).
+demo: install
+	$(BIN)/hnpal demo
+
+## Lint, format check and the whole test suite against the real PostgreSQL and Redis.
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bench-content
+
+bench-content: install
+	$(BIN)/python bench/content.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

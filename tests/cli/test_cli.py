@@ -1,0 +1,101 @@
+"""The ``hnpal`` command line, run as a user would run it (a real process, real servers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def hnpal(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hnpal.cli.main", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_db_upgrade_downgrade_upgrade(fresh_database: str) -> None:
+    env = {"HNPAL_DATABASE_URL": fresh_database}
+    first = hnpal("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "database at 0001" in first.stdout
+    down = hnpal("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "database at base" in down.stdout
+    again = hnpal("db", "upgrade", env=env)
+    assert again.returncode == 0, again.stderr
+    current = hnpal("db", "current", env=env)
+    assert "(up to date)" in current.stdout
+
+
+def test_db_current_says_when_behind(fresh_database: str) -> None:
+    result = hnpal("db", "current", env={"HNPAL_DATABASE_URL": fresh_database})
+    assert result.returncode == 0
+    assert "current=base" in result.stdout and "run `hnpal db upgrade`" in result.stdout
+
+
+def test_doctor_with_the_machine_servers(tmp_path: Path) -> None:
+    result = hnpal("doctor", env={"HNPAL_CONTENT_PATH": str(tmp_path / "store")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    names = [line.split()[1] for line in lines]
+    assert names == ["config", "postgresql", "redis", "content", "migrations"]
+    assert lines[3].startswith("WARN") and "hnpal content init" in lines[3]
+    assert all(line.startswith(("OK", "WARN")) for line in lines)
+
+
+def test_doctor_reports_each_failure_with_a_fix(fresh_database: str, tmp_path: Path) -> None:
+    result = hnpal(
+        "doctor",
+        env={
+            "HNPAL_DATABASE_URL": fresh_database,  # not migrated
+            "HNPAL_REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens there
+            "HNPAL_CONTENT_PATH": str(tmp_path / "store"),
+        },
+    )
+    assert result.returncode == 1
+    by_name = {line.split()[1]: line for line in result.stdout.strip().splitlines()}
+    assert by_name["redis"].startswith("FAIL") and "fix: start Redis" in by_name["redis"]
+    assert by_name["migrations"].startswith("FAIL") and "fix: run `hnpal db upgrade`" in by_name["migrations"]
+    assert by_name["postgresql"].startswith("OK")
+
+
+def test_doctor_reports_an_unreachable_database(tmp_path: Path) -> None:
+    result = hnpal(
+        "doctor",
+        env={
+            "HNPAL_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "HNPAL_CONTENT_PATH": str(tmp_path / "store"),
+        },
+    )
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if " postgresql " in f" {x} ")
+    assert line.startswith("FAIL") and "fix: start PostgreSQL or correct HNPAL_DATABASE_URL" in line
+
+
+@pytest.mark.slow
+def test_embedded_stack_first_run_needs_no_servers(tmp_path: Path) -> None:
+    """No URLs configured: real PostgreSQL and Redis start under the data dir, migrated; doctor passes."""
+    env = {"HNPAL_DATABASE_URL": "", "HNPAL_REDIS_URL": "", "HNPAL_DATA_DIR": str(tmp_path / "var")}
+    try:
+        start = hnpal("embedded", "start", env=env, timeout=300)
+        assert start.returncode == 0, start.stderr
+        assert "embedded PostgreSQL: postgresql://" in start.stderr
+        assert "embedded Redis: unix://" in start.stderr
+        doctor = hnpal("doctor", env=env)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "OK   migrations" in doctor.stdout
+        assert "embedded server" in doctor.stdout
+        # The servers outlive the process that started them, for the workers, beat and bot.
+        current = hnpal("db", "current", env=env)
+        assert "(up to date)" in current.stdout
+    finally:
+        stop = hnpal("embedded", "stop", env=env)
+    assert "redis" in stop.stdout and "postgresql" in stop.stdout
+    assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
