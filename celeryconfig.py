@@ -60,6 +60,9 @@ task_default_queue = "default"
 task_create_missing_queues = True
 # hnpal.<area>.<verb>: the area picks the queue.
 task_routes = {
+    # Quick database jobs of the crawl area must not wait behind a backlog of page downloads.
+    "hnpal.crawl.dispatch": {"queue": "default"},
+    "hnpal.crawl.sweep": {"queue": "default"},
     "hnpal.crawl.*": {"queue": "crawl"},
     "hnpal.content.*": {"queue": "content"},
     "hnpal.llm.*": {"queue": "llm"},
@@ -68,5 +71,10 @@ task_routes = {
     "hnpal.telegram.*": {"queue": "telegram"},
 }
 
-# Exactly one beat runs (docker-compose and `hnpal up` start one); domains add their schedules here.
-beat_schedule: dict = {}
+# Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.
+beat_schedule = {
+    "fetch-hn-lists": {"task": "hnpal.ingest.fetch", "schedule": _settings.fetch_interval},
+    "refresh-recent-posts": {"task": "hnpal.ingest.refresh", "schedule": _settings.refresh_interval},
+    "dispatch-crawls": {"task": "hnpal.crawl.dispatch", "schedule": _settings.crawl_dispatch_interval},
+    "content-sweep": {"task": "hnpal.crawl.sweep", "schedule": _settings.content_sweep_interval},
+}

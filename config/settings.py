@@ -103,6 +103,40 @@ class Settings(BaseSettings):
     user_agent: str = Field(
         default="HNPalBot/0.1 (+https://github.com/hnpal/hnpal)", min_length=3, description="HTTP User-Agent."
     )
+    crawl_connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to connect.")
+    crawl_read_timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds between bytes.")
+    crawl_total_timeout: float = Field(
+        default=45.0, gt=0, le=600, description="Seconds for a whole page (defeats slow trickles)."
+    )
+    crawl_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=64 * 1024, le=100 * 1024 * 1024, description="Page size cut-off."
+    )
+    crawl_max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects followed per page.")
+    crawl_retry_backoff: float = Field(
+        default=60.0, gt=0, le=3600, description="Seconds before the first crawl retry; doubles each time."
+    )
+    crawl_dispatch_batch: int = Field(default=200, ge=1, le=10000, description="Posts enqueued per dispatch.")
+    repost_window_days: int = Field(default=30, ge=0, le=3650, description="Reuse a crawl of the same URL.")
+
+    # --- HN ingestion --------------------------------------------------------------------------
+    hn_concurrency: int = Field(default=32, ge=1, le=256, description="Concurrent HN API requests.")
+    hn_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per HN API request.")
+    hn_lists: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["top", "new", "best", "ask", "show", "job"],
+        description="Comma-separated HN lists the scheduled fetch reads.",
+    )
+    hn_list_limit: int = Field(default=100, ge=1, le=500, description="Ids taken from each list per fetch.")
+    fetch_interval: float = Field(default=600.0, ge=5, description="Seconds between scheduled list fetches.")
+    refresh_interval: float = Field(default=1800.0, ge=5, description="Seconds between score refreshes.")
+    refresh_window_hours: int = Field(
+        default=48, ge=1, le=720, description="Posts younger than this refresh."
+    )
+    crawl_dispatch_interval: float = Field(
+        default=120.0, ge=1, description="Seconds between crawl dispatches."
+    )
+    content_sweep_interval: float = Field(default=900.0, ge=5, description="Seconds between content sweeps.")
+    comments_depth: int = Field(default=3, ge=1, le=10, description="Comment levels kept per post.")
+    comments_max: int = Field(default=60, ge=1, le=1000, description="Comments kept per post.")
 
     # --- operations ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
@@ -119,6 +153,22 @@ class Settings(BaseSettings):
     def _split_hosts(cls, v: object) -> object:
         if isinstance(v, str):
             return [h.strip().lower() for h in v.split(",") if h.strip()]
+        return v
+
+    @field_validator("hn_lists", mode="before")
+    @classmethod
+    def _split_lists(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [x.strip().lower() for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("hn_lists")
+    @classmethod
+    def _known_lists(cls, v: list[str]) -> list[str]:
+        known = {"top", "new", "best", "ask", "show", "job"}
+        unknown = [x for x in v if x not in known]
+        if unknown:
+            raise ValueError(f"unknown HN list(s) {unknown}; choose from {sorted(known)}")
         return v
 
     @field_validator("admin_ids", mode="before")

@@ -26,3 +26,27 @@ def backup(dest_dir: str) -> str:
 def stats() -> dict:
     """The writer's view of the store (key estimates and sizes per column family)."""
     return host.writer().stats()
+
+
+# Idempotent (the same payload writes the same bytes and flags), so a killed writer's message is
+# redelivered and its content rewritten.
+@app.task(name="hnpal.content.store", acks_late=True, reject_on_worker_lost=True)
+def store_content(post_id: int, payload: str) -> int | None:
+    """Write a post's content (one RocksDB batch), then its flags in PostgreSQL. Returns the post id."""
+    from hnpal.content.service import store_payload
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        result = store_payload(session=session, store=host.writer(), post_id=post_id, payload=payload)
+    return result.post_id if result.status == "stored" else None
+
+
+@app.task(name="hnpal.content.copy", acks_late=True, reject_on_worker_lost=True)
+def copy_content(post_id: int, source_post_id: int) -> int | None:
+    """A repost: copy the earlier post's content under this post's key. Returns the post id."""
+    from hnpal.content.service import copy_content as copy
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        result = copy(session=session, store=host.writer(), post_id=post_id, source_post_id=source_post_id)
+    return result.post_id if result.status == "stored" else None

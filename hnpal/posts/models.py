@@ -2,12 +2,29 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
 POST_TYPES = ("story", "ask_hn", "show_hn", "poll", "job")
+# pending: not crawled yet; queued: a crawl task is on its way; retrying: a transient failure, retry
+# scheduled; fetched: content handed to the content writer; success: content stored; reused: a repost
+# whose content was copied from an earlier post; failed: permanent (crawl_error says why); skipped:
+# nothing to crawl (no URL and no text).
+CRAWL_STATUSES = ("pending", "queued", "retrying", "fetched", "success", "reused", "failed", "skipped")
+MAX_CRAWL_ATTEMPTS = 3
 
 
 class Post(Base):
@@ -22,18 +39,32 @@ class Post(Base):
         CheckConstraint("comment_count >= 0", name="comment_count_nonnegative"),
         CheckConstraint("crawl_retry_count >= 0", name="crawl_retry_count_nonnegative"),
         CheckConstraint("summary_tokens IS NULL OR summary_tokens >= 0", name="summary_tokens_nonnegative"),
+        CheckConstraint(f"crawl_status IN {CRAWL_STATUSES!r}", name="crawl_status_valid"),
+        CheckConstraint(
+            "is_crawl_success = (crawl_status IN ('success', 'reused'))", name="crawl_success_matches_status"
+        ),
+        CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
         # hn_id is UNIQUE, which already indexes it: the document's idx_hn_id would be a duplicate.
         Index("ix_posts_type", "type"),
         Index("ix_posts_crawl_status", "is_crawl_success", "crawl_retry_count"),
         Index("ix_posts_summarized_at", "summarized_at"),
         Index("ix_posts_hn_published_at", text("hn_published_at DESC")),
         Index("ix_posts_score", text("score DESC")),
-        # Crawl dispatch reads only the posts still to crawl.
+        # Crawl dispatch and the content sweep read only the posts still in flight.
         Index(
             "ix_posts_crawl_pending",
-            "hn_id",
-            postgresql_where=text("NOT is_crawl_success AND crawl_retry_count < 3"),
+            "crawl_status",
+            "crawl_enqueued_at",
+            postgresql_where=text("crawl_status IN ('pending', 'queued', 'retrying', 'fetched')"),
         ),
+        # Repost detection: an earlier successful crawl of the same canonical URL.
+        Index(
+            "ix_posts_canonical_url",
+            "canonical_url",
+            "crawled_at",
+            postgresql_where=text("is_crawl_success AND canonical_url IS NOT NULL"),
+        ),
+        Index("ix_posts_repost_of_post_id", "repost_of_post_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -55,6 +86,13 @@ class Post(Base):
     crawl_retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     crawl_error: Mapped[str | None] = mapped_column(Text)
     crawled_at: Mapped[datetime | None]
+    crawl_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    crawl_enqueued_at: Mapped[datetime | None]
+    canonical_url: Mapped[str | None] = mapped_column(Text)
+    repost_of_post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id", ondelete="SET NULL"))
+    # How the stored text was obtained: trafilatura, trafilatura_recall, body_text, pdf, hn_text, reused.
+    extraction_method: Mapped[str | None] = mapped_column(String(30))
+    comments_fetched_at: Mapped[datetime | None]
 
     summary: Mapped[str | None] = mapped_column(Text)
     summarized_at: Mapped[datetime | None]

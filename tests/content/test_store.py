@@ -240,6 +240,37 @@ def test_second_writer_in_same_process_is_locked_out(writer: ContentStore, store
     assert writer.get(2, "html") == b"y"
 
 
+def test_rocksdb_lock_held_without_lock_file_is_reported_as_locked(store_path: Path) -> None:
+    with ContentStore.open_writer(store_path) as store:
+        store.put(1, text="x")
+    # A process that opens the database directly (bypassing WRITER.lock) holds RocksDB's LOCK.
+    code = (
+        "import sys, rocksdict\n"
+        "from hnpal.content.store import KINDS, build_options\n"
+        "opts = build_options(8)\n"
+        "db = rocksdict.Rdict(sys.argv[1], opts, column_families={k: opts for k in KINDS})\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "db.close()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(store_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(ContentStoreLocked, match="RocksDB's own LOCK") as excinfo:
+            ContentStore.open_writer(store_path)
+        assert str(store_path) in str(excinfo.value)
+        assert (store_path / "WRITER.lock").read_text() == ""  # our failed attempt left no record
+    finally:
+        proc.communicate("\n", timeout=30)
+    with ContentStore.open_writer(store_path) as store:
+        assert store.get(1, "text") == b"x"
+
+
 def test_lock_is_released_on_close(store_path: Path) -> None:
     with ContentStore.open_writer(store_path) as first:
         first.put(1, text="one")

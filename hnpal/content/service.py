@@ -1,0 +1,83 @@
+"""The writer side: store a payload in RocksDB (one batch), then record it in PostgreSQL.
+
+Runs only in the content queue's single worker. Idempotent: storing the same payload twice writes the
+same bytes and the same flags, so a redelivered task (after a kill) simply rewrites its content.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hnpal.content.payload import decode_payload
+from hnpal.content.store import ContentStore
+from hnpal.db.hooks import after_commit
+from hnpal.posts.models import Post
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    post_id: int
+    hn_id: int | None
+    kinds: tuple[str, ...]
+    status: str  # stored | missing_post
+
+
+def store_payload(*, session: Session, store: ContentStore, post_id: int, payload: str) -> StoreResult:
+    doc = decode_payload(payload)
+    post = session.get(Post, post_id, with_for_update=True)
+    if post is None:
+        log.warning("content for post %s dropped: the post no longer exists", post_id)
+        return StoreResult(post_id, None, (), "missing_post")
+    kinds = store.put(
+        post.hn_id,
+        html=doc.get("html"),
+        text=doc.get("text"),
+        markdown=doc.get("markdown"),
+        comments=doc.get("comments"),
+    )
+    meta = doc.get("meta") or {}
+    now = datetime.now(UTC)
+    if "comments" in kinds:
+        post.comments_fetched_at = now
+    if {"html", "text", "markdown"} & set(kinds):
+        post.has_html = post.has_html or "html" in kinds
+        post.has_text = post.has_text or "text" in kinds
+        post.has_markdown = post.has_markdown or "markdown" in kinds
+        post.is_crawl_success = True
+        post.crawl_status = "reused" if meta.get("method") == "reused" else "success"
+        post.crawled_at = now
+        post.crawl_error = None
+        post.extraction_method = meta.get("method")
+        if meta.get("repost_of_post_id"):
+            post.repost_of_post_id = meta["repost_of_post_id"]
+        if post.comment_count > 0 and post.comments_fetched_at is None:
+            from tasks.ingest import fetch_comments
+
+            after_commit(session, lambda pid=post.id: fetch_comments.delay(pid))
+    return StoreResult(post.id, post.hn_id, tuple(kinds), "stored")
+
+
+def copy_content(*, session: Session, store: ContentStore, post_id: int, source_post_id: int) -> StoreResult:
+    """A repost: copy the earlier post's stored article to this post's key, and link the two."""
+    from hnpal.content.payload import encode_payload
+
+    source_hn_id = session.scalar(select(Post.hn_id).where(Post.id == source_post_id))
+    if source_hn_id is None:
+        return StoreResult(post_id, None, (), "missing_post")
+    docs = {kind: store.get_text(source_hn_id, kind) for kind in ("html", "text", "markdown")}
+    if not any(docs.values()):
+        # The earlier content is gone: crawl this post for itself.
+        post = session.get(Post, post_id, with_for_update=True)
+        if post is not None and not post.is_crawl_success:
+            post.crawl_status = "pending"
+            post.crawl_enqueued_at = None
+        return StoreResult(post_id, None, (), "missing_post")
+    payload = encode_payload(**docs, meta={"method": "reused", "repost_of_post_id": source_post_id})
+    return store_payload(session=session, store=store, post_id=post_id, payload=payload)

@@ -1,0 +1,1 @@
+"""HN ingestion: the Firebase API client, item classification, batched upserts, comment threads."""

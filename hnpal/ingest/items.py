@@ -1,0 +1,71 @@
+"""From a raw HN item to a validated post, or a counted reason to skip it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from hnpal.crawl.urls import canonical_url, domain_of
+from hnpal.posts.schemas import PostCreate
+
+SKIP_REASONS = ("null", "deleted", "dead", "not_a_post", "missing_fields", "invalid", "fetch_failed")
+
+
+class Skip(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in SKIP_REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def classify(item: dict[str, Any]) -> str:
+    """story / ask_hn / show_hn / poll / job, from the item type and the title prefix."""
+    kind = item.get("type")
+    if kind == "job":
+        return "job"
+    if kind == "poll":
+        return "poll"
+    title = (item.get("title") or "").lstrip().lower()
+    if title.startswith("ask hn"):
+        return "ask_hn"
+    if title.startswith("show hn"):
+        return "show_hn"
+    return "story"
+
+
+def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]:
+    """A post and the extra fields the pipeline keeps (canonical URL, HN text). Raises Skip."""
+    if item is None:
+        raise Skip("null")
+    if not isinstance(item, dict):
+        raise Skip("invalid", f"item is a {type(item).__name__}")
+    if item.get("deleted"):
+        raise Skip("deleted")
+    if item.get("dead"):
+        raise Skip("dead")
+    if item.get("type") not in ("story", "job", "poll"):
+        raise Skip("not_a_post", str(item.get("type")))
+    if not isinstance(item.get("id"), int) or not item.get("title") or not isinstance(item.get("time"), int):
+        raise Skip("missing_fields", f"id={item.get('id')!r}")
+    url = item.get("url") or None
+    if url is not None and canonical_url(url) is None:
+        url = None  # javascript:, mailto: and other non-web links are not crawled
+    title = " ".join(str(item["title"]).split())
+    try:
+        post = PostCreate(
+            hn_id=item["id"],
+            type=classify(item),
+            title=title[:500],
+            url=url,
+            domain=domain_of(url),
+            author=item.get("by"),
+            score=max(0, int(item.get("score") or 0)),
+            comment_count=max(0, int(item.get("descendants") or 0)),
+            hn_published_at=datetime.fromtimestamp(item["time"], tz=UTC),
+        )
+    except (ValidationError, ValueError, TypeError, OverflowError) as exc:
+        raise Skip("invalid", " ".join(str(exc).split())[:200]) from None
+    extra = {"canonical_url": canonical_url(url), "text": item.get("text") or None}
+    return post, extra

@@ -1,0 +1,228 @@
+"""Ingest HN lists into PostgreSQL: fetch concurrently, upsert in batches, enqueue the next step.
+
+One INSERT ... ON CONFLICT (hn_id) statement per batch; a conflict refreshes score and comment_count
+only (re-reading an item never resets its crawl). New posts with a URL are marked ``queued`` in that
+same statement and their crawl tasks are enqueued after the commit; text posts (Ask HN, jobs...) send
+their HN text to the content writer with no crawl. Bad items are skipped with a counted reason and
+never fail the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from hnpal.crawl.extract import ExtractionError, extract_hn_text
+from hnpal.db.hooks import after_commit
+from hnpal.ingest.client import HNClient, ItemError, run
+from hnpal.ingest.items import Skip, parse_item
+from hnpal.posts.models import Post
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 500
+
+
+@dataclass
+class IngestReport:
+    requested: int = 0
+    inserted: int = 0
+    updated: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    crawl_enqueued: list[int] = field(default_factory=list)  # post ids
+    text_posts: list[int] = field(default_factory=list)  # post ids whose HN text went to the writer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "skipped": dict(self.skipped),
+            "crawl_enqueued": len(self.crawl_enqueued),
+            "text_posts": len(self.text_posts),
+        }
+
+
+def _client() -> HNClient:
+    from config.settings import get_settings
+
+    s = get_settings()
+    return HNClient(
+        str(s.hn_api_base_url), concurrency=s.hn_concurrency, timeout=s.hn_timeout, user_agent=s.user_agent
+    )
+
+
+async def _fetch(list_names: list[str], limit: int, extra_ids: list[int]) -> dict[int, Any]:
+    async with _client() as client:
+        ids: list[int] = []
+        for name in list_names:
+            ids.extend((await client.list_ids(name))[:limit])
+        ids.extend(extra_ids)
+        return await client.items(ids)
+
+
+async def _fetch_ids(ids: list[int]) -> dict[int, Any]:
+    async with _client() as client:
+        return await client.items(ids)
+
+
+def fetch_lists(*, session: Session, lists: list[str], limit: int, enqueue: bool = True) -> IngestReport:
+    """Fetch the given HN lists (at most ``limit`` ids each) and upsert every item."""
+    items = run(_fetch(lists, limit, []))
+    return store_items(session=session, items=items, enqueue=enqueue)
+
+
+def refresh_recent(*, session: Session, hours: int, enqueue: bool = True) -> IngestReport:
+    """Re-read recent posts so score and comment_count stay current."""
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    ids = list(session.scalars(select(Post.hn_id).where(Post.hn_published_at >= since)))
+    if not ids:
+        return IngestReport()
+    return store_items(session=session, items=run(_fetch_ids(ids)), enqueue=enqueue)
+
+
+def fetch_items(*, session: Session, hn_ids: list[int], enqueue: bool = True) -> IngestReport:
+    return store_items(session=session, items=run(_fetch_ids(hn_ids)), enqueue=enqueue)
+
+
+def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True) -> IngestReport:
+    """Validate and upsert fetched items (id -> item, None or ItemError)."""
+    report = IngestReport(requested=len(items))
+    rows: list[dict[str, Any]] = []
+    texts: dict[int, str] = {}
+    for item_id, raw in items.items():
+        if isinstance(raw, ItemError):
+            report.skipped["fetch_failed"] += 1
+            log.warning("HN item %s skipped: %s", item_id, raw.reason)
+            continue
+        try:
+            post, extra = parse_item(raw)
+        except Skip as skip:
+            report.skipped[skip.reason] += 1
+            log.info("HN item %s skipped: %s", item_id, skip)
+            continue
+        row = post.model_dump(exclude={"url"})
+        row["url"] = raw.get("url") if post.url is not None else None
+        row["canonical_url"] = extra["canonical_url"]
+        rows.append(row)
+        if row["url"] is None and extra["text"]:
+            texts[post.hn_id] = extra["text"]
+    now = datetime.now(UTC)
+    for start in range(0, len(rows), BATCH_SIZE):
+        _upsert_batch(session, rows[start : start + BATCH_SIZE], texts, now, report, enqueue)
+    return report
+
+
+def _upsert_batch(
+    session: Session,
+    batch: list[dict[str, Any]],
+    texts: dict[int, str],
+    now: datetime,
+    report: IngestReport,
+    enqueue: bool,
+) -> None:
+    for row in batch:
+        has_url = row["url"] is not None
+        has_text = row["hn_id"] in texts
+        row["crawl_status"] = "queued" if has_url else ("fetched" if has_text else "skipped")
+        row["crawl_enqueued_at"] = now if has_url or has_text else None
+    stmt = insert(Post).values(batch)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Post.hn_id],
+        set_={
+            "score": stmt.excluded.score,
+            "comment_count": stmt.excluded.comment_count,
+        },
+    ).returning(Post.id, Post.hn_id, Post.url, text("(xmax = 0) AS inserted"))
+    result = session.execute(stmt).all()
+    new_crawls: list[int] = []
+    new_texts: list[tuple[int, int, str]] = []
+    for post_id, hn_id, url, inserted in result:
+        if not inserted:
+            report.updated += 1
+            continue
+        report.inserted += 1
+        if url is not None:
+            new_crawls.append(post_id)
+        elif hn_id in texts:
+            new_texts.append((post_id, hn_id, texts[hn_id]))
+    report.crawl_enqueued.extend(new_crawls)
+    for post_id, hn_id, html in new_texts:
+        _send_hn_text(session, post_id, hn_id, html, enqueue)
+        report.text_posts.append(post_id)
+    if enqueue and new_crawls:
+        from tasks.crawl import crawl_post
+
+        def send(ids: list[int] = new_crawls) -> None:
+            for post_id in ids:
+                crawl_post.delay(post_id)
+
+        after_commit(session, send)
+
+
+def _send_hn_text(session: Session, post_id: int, hn_id: int, html: str, enqueue: bool) -> None:
+    """Ask HN / Show HN / job / poll text: no crawl, straight to the content writer."""
+    from hnpal.content.payload import encode_payload
+
+    try:
+        extraction = extract_hn_text(html)
+    except ExtractionError:
+        session.execute(Post.__table__.update().where(Post.id == post_id).values(crawl_status="skipped"))
+        return
+    payload = encode_payload(
+        html=html,
+        text=extraction.text,
+        markdown=extraction.markdown,
+        meta={"method": extraction.method, "final_url": None},
+    )
+    if enqueue:
+        from tasks.content import store_content
+
+        after_commit(session, lambda: store_content.delay(post_id, payload))
+
+
+def count_posts(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Post)) or 0
+
+
+def resend_texts(*, session: Session, hn_ids: list[int], enqueue: bool = True) -> int:
+    """Send the HN text of text posts to the content writer again (their first message was lost)."""
+    if not hn_ids:
+        return 0
+    items = run(_fetch_ids(hn_ids))
+    ids = dict(session.execute(select(Post.hn_id, Post.id).where(Post.hn_id.in_(hn_ids))).tuples().all())
+    sent = 0
+    for hn_id, raw in items.items():
+        if isinstance(raw, dict) and raw.get("text") and hn_id in ids:
+            _send_hn_text(session, ids[hn_id], hn_id, raw["text"], enqueue)
+            sent += 1
+    return sent
+
+
+def fetch_comments(*, post_id: int, depth: int, limit: int) -> tuple[int, str] | None:
+    """(hn_id, thread JSON) for a post, or None when the post or its story item is gone."""
+    from hnpal.db.session import session_scope
+    from hnpal.ingest.comments import fetch_thread, thread_document
+
+    with session_scope() as session:
+        row = session.execute(select(Post.hn_id, Post.comment_count).where(Post.id == post_id)).one_or_none()
+    if row is None:
+        return None
+
+    async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        async with _client() as client:
+            story = await client.item(row.hn_id)
+            if not isinstance(story, dict):
+                return None, []
+            return story, await fetch_thread(client, story, depth=depth, limit=limit)
+
+    story, comments = run(go())
+    if story is None:
+        return None
+    return row.hn_id, thread_document(row.hn_id, comments, int(story.get("descendants") or row.comment_count))

@@ -1,0 +1,73 @@
+"""Crawl tasks (``crawl`` queue): fetch and extract one post; dispatch and sweep on ``default``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import celeryconfig
+from config.settings import get_settings
+from hnpal.celery import app
+from hnpal.crawl import service
+from hnpal.crawl.fetch import Fetcher
+from hnpal.db.hooks import after_commit
+from hnpal.db.session import session_scope
+
+_fetcher: Fetcher | None = None
+
+
+def fetcher() -> Fetcher:
+    global _fetcher
+    if _fetcher is None:
+        _fetcher = Fetcher()
+    return _fetcher
+
+
+# Idempotent (a crawl records nothing until it has a result), so a message whose worker died is
+# redelivered rather than lost, and the kill costs no attempt.
+@app.task(name="hnpal.crawl.post", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def crawl_post(self, post_id: int) -> dict:
+    """Crawl one post by id; the content goes to the content writer. Retries transient failures."""
+    result = service.crawl(post_id=post_id, fetcher=fetcher())
+    if result.outcome == "retry" and result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in)
+    return {"post_id": post_id, "outcome": result.outcome, "detail": result.detail}
+
+
+# Stale means older than any retry countdown could make it.
+STALE_IN_FLIGHT = timedelta(seconds=celeryconfig.MAX_COUNTDOWN + 3600)
+STALE_HANDOFF = timedelta(minutes=15)
+
+
+@app.task(name="hnpal.crawl.dispatch")
+def dispatch() -> int:
+    """Enqueue crawls for pending posts and for in-flight posts whose message was lost."""
+    settings = get_settings()
+    with session_scope() as session:
+        ids = service.dispatch(
+            session=session, limit=settings.crawl_dispatch_batch, stale_after=STALE_IN_FLIGHT
+        )
+        after_commit(session, lambda: [crawl_post.delay(i) for i in ids])
+    return len(ids)
+
+
+@app.task(name="hnpal.crawl.sweep")
+def sweep() -> dict:
+    """The content sweep: content handed to the writer but never stored is produced again."""
+    from hnpal.ingest.service import resend_texts
+
+    settings = get_settings()
+    with session_scope() as session:
+        ids = service.dispatch(
+            session=session,
+            limit=settings.crawl_dispatch_batch,
+            stale_after=STALE_HANDOFF,
+            stale_statuses=("fetched",),
+            include_pending=False,
+        )
+        after_commit(session, lambda: [crawl_post.delay(i) for i in ids])
+    with session_scope() as session:
+        hn_ids = service.stale_text_posts(
+            session=session, stale_after=STALE_HANDOFF, limit=settings.crawl_dispatch_batch
+        )
+        resent = resend_texts(session=session, hn_ids=hn_ids)
+    return {"recrawled": len(ids), "texts_resent": resent}
