@@ -60,9 +60,7 @@ class Settings(BaseSettings):
         description="Redis URL (redis://host:6379/0 or unix:///path.sock). "
         "Empty: start the embedded Redis under data_dir.",
     )
-    data_dir: Path = Field(
-        default=Path("var"), description="Where the embedded servers and the content store live."
-    )
+    data_dir: Path = Field(default=Path("var"), description="Where the embedded servers and the content store live.")
     content_path: Path | None = Field(
         default=None, description="RocksDB content store directory. Default: <data_dir>/content.rocksdb."
     )
@@ -128,12 +126,8 @@ class Settings(BaseSettings):
     hn_list_limit: int = Field(default=100, ge=1, le=500, description="Ids taken from each list per fetch.")
     fetch_interval: float = Field(default=600.0, ge=5, description="Seconds between scheduled list fetches.")
     refresh_interval: float = Field(default=1800.0, ge=5, description="Seconds between score refreshes.")
-    refresh_window_hours: int = Field(
-        default=48, ge=1, le=720, description="Posts younger than this refresh."
-    )
-    crawl_dispatch_interval: float = Field(
-        default=120.0, ge=1, description="Seconds between crawl dispatches."
-    )
+    refresh_window_hours: int = Field(default=48, ge=1, le=720, description="Posts younger than this refresh.")
+    crawl_dispatch_interval: float = Field(default=120.0, ge=1, description="Seconds between crawl dispatches.")
     content_sweep_interval: float = Field(default=900.0, ge=5, description="Seconds between content sweeps.")
     comments_depth: int = Field(default=3, ge=1, le=10, description="Comment levels kept per post.")
     comments_max: int = Field(default=60, ge=1, le=1000, description="Comments kept per post.")

@@ -45,8 +45,7 @@ def _check_postgres(settings: Settings) -> Iterator[Check]:
     from hnpal.db.session import get_engine
 
     fix = (
-        "run `hnpal embedded stop` then retry, or check the log under "
-        f"{settings.data_dir / 'postgres' / 'log'}"
+        f"run `hnpal embedded stop` then retry, or check the log under {settings.data_dir / 'postgres' / 'log'}"
         if settings.embedded_database
         else "start PostgreSQL or correct HNPAL_DATABASE_URL (leave it empty for the embedded server)"
     )
@@ -111,9 +110,7 @@ def _check_migrations() -> Check:
         return Check("migrations", "fail", _one_line(exc), "run `hnpal db upgrade`")
     if current == head:
         return Check("migrations", "ok", f"at head {head}")
-    return Check(
-        "migrations", "fail", f"database at {current or 'base'}, code at {head}", "run `hnpal db upgrade`"
-    )
+    return Check("migrations", "fail", f"database at {current or 'base'}, code at {head}", "run `hnpal db upgrade`")
 
 
 def _one_line(exc: BaseException) -> str:

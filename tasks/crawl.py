@@ -43,9 +43,7 @@ def dispatch() -> int:
     """Enqueue crawls for pending posts and for in-flight posts whose message was lost."""
     settings = get_settings()
     with session_scope() as session:
-        ids = service.dispatch(
-            session=session, limit=settings.crawl_dispatch_batch, stale_after=STALE_IN_FLIGHT
-        )
+        ids = service.dispatch(session=session, limit=settings.crawl_dispatch_batch, stale_after=STALE_IN_FLIGHT)
         after_commit(session, lambda: [crawl_post.delay(i) for i in ids])
     return len(ids)
 

@@ -48,9 +48,7 @@ def fetch_comments(post_id: int) -> int | None:
     from tasks.content import store_content
 
     settings = get_settings()
-    thread = service.fetch_comments(
-        post_id=post_id, depth=settings.comments_depth, limit=settings.comments_max
-    )
+    thread = service.fetch_comments(post_id=post_id, depth=settings.comments_depth, limit=settings.comments_max)
     if thread is None:
         return None
     _hn_id, document = thread

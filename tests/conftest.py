@@ -72,8 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
         redis_lib.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis_lib.RedisError as exc:
         raise pytest.UsageError(
-            f"Redis at {REDIS_URL} does not answer ({exc}). "
-            "Start it (`.ci/run` does) or set HNPAL_TEST_REDIS_URL."
+            f"Redis at {REDIS_URL} does not answer ({exc}). Start it (`.ci/run` does) or set HNPAL_TEST_REDIS_URL."
         ) from None
     url = create_database(TEST_DB)
     os.environ.update(
@@ -176,9 +175,7 @@ def shared_articles() -> Path:
 class WorkerProcess:
     """A real ``celery -A hnpal worker`` in its own process, as an operator would start it."""
 
-    def __init__(
-        self, queues: str, *, env: dict[str, str], concurrency: int = 1, pool: str = "prefork"
-    ) -> None:
+    def __init__(self, queues: str, *, env: dict[str, str], concurrency: int = 1, pool: str = "prefork") -> None:
         import subprocess
         import sys
 

@@ -103,20 +103,12 @@ def test_memory_rules(kwargs: dict, field: str) -> None:
 
 
 def test_memory_confidence_bounds_inclusive() -> None:
-    assert (
-        MemoryCreate(user_id=1, type="fact", content="c", source_type="explicit", confidence=0).confidence
-        == 0
-    )
-    assert (
-        MemoryCreate(user_id=1, type="fact", content="c", source_type="explicit", confidence=1).confidence
-        == 1
-    )
+    assert MemoryCreate(user_id=1, type="fact", content="c", source_type="explicit", confidence=0).confidence == 0
+    assert MemoryCreate(user_id=1, type="fact", content="c", source_type="explicit", confidence=1).confidence == 1
 
 
 def test_agent_call_rules() -> None:
-    ok = AgentCallCreate(
-        agent_type="summary", model="m", input_tokens=1, output_tokens=2, cost_usd=0, latency_ms=3
-    )
+    ok = AgentCallCreate(agent_type="summary", model="m", input_tokens=1, output_tokens=2, cost_usd=0, latency_ms=3)
     assert ok.cost_usd == Decimal(0)
     with pytest.raises(ValidationError, match="error_message"):
         AgentCallCreate(
@@ -129,6 +121,4 @@ def test_agent_call_rules() -> None:
             success=False,
         )
     with pytest.raises(ValidationError):
-        AgentCallCreate(
-            agent_type="summary", model="m", input_tokens=-1, output_tokens=2, cost_usd=0, latency_ms=3
-        )
+        AgentCallCreate(agent_type="summary", model="m", input_tokens=-1, output_tokens=2, cost_usd=0, latency_ms=3)

@@ -14,9 +14,7 @@ from config.settings import SettingsError, get_settings
 app = typer.Typer(help="HN Pal: a Hacker News companion for Telegram.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 content_app = typer.Typer(help="The RocksDB content store.", no_args_is_help=True)
-embedded_app = typer.Typer(
-    help="The embedded PostgreSQL and Redis under HNPAL_DATA_DIR.", no_args_is_help=True
-)
+embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis under HNPAL_DATA_DIR.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(content_app, name="content")
 app.add_typer(embedded_app, name="embedded")
@@ -161,6 +159,124 @@ def content_backup(
     except Exception as exc:  # the worker's error, or a timeout
         raise _err(f"backup by the content worker failed: {exc}") from None
     typer.echo(f"checkpoint of {path} written to {written} by the content worker")
+
+
+# --- pipeline ---------------------------------------------------------------------------------------
+@app.command("extract")
+def extract_cmd(
+    source: Annotated[str, typer.Argument(help="A .html, .html.gz or .pdf file, or an http(s) URL.")],
+    fmt: Annotated[str, typer.Option("--format", help="text or markdown.")] = "text",
+) -> None:
+    """Print the extraction of one page, through exactly the pipeline's code path."""
+    from hnpal.crawl.extract import ExtractionError
+    from hnpal.crawl.pages import load_page
+    from hnpal.crawl.service import extract_page
+
+    if fmt not in ("text", "markdown"):
+        raise _err("--format must be text or markdown", 2)
+    try:
+        page = load_page(source)
+        extraction = extract_page(page)
+    except (OSError, ExtractionError, ValueError) as exc:
+        raise _err(f"{source}: {exc}") from None
+    except Exception as exc:  # FetchError and friends: one clear line
+        raise _err(f"{source}: {exc}") from None
+    typer.echo(extraction.text if fmt == "text" else extraction.markdown)
+    typer.secho(
+        f"[{extraction.method}, {len(extraction.text)} chars of text, {len(extraction.markdown)} of markdown]",
+        err=True,
+        fg=typer.colors.BRIGHT_BLACK,
+    )
+
+
+@app.command("fetch")
+def fetch_cmd(
+    lists: Annotated[list[str], typer.Option("--list", help="top, new, best, ask, show or job (repeatable).")] = [],  # noqa: B006
+    limit: Annotated[int, typer.Option(help="Ids taken from each list.")] = 30,
+    enqueue: Annotated[bool, typer.Option(help="Enqueue crawls for new posts.")] = True,
+) -> None:
+    """Fetch HN lists now (in this process) and upsert the posts; crawls go to the queue."""
+    from hnpal.db.session import session_scope
+    from hnpal.ingest import service
+    from hnpal.ingest.client import LISTS
+
+    unknown = [x for x in lists if x not in LISTS]
+    if unknown:
+        raise _err(f"unknown list(s) {unknown}; choose from {', '.join(LISTS)}", 2)
+    announce_embedded()
+    with session_scope() as session:
+        report = service.fetch_lists(
+            session=session, lists=lists or get_settings().hn_lists, limit=limit, enqueue=enqueue
+        )
+    typer.echo(json.dumps(report.as_dict()))
+
+
+@app.command("crawl")
+def crawl_cmd(
+    hn_id: int,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the outcome (0: just enqueue).")] = 0.0,
+) -> None:
+    """Enqueue a crawl of one post (fetching the HN item first if it is not known yet)."""
+    import time
+
+    from sqlalchemy import select
+
+    from hnpal.db.session import session_scope
+    from hnpal.ingest import service
+    from hnpal.posts.models import Post
+    from tasks.crawl import crawl_post
+
+    announce_embedded()
+    with session_scope() as session:
+        post = session.scalar(select(Post).where(Post.hn_id == hn_id))
+        if post is None:
+            report = service.fetch_items(session=session, hn_ids=[hn_id], enqueue=False)
+            if not report.inserted and not report.updated:
+                raise _err(f"HN item {hn_id} could not be stored: {dict(report.skipped)}")
+            post = session.scalar(select(Post).where(Post.hn_id == hn_id))
+        if post.is_crawl_success:
+            typer.echo(f"post {hn_id} is already crawled ({post.extraction_method}); re-queued nothing")
+            return
+        post.crawl_status, post.crawl_retry_count, post.crawl_error = "queued", 0, None
+        post_id = post.id
+    crawl_post.delay(post_id)
+    typer.echo(f"crawl of HN item {hn_id} (post {post_id}) enqueued on the crawl queue")
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        with session_scope() as session:
+            post = session.get(Post, post_id)
+            if post.crawl_status in ("success", "reused", "failed", "skipped"):
+                typer.echo(f"{post.crawl_status}: {post.extraction_method or post.crawl_error or ''}")
+                raise typer.Exit(0 if post.is_crawl_success else 1)
+        time.sleep(0.5)
+    if wait:
+        raise _err(f"no outcome after {wait:.0f}s (are the crawl and content workers running?)")
+
+
+@app.command("import-jsonl")
+def import_jsonl_cmd(
+    posts: Annotated[Path, typer.Argument(help="JSONL export: one post object per line.")],
+    content_dir: Annotated[
+        Path | None, typer.Option(help="Directory with <hn_id>.html / .txt / .md files to import.")
+    ] = None,
+) -> None:
+    """Import a JSONL export of posts (and their content files); re-runs add no duplicates."""
+    from hnpal.importer import import_jsonl
+
+    if not posts.is_file():
+        raise _err(f"{posts}: no such file", 2)
+    if content_dir is not None and not content_dir.is_dir():
+        raise _err(f"{content_dir}: no such directory", 2)
+    announce_embedded()
+    report = import_jsonl(posts, content_dir=content_dir)
+    typer.echo(
+        f"imported {report.inserted} new and {report.updated} existing posts, "
+        f"{report.content_files} content documents; skipped {report.skipped_total} line(s)"
+    )
+    for line_no, reason in report.skipped[:50]:
+        typer.secho(f"  line {line_no}: {reason}", fg=typer.colors.YELLOW)
+    if len(report.skipped) > 50:
+        typer.secho(f"  ... and {len(report.skipped) - 50} more", fg=typer.colors.YELLOW)
 
 
 # --- embedded ---------------------------------------------------------------------------------------

@@ -22,13 +22,9 @@ def _open(mode: str) -> ContentStore:
         if handle is None:
             settings = get_settings()
             if mode == "writer":
-                handle = ContentStore.open_writer(
-                    settings.content_dir, block_cache_mb=settings.content_block_cache_mb
-                )
+                handle = ContentStore.open_writer(settings.content_dir, block_cache_mb=settings.content_block_cache_mb)
             else:
-                handle = ContentStore.open_reader(
-                    settings.content_dir, block_cache_mb=settings.content_block_cache_mb
-                )
+                handle = ContentStore.open_reader(settings.content_dir, block_cache_mb=settings.content_block_cache_mb)
             _handles[mode] = handle
         return handle
 

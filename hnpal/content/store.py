@@ -226,9 +226,7 @@ class ContentStore:
             if access_type is None:
                 db = rocksdict.Rdict(str(self.path), options, column_families=column_families)
             else:
-                db = rocksdict.Rdict(
-                    str(self.path), options, column_families=column_families, access_type=access_type
-                )
+                db = rocksdict.Rdict(str(self.path), options, column_families=column_families, access_type=access_type)
             self._cfs = {kind: db.get_column_family(kind) for kind in KINDS}
             self._handles = {kind: db.get_column_family_handle(kind) for kind in KINDS}
         except Exception as exc:
@@ -403,9 +401,7 @@ class ContentStore:
         try:
             db.write(batch)
         except Exception as exc:
-            raise ContentStoreError(
-                f"content store {self.path}: writing hn_id {hn_id} failed: {exc}"
-            ) from exc
+            raise ContentStoreError(f"content store {self.path}: writing hn_id {hn_id} failed: {exc}") from exc
         return written
 
     def delete(self, hn_id: int) -> None:
@@ -418,9 +414,7 @@ class ContentStore:
         try:
             db.write(batch)
         except Exception as exc:
-            raise ContentStoreError(
-                f"content store {self.path}: deleting hn_id {hn_id} failed: {exc}"
-            ) from exc
+            raise ContentStoreError(f"content store {self.path}: deleting hn_id {hn_id} failed: {exc}") from exc
 
     def flush(self) -> None:
         """Flush the memtables of all column families to SST files (writer only)."""

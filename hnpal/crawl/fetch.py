@@ -93,16 +93,12 @@ def _retry_after(response: httpx.Response) -> float | None:
 class Fetcher:
     """A reusable page fetcher (one per process: it keeps a connection pool)."""
 
-    def __init__(
-        self, settings: Settings | None = None, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, *, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings or get_settings()
         s = self.settings
         self.guard = Guard(s.crawl_allow_hosts)
         self.client = httpx.Client(
-            timeout=httpx.Timeout(
-                connect=s.crawl_connect_timeout, read=s.crawl_read_timeout, write=10, pool=10
-            ),
+            timeout=httpx.Timeout(connect=s.crawl_connect_timeout, read=s.crawl_read_timeout, write=10, pool=10),
             follow_redirects=False,
             headers={
                 "User-Agent": s.user_agent,
@@ -136,9 +132,7 @@ class Fetcher:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:
-                            raise FetchError(
-                                f"HTTP {response.status_code} redirect without Location", transient=False
-                            )
+                            raise FetchError(f"HTTP {response.status_code} redirect without Location", transient=False)
                         seen.append(current)
                         current = urljoin(current, location)
                         if current in seen:
@@ -169,9 +163,7 @@ class Fetcher:
                         elapsed=time.monotonic() - started,
                     )
             except httpx.TimeoutException as exc:
-                raise FetchError(
-                    f"timeout fetching {current}: {type(exc).__name__}", transient=True
-                ) from None
+                raise FetchError(f"timeout fetching {current}: {type(exc).__name__}", transient=True) from None
             except httpx.TransportError as exc:
                 raise FetchError(f"connection error fetching {current}: {exc}", transient=True) from None
             except httpx.InvalidURL as exc:

@@ -64,9 +64,7 @@ def crawl(*, post_id: int, fetcher: Fetcher, settings: Settings | None = None) -
             post_id, str(exc), transient=exc.transient, retry_after=exc.retry_after, settings=settings
         )
     except ExtractionError as exc:
-        return _record_failure(
-            post_id, f"extraction: {exc}", transient=False, retry_after=None, settings=settings
-        )
+        return _record_failure(post_id, f"extraction: {exc}", transient=False, retry_after=None, settings=settings)
     meta = {
         "method": extraction.method,
         "final_url": page.final_url,
@@ -88,9 +86,7 @@ def crawl(*, post_id: int, fetcher: Fetcher, settings: Settings | None = None) -
         from tasks.content import store_content
 
         after_commit(session, lambda: store_content.delay(post_id, payload))
-    log.info(
-        "crawled post %s (hn %s) via %s: %d chars", post_id, hn_id, extraction.method, len(extraction.text)
-    )
+    log.info("crawled post %s (hn %s) via %s: %d chars", post_id, hn_id, extraction.method, len(extraction.text))
     return CrawlResult(post_id, "fetched", extraction.method)
 
 
@@ -165,9 +161,7 @@ def _record_failure(
             )
             return CrawlResult(post_id, "retry", error, retry_in=delay)
         post.crawl_status = "failed"
-        log.info(
-            "crawl of post %s failed for good after %d attempt(s): %s", post_id, post.crawl_retry_count, error
-        )
+        log.info("crawl of post %s failed for good after %d attempt(s): %s", post_id, post.crawl_retry_count, error)
         return CrawlResult(post_id, "failed", error)
 
 
@@ -206,9 +200,7 @@ def dispatch(
     )
     if ids:
         session.execute(
-            update(Post)
-            .where(Post.id.in_(ids))
-            .values(crawl_status="queued", crawl_enqueued_at=datetime.now(UTC))
+            update(Post).where(Post.id.in_(ids)).values(crawl_status="queued", crawl_enqueued_at=datetime.now(UTC))
         )
     return ids
 

@@ -55,9 +55,7 @@ def canonical_url(url: str | None) -> str | None:
         path = path.replace("//", "/")
     if len(path) > 1:
         path = path.rstrip("/")
-    query = urlencode(
-        sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k))
-    )
+    query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)))
     return urlunsplit(("https", host, path, query, ""))
 
 

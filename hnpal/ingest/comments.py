@@ -26,9 +26,7 @@ def comment_text(html: str) -> str:
     return tree.text_content().strip()
 
 
-async def fetch_thread(
-    client: HNClient, story: dict[str, Any], *, depth: int, limit: int
-) -> list[dict[str, Any]]:
+async def fetch_thread(client: HNClient, story: dict[str, Any], *, depth: int, limit: int) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     level: list[int] = [k for k in story.get("kids") or [] if isinstance(k, int)]
     for current_depth in range(depth):

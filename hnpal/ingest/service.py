@@ -53,9 +53,7 @@ def _client() -> HNClient:
     from config.settings import get_settings
 
     s = get_settings()
-    return HNClient(
-        str(s.hn_api_base_url), concurrency=s.hn_concurrency, timeout=s.hn_timeout, user_agent=s.user_agent
-    )
+    return HNClient(str(s.hn_api_base_url), concurrency=s.hn_concurrency, timeout=s.hn_timeout, user_agent=s.user_agent)
 
 
 async def _fetch(list_names: list[str], limit: int, extra_ids: list[int]) -> dict[int, Any]:

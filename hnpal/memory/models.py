@@ -26,9 +26,7 @@ class Memory(TimestampMixin, Base):
     __tablename__ = "memory"
     __table_args__ = (
         CheckConstraint(f"type IN {MEMORY_TYPES!r}", name="type_valid"),
-        CheckConstraint(
-            f"source_type IS NULL OR source_type IN {MEMORY_SOURCES!r}", name="source_type_valid"
-        ),
+        CheckConstraint(f"source_type IS NULL OR source_type IN {MEMORY_SOURCES!r}", name="source_type_valid"),
         CheckConstraint(f"char_length(content) BETWEEN 1 AND {MAX_MEMORY_CHARS}", name="content_length"),
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
         Index("ix_memory_user_active", "user_id", "active", postgresql_where=text("active")),
@@ -44,9 +42,7 @@ class Memory(TimestampMixin, Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     source_type: Mapped[str | None] = mapped_column(String(50))
     source_post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id", ondelete="SET NULL"))
-    source_conversation_id: Mapped[int | None] = mapped_column(
-        ForeignKey("conversations.id", ondelete="SET NULL")
-    )
+    source_conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     confidence: Mapped[Decimal] = mapped_column(Numeric(3, 2), nullable=False, server_default="1.0")
     last_accessed_at: Mapped[datetime | None]

@@ -142,9 +142,8 @@ class Snapshot:
 
     def top_level(self) -> list[dict[str, Any]]:
         """Stories, jobs and polls (deleted ones included), oldest first."""
-        return sorted(
-            (i for i in self.items.values() if i.get("type") in LISTABLE_TYPES), key=lambda i: i["id"]
-        )
+        chosen = [i for i in self.items.values() if i.get("type") in LISTABLE_TYPES]
+        return sorted(chosen, key=lambda i: i["id"])
 
     def resolve(self, value: Any, base_url: str) -> Any:
         """``value`` (an item, a URL, ...) with ``{base}`` replaced by ``base_url``."""
@@ -286,6 +285,7 @@ def _coerce(value: str) -> Any:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # crawlers open many connections at once; the default backlog is 5
     replay: HNReplayServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -335,6 +335,7 @@ class HNReplayServer:
                     item["time"] += self.time_offset
         self._items: dict[int, dict[str, Any]] = items
         self._missing = set(self.snapshot.missing_ids)
+        self._max_id = max([0, *self._items, *self._missing])
 
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.replay = self
@@ -406,12 +407,13 @@ class HNReplayServer:
             item_id = int(item["id"])
             self._items[item_id] = copy.deepcopy(item)
             self._missing.discard(item_id)
+            self._max_id = max(self._max_id, item_id)
             self._touched.append(item_id)
             self._lists = None
 
     def maxitem(self) -> int:
         with self._lock:
-            return max([0, *self._items, *self._missing])
+            return self._max_id
 
     def add_story(
         self,
@@ -448,12 +450,12 @@ class HNReplayServer:
             if kid_list:
                 item["kids"] = kid_list
             if type != "job":
-                item["descendants"] = (
-                    self._count_descendants(kid_list) if descendants is None else descendants
-                )
+                if descendants is None:
+                    descendants = self._count_descendants(kid_list)
+                item["descendants"] = descendants
             item.update(extra)
             self.add_item(item)
-            self._pinned_top.insert(0, item_id)
+            self._pinned_top.append(item_id)
             return item_id
 
     def _count_descendants(self, kids: list[int]) -> int:
@@ -544,9 +546,8 @@ class HNReplayServer:
                 return self._lists
             top_level = [i for i in self._items.values() if i.get("type") in LISTABLE_TYPES]
             live = [i for i in top_level if self._live(i)]
-            hazards = sorted(
-                [i["id"] for i in top_level if not self._live(i)] + list(self._missing), reverse=True
-            )
+            missing = list(self._missing)
+            hazards = sorted([i["id"] for i in top_level if not self._live(i)] + missing, reverse=True)
             reference = max((i.get("time", 0) for i in self._items.values()), default=0)
 
             def rank(item: dict[str, Any]) -> float:
@@ -554,13 +555,12 @@ class HNReplayServer:
                 return (max(item.get("score", 1), 1) - 1 + 0.5) / (age_hours + 2) ** 1.8
 
             ranked = [i["id"] for i in sorted(live, key=rank, reverse=True)]
-            pinned = [p for p in self._pinned_top if p in self._items]
-            top = pinned + [i for i in ranked if i not in pinned]
+            pinned = [p for p in reversed(self._pinned_top) if p in self._items]
+            pinned_set = set(pinned)
+            top = pinned + [i for i in ranked if i not in pinned_set]
             for n, hazard in enumerate(hazards):  # a client must skip these, so put them early
                 top.insert(min(len(top), 2 + 4 * n), hazard)
-            new = sorted(
-                [i["id"] for i in top_level if i.get("type") != "job"] + list(self._missing), reverse=True
-            )
+            new = sorted([i["id"] for i in top_level if i.get("type") != "job"] + missing, reverse=True)
             best = [i["id"] for i in sorted(live, key=lambda i: (i.get("score", 0), i["id"]), reverse=True)]
 
             def titled(prefix: str) -> list[int]:
@@ -834,6 +834,7 @@ def _from_directory(directory: Path, rel: str) -> Reply | None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "HNReplay/1.0"
     sys_version = ""
     server: _HTTPServer

@@ -76,9 +76,8 @@ def build_pdf(title: str, paragraphs: Sequence[str], *, author: str = "HN Pal sa
     objects[2] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
     objects[3] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
     objects[4] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"
-    objects[5] = (
-        b"<< /Title (" + _escape(title) + b") /Author (" + _escape(author) + b") /Producer (hnpal) >>"
-    )
+    info = b"<< /Title (" + _escape(title) + b") /Author (" + _escape(author) + b")"
+    objects[5] = info + b" /Producer (hnpal) >>"
 
     buf = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets: dict[int, int] = {}

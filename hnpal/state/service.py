@@ -40,9 +40,7 @@ def set_state(*, session: Session, store: StateStore, telegram_id: int, state: F
     """Write the state to PostgreSQL first (durable), then to Redis (best effort)."""
     post_id = state.data.get("active_post_id") if state.state == BotState.DISCUSSION else None
     session.execute(
-        User.__table__.update()
-        .where(User.telegram_id == telegram_id)
-        .values(active_discussion_post_id=post_id)
+        User.__table__.update().where(User.telegram_id == telegram_id).values(active_discussion_post_id=post_id)
     )
     session.flush()
     store.set_fsm(telegram_id, state)

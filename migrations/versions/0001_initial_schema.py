@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("summary_prompt_type", sa.String(length=50), nullable=True),
         sa.Column("fetched_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "type IN ('story', 'ask_hn', 'show_hn', 'poll', 'job')", name=op.f("ck_posts_type_valid")
-        ),
+        sa.CheckConstraint("type IN ('story', 'ask_hn', 'show_hn', 'poll', 'job')", name=op.f("ck_posts_type_valid")),
         sa.CheckConstraint("char_length(title) <= 500", name=op.f("ck_posts_title_length")),
         sa.CheckConstraint("comment_count >= 0", name=op.f("ck_posts_comment_count_nonnegative")),
         sa.CheckConstraint("crawl_retry_count >= 0", name=op.f("ck_posts_crawl_retry_count_nonnegative")),
@@ -67,9 +65,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("NOT is_crawl_success AND crawl_retry_count < 3"),
     )
     op.create_index("ix_posts_crawl_status", "posts", ["is_crawl_success", "crawl_retry_count"], unique=False)
-    op.create_index(
-        "ix_posts_hn_published_at", "posts", [sa.literal_column("hn_published_at DESC")], unique=False
-    )
+    op.create_index("ix_posts_hn_published_at", "posts", [sa.literal_column("hn_published_at DESC")], unique=False)
     op.create_index("ix_posts_score", "posts", [sa.literal_column("score DESC")], unique=False)
     op.create_index("ix_posts_summarized_at", "posts", ["summarized_at"], unique=False)
     op.create_index("ix_posts_type", "posts", ["type"], unique=False)
@@ -130,12 +126,8 @@ def upgrade() -> None:
             name=op.f("ck_summaries_style_valid"),
         ),
         sa.CheckConstraint("char_length(text) > 0", name=op.f("ck_summaries_text_not_empty")),
-        sa.CheckConstraint(
-            "input_tokens >= 0 AND output_tokens >= 0", name=op.f("ck_summaries_tokens_nonnegative")
-        ),
-        sa.ForeignKeyConstraint(
-            ["post_id"], ["posts.id"], name=op.f("fk_summaries_post_id_posts"), ondelete="CASCADE"
-        ),
+        sa.CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name=op.f("ck_summaries_tokens_nonnegative")),
+        sa.ForeignKeyConstraint(["post_id"], ["posts.id"], name=op.f("fk_summaries_post_id_posts"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_summaries")),
         sa.UniqueConstraint("post_id", "style", "variant", name=op.f("uq_summaries_post_id_style_variant")),
     )
@@ -174,9 +166,7 @@ def upgrade() -> None:
             "jsonb_typeof(digest_preferences) = 'object'", name=op.f("ck_users_digest_preferences_object")
         ),
         sa.CheckConstraint("jsonb_typeof(interests) = 'array'", name=op.f("ck_users_interests_array")),
-        sa.CheckConstraint(
-            "status IN ('active', 'paused', 'blocked', 'deleted')", name=op.f("ck_users_status_valid")
-        ),
+        sa.CheckConstraint("status IN ('active', 'paused', 'blocked', 'deleted')", name=op.f("ck_users_status_valid")),
         sa.CheckConstraint("jsonb_array_length(interests) <= 50", name=op.f("ck_users_interests_max")),
         sa.CheckConstraint("telegram_id > 0", name=op.f("ck_users_telegram_id_positive")),
         sa.ForeignKeyConstraint(
@@ -211,9 +201,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "actor_type IN ('user', 'admin', 'system')", name=op.f("ck_audit_log_actor_type_valid")
-        ),
+        sa.CheckConstraint("actor_type IN ('user', 'admin', 'system')", name=op.f("ck_audit_log_actor_type_valid")),
         sa.ForeignKeyConstraint(
             ["subject_user_id"],
             ["users.id"],
@@ -222,9 +210,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
-    op.create_index(
-        "ix_audit_log_action", "audit_log", ["action", sa.literal_column("created_at DESC")], unique=False
-    )
+    op.create_index("ix_audit_log_action", "audit_log", ["action", sa.literal_column("created_at DESC")], unique=False)
     op.create_index(
         "ix_audit_log_subject",
         "audit_log",
@@ -249,16 +235,12 @@ def upgrade() -> None:
         sa.Column("context_loaded", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column(
-            "last_message_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("last_message_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("jsonb_typeof(messages) = 'array'", name=op.f("ck_conversations_messages_array")),
         sa.CheckConstraint(
             "ended_at IS NULL OR ended_at >= started_at", name=op.f("ck_conversations_ended_after_started")
         ),
-        sa.CheckConstraint(
-            "jsonb_array_length(messages) <= 1000", name=op.f("ck_conversations_messages_max")
-        ),
+        sa.CheckConstraint("jsonb_array_length(messages) <= 1000", name=op.f("ck_conversations_messages_max")),
         sa.CheckConstraint(
             "total_input_tokens >= 0 AND total_output_tokens >= 0 AND total_cost_usd >= 0",
             name=op.f("ck_conversations_totals_nonnegative"),
@@ -295,21 +277,15 @@ def upgrade() -> None:
         sa.Column("reaction", sa.String(length=10), nullable=True),
         sa.Column("is_saved", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("is_read", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column(
-            "delivered_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("reacted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("saved_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "reaction IS NULL OR reaction IN ('up', 'down')", name=op.f("ck_deliveries_reaction_valid")
-        ),
+        sa.CheckConstraint("reaction IS NULL OR reaction IN ('up', 'down')", name=op.f("ck_deliveries_reaction_valid")),
         sa.CheckConstraint(
             "(reaction IS NULL) = (reacted_at IS NULL)",
             name=op.f("ck_deliveries_reacted_at_matches_reaction"),
         ),
-        sa.CheckConstraint(
-            "NOT is_saved OR saved_at IS NOT NULL", name=op.f("ck_deliveries_saved_at_when_saved")
-        ),
+        sa.CheckConstraint("NOT is_saved OR saved_at IS NOT NULL", name=op.f("ck_deliveries_saved_at_when_saved")),
         sa.ForeignKeyConstraint(
             ["post_id"], ["posts.id"], name=op.f("fk_deliveries_post_id_posts"), ondelete="CASCADE"
         ),
@@ -377,9 +353,7 @@ def upgrade() -> None:
             "(input_tokens IS NULL OR input_tokens >= 0) AND (output_tokens IS NULL OR output_tokens >= 0) AND (cost_usd IS NULL OR cost_usd >= 0) AND (latency_ms IS NULL OR latency_ms >= 0)",
             name=op.f("ck_agent_calls_measures_nonnegative"),
         ),
-        sa.CheckConstraint(
-            "success OR error_message IS NOT NULL", name=op.f("ck_agent_calls_error_when_failed")
-        ),
+        sa.CheckConstraint("success OR error_message IS NOT NULL", name=op.f("ck_agent_calls_error_when_failed")),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversations.id"],
@@ -436,9 +410,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["source_post_id"], ["posts.id"], name=op.f("fk_memory_source_post_id_posts"), ondelete="SET NULL"
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_memory_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_memory_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_memory")),
     )
     op.create_index("ix_memory_created_at", "memory", [sa.literal_column("created_at DESC")], unique=False)
@@ -472,16 +444,12 @@ def downgrade() -> None:
     op.drop_table("user_token_usage")
     op.drop_index("ix_deliveries_user_batch", table_name="deliveries")
     op.drop_index("ix_deliveries_saved", table_name="deliveries", postgresql_where=sa.text("is_saved"))
-    op.drop_index(
-        "ix_deliveries_reaction", table_name="deliveries", postgresql_where=sa.text("reaction IS NOT NULL")
-    )
+    op.drop_index("ix_deliveries_reaction", table_name="deliveries", postgresql_where=sa.text("reaction IS NOT NULL"))
     op.drop_index("ix_deliveries_post_id", table_name="deliveries")
     op.drop_table("deliveries")
     op.drop_index("ix_conversations_user_started", table_name="conversations")
     op.drop_index("ix_conversations_post_id", table_name="conversations")
-    op.drop_index(
-        "ix_conversations_active", table_name="conversations", postgresql_where=sa.text("ended_at IS NULL")
-    )
+    op.drop_index("ix_conversations_active", table_name="conversations", postgresql_where=sa.text("ended_at IS NULL"))
     op.drop_table("conversations")
     op.drop_index("ix_audit_log_subject", table_name="audit_log")
     op.drop_index("ix_audit_log_action", table_name="audit_log")

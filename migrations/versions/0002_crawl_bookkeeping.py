@@ -17,9 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "posts", sa.Column("crawl_status", sa.String(length=20), server_default="pending", nullable=False)
-    )
+    op.add_column("posts", sa.Column("crawl_status", sa.String(length=20), server_default="pending", nullable=False))
     op.add_column("posts", sa.Column("crawl_enqueued_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("posts", sa.Column("canonical_url", sa.Text(), nullable=True))
     op.add_column("posts", sa.Column("repost_of_post_id", sa.Integer(), nullable=True))

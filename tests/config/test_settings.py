@@ -46,9 +46,7 @@ def test_env_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HNPAL_REDIS_KEY_PREFIX", "bad prefix", "HNPAL_REDIS_KEY_PREFIX"),
     ],
 )
-def test_bad_value_names_the_setting(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
-) -> None:
+def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as info:
         load_settings()
@@ -87,10 +85,7 @@ def test_env_example_lists_every_setting() -> None:
 
 
 def test_log_masking() -> None:
-    line = (
-        "token 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw url postgresql://hnpal:s3cret@db/x"
-        " key sk-abcdefghijkl"
-    )
+    line = "token 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw url postgresql://hnpal:s3cret@db/x key sk-abcdefghijkl"
     masked = mask_secrets(line)
     assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in masked
     assert "s3cret" not in masked and "postgresql://hnpal:***@db/x" in masked

@@ -321,9 +321,7 @@ def test_corrupt_store_raises_with_path(store_path: Path, target: str, mode: str
             ContentStore.open_writer(store_path)
 
 
-def test_corrupt_block_is_logged_and_read_as_missing(
-    store_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_corrupt_block_is_logged_and_read_as_missing(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with ContentStore.open_writer(store_path) as store:
         store.put(1, html=os.urandom(20_000))
         store.flush()

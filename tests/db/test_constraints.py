@@ -128,9 +128,7 @@ def test_delivery_rules(db_session: Session) -> None:
         Delivery(user_id=user.id, post_id=other.id, reaction="meh", reacted_at=NOW),
         "ck_deliveries_reaction_valid",
     )
-    violates(
-        db_session, Delivery(user_id=user.id, post_id=other.id, reaction="up"), "reacted_at_matches_reaction"
-    )
+    violates(db_session, Delivery(user_id=user.id, post_id=other.id, reaction="up"), "reacted_at_matches_reaction")
     violates(
         db_session,
         Delivery(user_id=user.id, post_id=other.id, is_saved=True),
@@ -150,9 +148,7 @@ def test_conversation_rules(db_session: Session) -> None:
     )
     violates(
         db_session,
-        Conversation(
-            user_id=user.id, post_id=post.id, started_at=NOW, ended_at=datetime(2020, 1, 1, tzinfo=UTC)
-        ),
+        Conversation(user_id=user.id, post_id=post.id, started_at=NOW, ended_at=datetime(2020, 1, 1, tzinfo=UTC)),
         "ended_after_started",
     )
 
@@ -199,12 +195,8 @@ def test_summary_rules(db_session: Session) -> None:
     post = make_post(db_session)
     db_session.add(Summary(post_id=post.id, style="basic", text="s", model="m"))
     db_session.flush()
-    violates(
-        db_session, Summary(post_id=post.id, style="basic", text="again", model="m"), "uq_summaries_post_id"
-    )
-    violates(
-        db_session, Summary(post_id=post.id, style="poetic", text="s", model="m"), "ck_summaries_style_valid"
-    )
+    violates(db_session, Summary(post_id=post.id, style="basic", text="again", model="m"), "uq_summaries_post_id")
+    violates(db_session, Summary(post_id=post.id, style="poetic", text="s", model="m"), "ck_summaries_style_valid")
     violates(
         db_session,
         Summary(post_id=post.id, style="personalized", text="s", model="m"),
@@ -218,9 +210,7 @@ def test_summary_rules(db_session: Session) -> None:
 
 
 def test_telegram_update_checks(db_session: Session) -> None:
-    violates(
-        db_session, TelegramUpdate(update_id=1, payload={}, status="lost"), "ck_telegram_updates_status_valid"
-    )
+    violates(db_session, TelegramUpdate(update_id=1, payload={}, status="lost"), "ck_telegram_updates_status_valid")
     violates(db_session, TelegramUpdate(update_id=2, payload={}, status="quarantined"), "quarantine_expires")
     db_session.add(TelegramUpdate(update_id=3, payload={"update_id": 3}))
     db_session.flush()

@@ -49,9 +49,7 @@ def test_autogenerate_finds_no_difference(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": False}
-            )
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
             diff = compare_metadata(ctx, Base.metadata)
     finally:
         engine.dispose()
@@ -62,9 +60,7 @@ def test_partial_indexes_exist(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-            ).all()
+            rows = conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'").all()
     finally:
         engine.dispose()
     defs = dict(rows)

@@ -101,9 +101,7 @@ def test_state_rebuilt_after_key_loss_and_recached(
     assert current_state(session=db_session, store=store, telegram_id=999).state == BotState.ONBOARDING
 
 
-def test_set_state_writes_postgres_first(
-    db_session: Session, redis_client: redis_lib.Redis, key_prefix: str
-) -> None:
+def test_set_state_writes_postgres_first(db_session: Session, redis_client: redis_lib.Redis, key_prefix: str) -> None:
     _user_in_discussion(db_session, 503, 4444)
     store = StateStore(redis_client, prefix=key_prefix)
     set_state(session=db_session, store=store, telegram_id=503, state=FsmState(state=BotState.IDLE))
