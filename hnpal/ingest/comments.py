@@ -26,7 +26,7 @@ def comment_text(html: str) -> str:
     return tree.text_content().strip()
 
 
-async def fetch_thread(client: HNClient, story: dict[str, Any], *, depth: int, limit: int) -> list[dict[str, Any]]:
+def fetch_thread(client: HNClient, story: dict[str, Any], *, depth: int, limit: int) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     level: list[int] = [k for k in story.get("kids") or [] if isinstance(k, int)]
     for current_depth in range(depth):
@@ -34,7 +34,7 @@ async def fetch_thread(client: HNClient, story: dict[str, Any], *, depth: int, l
             break
         # Never fetch more of a level than could still be kept.
         level = level[: max(0, limit - len(kept)) * 2]
-        items = await client.items(level)
+        items = client.items(level)
         next_level: list[int] = []
         for comment_id in level:
             item = items.get(comment_id)

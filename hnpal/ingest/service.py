@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from hnpal.crawl.extract import ExtractionError, extract_hn_text
 from hnpal.db.hooks import after_commit
-from hnpal.ingest.client import HNClient, ItemError, run
+from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
 
@@ -56,23 +56,22 @@ def _client() -> HNClient:
     return HNClient(str(s.hn_api_base_url), concurrency=s.hn_concurrency, timeout=s.hn_timeout, user_agent=s.user_agent)
 
 
-async def _fetch(list_names: list[str], limit: int, extra_ids: list[int]) -> dict[int, Any]:
-    async with _client() as client:
+def _fetch(list_names: list[str], limit: int) -> dict[int, Any]:
+    with _client() as client:
         ids: list[int] = []
         for name in list_names:
-            ids.extend((await client.list_ids(name))[:limit])
-        ids.extend(extra_ids)
-        return await client.items(ids)
+            ids.extend(client.list_ids(name)[:limit])
+        return client.items(ids)
 
 
-async def _fetch_ids(ids: list[int]) -> dict[int, Any]:
-    async with _client() as client:
-        return await client.items(ids)
+def _fetch_ids(ids: list[int]) -> dict[int, Any]:
+    with _client() as client:
+        return client.items(ids)
 
 
 def fetch_lists(*, session: Session, lists: list[str], limit: int, enqueue: bool = True) -> IngestReport:
     """Fetch the given HN lists (at most ``limit`` ids each) and upsert every item."""
-    items = run(_fetch(lists, limit, []))
+    items = _fetch(lists, limit)
     return store_items(session=session, items=items, enqueue=enqueue)
 
 
@@ -82,11 +81,11 @@ def refresh_recent(*, session: Session, hours: int, enqueue: bool = True) -> Ing
     ids = list(session.scalars(select(Post.hn_id).where(Post.hn_published_at >= since)))
     if not ids:
         return IngestReport()
-    return store_items(session=session, items=run(_fetch_ids(ids)), enqueue=enqueue)
+    return store_items(session=session, items=_fetch_ids(ids), enqueue=enqueue)
 
 
 def fetch_items(*, session: Session, hn_ids: list[int], enqueue: bool = True) -> IngestReport:
-    return store_items(session=session, items=run(_fetch_ids(hn_ids)), enqueue=enqueue)
+    return store_items(session=session, items=_fetch_ids(hn_ids), enqueue=enqueue)
 
 
 def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True) -> IngestReport:
@@ -193,7 +192,7 @@ def resend_texts(*, session: Session, hn_ids: list[int], enqueue: bool = True) -
     """Send the HN text of text posts to the content writer again (their first message was lost)."""
     if not hn_ids:
         return 0
-    items = run(_fetch_ids(hn_ids))
+    items = _fetch_ids(hn_ids)
     ids = dict(session.execute(select(Post.hn_id, Post.id).where(Post.hn_id.in_(hn_ids))).tuples().all())
     sent = 0
     for hn_id, raw in items.items():
@@ -213,14 +212,9 @@ def fetch_comments(*, post_id: int, depth: int, limit: int) -> tuple[int, str] |
     if row is None:
         return None
 
-    async def go() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        async with _client() as client:
-            story = await client.item(row.hn_id)
-            if not isinstance(story, dict):
-                return None, []
-            return story, await fetch_thread(client, story, depth=depth, limit=limit)
-
-    story, comments = run(go())
-    if story is None:
-        return None
+    with _client() as client:
+        story = client.item(row.hn_id)
+        if not isinstance(story, dict):
+            return None
+        comments = fetch_thread(client, story, depth=depth, limit=limit)
     return row.hn_id, thread_document(row.hn_id, comments, int(story.get("descendants") or row.comment_count))
