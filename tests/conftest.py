@@ -251,3 +251,18 @@ def spawn_worker():
     yield spawn
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch):
+    """Set HNPAL_* settings for one test (environment and cached settings), restored afterwards."""
+    from config.settings import reset_settings_cache
+
+    def apply(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(f"HNPAL_{key.upper()}", str(value))
+        reset_settings_cache()
+
+    yield apply
+    monkeypatch.undo()
+    reset_settings_cache()

@@ -28,6 +28,8 @@ MIN_FALLBACK_CHARS = 40
 _html_converter = HtmlConverter()
 _markitdown: MarkItDown | None = None
 _SPACES = re.compile(r"[ \t\r\f\v]+")
+# What a script-only page says to a client without JavaScript: not an article.
+_NO_JS = re.compile(r"enable javascript|javascript is (?:disabled|required)|requires javascript", re.IGNORECASE)
 _BLANKS = re.compile(r"\n{3,}")
 
 
@@ -81,6 +83,12 @@ def _body_text(html: str) -> tuple[str, str | None]:
     return text, (title.strip() if title else None)
 
 
+def _worth_storing(text: str) -> bool:
+    if len(text) < MIN_FALLBACK_CHARS:
+        return False
+    return not (len(text) < 400 and _NO_JS.search(text))
+
+
 def extract_html(html: str, url: str | None = None) -> Extraction:
     """Text and markdown of an article page. Raises ExtractionError when the page holds no text."""
     best: tuple[str, str, str | None] | None = None
@@ -101,10 +109,9 @@ def extract_html(html: str, url: str | None = None) -> Extraction:
     candidates = [c for c in (best, recall) if c is not None]
     if candidates:
         longest = max(candidates, key=lambda c: len(c[0]))
-        if len(longest[0]) >= len(text) or len(text) < MIN_FALLBACK_CHARS:
-            if len(longest[0]) >= MIN_FALLBACK_CHARS:
-                return Extraction(longest[0], longest[1], "trafilatura_recall", longest[2])
-    if len(text) >= MIN_FALLBACK_CHARS:
+        if (len(longest[0]) >= len(text) or not _worth_storing(text)) and _worth_storing(longest[0]):
+            return Extraction(longest[0], longest[1], "trafilatura_recall", longest[2])
+    if _worth_storing(text):
         return Extraction(text, text, "body_text", title)
     raise ExtractionError("no article text found on the page")
 

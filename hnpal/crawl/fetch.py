@@ -22,6 +22,9 @@ from hnpal.crawl.guard import BlockedAddress, DNSFailure, Guard
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 PDF_TYPES = ("application/pdf", "application/x-pdf")
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+_SINGLE_BYTE_WESTERN = frozenset(
+    {"cp1250", "cp1252", "cp1254", "cp1257", "latin_1", "iso8859_1", "iso8859_2", "iso8859_15", "mac_roman"}
+)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 
 
@@ -66,8 +69,16 @@ def decode_html(body: bytes, declared: str | None) -> tuple[str, str]:
         except (LookupError, UnicodeDecodeError):
             continue
     best = charset_normalizer.from_bytes(body[:200_000]).best()
-    if best is not None and best.encoding:
-        return body.decode(best.encoding, errors="replace"), best.encoding
+    guess = best.encoding if best is not None and best.encoding else None
+    # Mislabelled Western pages are windows-1252 far more often than any sibling single-byte code page
+    # (browsers fall back to it too); the detector cannot tell them apart on short texts.
+    if guess is None or guess.lower().replace("-", "_") in _SINGLE_BYTE_WESTERN:
+        try:
+            return body.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            pass
+    if guess:
+        return body.decode(guess, errors="replace"), guess
     return body.decode("utf-8", errors="replace"), "utf-8"
 
 
@@ -214,7 +225,7 @@ class Fetcher:
             raise FetchError(f"PDF of {int(declared)} bytes exceeds the {limit}-byte limit", transient=False)
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_bytes(64 * 1024):
+        for chunk in response.iter_bytes():  # as received, so the deadline is checked often
             if time.monotonic() > deadline:
                 raise FetchError(
                     f"page took longer than {self.settings.crawl_total_timeout:.0f}s to download",

@@ -37,8 +37,8 @@ def address_problem(ip: IPAddress) -> str | None:
     ip = _unwrap(ip)
     for attribute, label in (
         ("is_loopback", "loopback"),
-        ("is_private", "private"),
         ("is_link_local", "link-local"),
+        ("is_private", "private"),
         ("is_multicast", "multicast"),
         ("is_reserved", "reserved"),
         ("is_unspecified", "unspecified"),
@@ -75,9 +75,11 @@ class Guard:
             self.check_ip(ip, host)
 
     def check_ip(self, ip: IPAddress | str, host: str = "") -> None:
+        """Only the host as written in the URL can be allowlisted: a name that merely resolves to an
+        allowlisted address (``localhost`` for ``127.0.0.1``) is checked like any other."""
         if isinstance(ip, str):
             ip = ipaddress.ip_address(ip.split("%", 1)[0])
-        if self.allowed_host(str(ip)) or (host and self.allowed_host(host)):
+        if self.allowed_host(host or str(ip)):
             return
         problem = address_problem(ip)
         if problem:
