@@ -60,7 +60,7 @@ def start_worker(queues: str, concurrency: int, env: dict[str, str], log: Path) 
     cmd = [
         sys.executable, "-m", "celery", "-A", "hnpal", "worker", "-Q", queues, "-c", str(concurrency),
         "-P", "prefork", "-n", f"{queues}-{uuid.uuid4().hex[:4]}@%h", "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-l", "WARNING",
+        "--without-heartbeat", "-l", os.environ.get("BENCH_WORKER_LOG", "WARNING"),
     ]  # fmt: skip
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -77,7 +77,7 @@ def wait_for_workers(names: int, timeout: float = 60) -> None:
 
 
 def pipeline(urls: list[str], crawl_processes: int, env: dict[str, str], workdir: Path) -> float:
-    from sqlalchemy import func, select, update
+    from sqlalchemy import func, select
 
     from hnpal.db.session import session_scope
     from hnpal.posts.models import Post
@@ -114,7 +114,6 @@ def pipeline(urls: list[str], crawl_processes: int, env: dict[str, str], workdir
             failed = session.scalar(select(func.count()).where(Post.crawl_status != "success"))
             if failed:
                 print(f"warning: {failed} posts did not end in success")
-            session.execute(update(Post).values(crawl_status="pending"))
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def ensure_embedded_postgres(settings: Settings | None = None) -> EmbeddedServer
         import pgserver
     except ImportError as exc:  # pragma: no cover - pgserver is a hard dependency
         raise EmbeddedError("the embedded PostgreSQL needs the 'pgserver' package") from exc
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            server = pgserver.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:
         raise EmbeddedError(f"embedded PostgreSQL under {pgdata} failed to start: {exc}") from exc
     admin_uri = server.get_uri()
@@ -173,6 +177,7 @@ def stop_embedded(settings: Settings | None = None) -> list[str]:
     if (pgdata / "postmaster.pid").exists():
         from pgserver._commands import pg_ctl
 
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         user = "pgserver" if os.geteuid() == 0 else None
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

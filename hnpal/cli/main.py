@@ -299,6 +299,18 @@ def embedded_stop() -> None:
     typer.echo("stopped: " + ", ".join(stopped) if stopped else "no embedded server was running")
 
 
+# --- demo -------------------------------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    timeout: Annotated[float, typer.Option(help="Seconds the pipeline may take.")] = 300.0,
+    keep_data: Annotated[bool, typer.Option(help="Keep the previous demo's data instead of starting fresh.")] = False,
+) -> None:
+    """Run the main job offline: sandbox HN, embedded stack, real workers and beat; then stop it all."""
+    from hnpal.demo import run_demo
+
+    raise typer.Exit(run_demo(timeout=timeout, keep_data=keep_data))
+
+
 # --- doctor -----------------------------------------------------------------------------------------
 @app.command("doctor")
 def doctor() -> None:
