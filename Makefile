@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench bench-content clean
+.PHONY: install demo test lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-content
-
-bench-content: install
+## Benchmarks (each prints key=value figures last and fails when its target is missed).
+bench: install
 	$(BIN)/python bench/content.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/crawl.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

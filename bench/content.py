@@ -44,7 +44,6 @@ sys.path.insert(0, str(REPO))
 from hnpal.content.store import KINDS, ContentStore, build_options  # noqa: E402
 
 DEFAULT_SHARED = REPO.parent / "shared" / "fixtures" / "articles"
-BENCH_KINDS = ("html", "text", "markdown")
 MIN_PUT_RATIO = 0.9
 MIN_GET_RATIO = 0.9
 MIN_SAVINGS = 0.75
@@ -116,7 +115,10 @@ def drain(cfs: list[rocksdict.Rdict]) -> None:
     """Flush every column family and wait until RocksDB has no flush or compaction left to do."""
     for cf in cfs:
         cf.flush(True)
+    deadline = time.monotonic() + 600
     while any(cf.property_int_value(prop) for cf in cfs for prop in BACKGROUND_WORK):
+        if time.monotonic() > deadline:
+            raise SystemExit("RocksDB background work did not finish within 600 s")
         time.sleep(0.002)
 
 

@@ -48,10 +48,13 @@ class FetchedPage:
     truncated: bool = False
     redirects: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    _text: str | None = field(default=None, repr=False)
 
     def text(self) -> str:
-        """The body decoded with the detected charset (HTML only)."""
-        return decode_html(self.body, self.encoding)[0]
+        """The body decoded with the detected charset (HTML only; decoded once)."""
+        if self._text is None:
+            self._text, self.encoding = decode_html(self.body, self.encoding)
+        return self._text
 
 
 def decode_html(body: bytes, declared: str | None) -> tuple[str, str]:

@@ -105,3 +105,11 @@ def test_env_example_as_dotenv_gives_the_defaults(tmp_path, monkeypatch: pytest.
     assert settings.content_dir == (tmp_path / "var" / "content.rocksdb")
     assert settings.embedded_database and settings.embedded_redis
     assert "gpt-4o-mini" in settings.llm_prices
+
+
+def test_readme_lists_every_setting() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field in Settings.model_fields:
+        assert f"`HNPAL_{field.upper()}`" in text, field

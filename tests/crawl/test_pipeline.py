@@ -40,8 +40,12 @@ def pipeline_env(tmp_path: Path, settings_env):
     }
     settings_env(**values)
     env = {f"HNPAL_{k.upper()}": v for k, v in values.items()}
+    with session_scope() as session:  # committed rows of earlier tests must not count here
+        session.execute(Post.__table__.delete())
     yield server, env, tmp_path / "content.rocksdb"
     server.stop()
+    with session_scope() as session:
+        session.execute(Post.__table__.delete())
 
 
 def wait_until(predicate, timeout: float, message: str) -> None:
