@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--gets", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=2, help="runs per side; the best counts")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per side; the best counts")
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--put-chunk", type=int, default=1_000, help="puts per side before switching")
     parser.add_argument("--get-chunk", type=int, default=1_000, help="gets per side before switching")

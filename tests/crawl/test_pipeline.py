@@ -167,7 +167,7 @@ def test_a_killed_crawl_is_redelivered_without_counting_an_attempt(pipeline_env,
     server, env, _store = pipeline_env
     server.add_page("/kill/article.html", (Path(__file__).parent / "_long_article.html").read_bytes())
     story = server.add_story(title="A long article", url=server.url("/kill/article.html"))
-    server.set_fault("/kill/article.html", "slow", seconds=4, count=1)
+    server.set_fault("/kill/article.html", "slow", seconds=6, count=1)
     env = {**env, "HNPAL_CRAWL_READ_TIMEOUT": "10", "HNPAL_CRAWL_TOTAL_TIMEOUT": "20"}  # patient crawler
     content = spawn_worker("content", env=env)
     crawler = spawn_worker("crawl", env=env)
@@ -176,13 +176,14 @@ def test_a_killed_crawl_is_redelivered_without_counting_an_attempt(pipeline_env,
     with session_scope() as session:
         service.fetch_items(session=session, hn_ids=[story])
 
-    wait_until(
-        lambda: any(p.startswith("/kill/article.html") for _m, p, _s in server.request_log),
-        30,
-        "the crawl never started",
-    )
     task_process = psutil.Process(crawler.proc.pid).children()[0]
-    os.kill(task_process.pid, signal.SIGKILL)  # killed mid-download
+    port = int(server.base_url.rsplit(":", 1)[1])
+
+    def downloading() -> bool:  # the task process holds a connection to the page's server
+        return any(c.raddr and c.raddr.port == port for c in task_process.net_connections(kind="tcp"))
+
+    wait_until(downloading, 30, "the crawl never started")
+    os.kill(task_process.pid, signal.SIGKILL)  # killed mid-download (the server is still holding the answer)
 
     def stored() -> bool:
         with session_scope() as session:
@@ -192,5 +193,9 @@ def test_a_killed_crawl_is_redelivered_without_counting_an_attempt(pipeline_env,
     with session_scope() as session:
         post = session.scalar(select(Post).where(Post.hn_id == story))
     assert post.crawl_retry_count == 0 and post.crawl_error is None
-    hits = [p for _m, p, _s in server.request_log if p.startswith("/kill/article.html")]
-    assert len(hits) == 2  # the killed attempt and the redelivery
+    assert "WorkerLostError" in crawler.log() and crawler.log().count("Task hnpal.crawl.post[") >= 2
+
+    def hits() -> list[str]:  # the server logs a slow answer when its delay ends, after the kill
+        return [p for _m, p, _s in server.request_log if p.startswith("/kill/article.html")]
+
+    wait_until(lambda: len(hits()) == 2, 15, "expected the killed attempt and the redelivery")
