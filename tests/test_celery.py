@@ -43,3 +43,24 @@ def test_ping_runs_end_to_end_on_a_real_worker() -> None:
         answer = result.get(timeout=60)
     assert answer["pong"] is True
     assert answer["hostname"]
+
+
+@pytest.mark.slow
+def test_celery_cli_call_reaches_a_worker(spawn_worker) -> None:
+    """What an engineer types: `celery -A hnpal call hnpal.health.ping`, answered by a real worker."""
+    import os
+    import subprocess
+    import sys
+
+    worker = spawn_worker("default")
+    worker.wait_ready()
+    called = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "hnpal", "call", "hnpal.health.ping"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert called.returncode == 0, called.stderr
+    task_id = called.stdout.strip().splitlines()[-1]
+    assert app.AsyncResult(task_id).get(timeout=60)["pong"] is True
