@@ -64,6 +64,8 @@ task_routes = {
     "hnpal.crawl.dispatch": {"queue": "default"},
     "hnpal.crawl.sweep": {"queue": "default"},
     "hnpal.crawl.*": {"queue": "crawl"},
+    "hnpal.summaries.sweep": {"queue": "default"},
+    "hnpal.summaries.refresh_comments": {"queue": "default"},
     "hnpal.content.*": {"queue": "content"},
     "hnpal.llm.*": {"queue": "llm"},
     "hnpal.summaries.*": {"queue": "llm"},
@@ -77,4 +79,6 @@ beat_schedule = {
     "refresh-recent-posts": {"task": "hnpal.ingest.refresh", "schedule": _settings.refresh_interval},
     "dispatch-crawls": {"task": "hnpal.crawl.dispatch", "schedule": _settings.crawl_dispatch_interval},
     "content-sweep": {"task": "hnpal.crawl.sweep", "schedule": _settings.content_sweep_interval},
+    "summary-sweep": {"task": "hnpal.summaries.sweep", "schedule": 30 * 60},
+    "comment-summary-refresh": {"task": "hnpal.summaries.refresh_comments", "schedule": 30 * 60},
 }

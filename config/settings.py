@@ -88,6 +88,27 @@ class Settings(BaseSettings):
     )
     openai_model: str = Field(default="gpt-4o-mini", min_length=1, description="Chat model.")
     openai_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds per LLM request.")
+    openai_temperature: float = Field(default=0.2, ge=0, le=2, description="Sampling temperature.")
+    openai_max_tokens: int = Field(default=400, ge=16, le=16000, description="Longest answer, in tokens.")
+    llm_attempts: int = Field(default=4, ge=1, le=10, description="Tries per LLM call on transient errors.")
+    llm_retry_backoff: float = Field(
+        default=2.0, gt=0, le=600, description="Seconds before the first LLM retry (doubles; Retry-After wins)."
+    )
+    llm_paid_min_score: int = Field(
+        default=50, ge=0, description="Posts below this HN score get the offline summary, not the paid model."
+    )
+    llm_daily_budget_usd: Decimal = Field(
+        default=Decimal("5"), ge=0, description="Daily LLM spend cap (USD); past it the offline provider takes over."
+    )
+    summary_input_tokens: int = Field(
+        default=3000, ge=200, le=100000, description="Article tokens sent per summary (longer: map-reduce)."
+    )
+    summary_default_style: Literal["basic", "technical", "business", "concise"] = Field(
+        default="basic", description="The style stored in posts.summary."
+    )
+    comments_summary_min: int = Field(
+        default=10, ge=1, description="Posts with at least this many comments get a comment summary."
+    )
     llm_prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="JSON: {model: {input, output}} in USD per 1M tokens.",

@@ -299,6 +299,34 @@ def embedded_stop() -> None:
     typer.echo("stopped: " + ", ".join(stopped) if stopped else "no embedded server was running")
 
 
+@app.command("usage")
+def usage_cmd(
+    user: Annotated[int | None, typer.Option(help="A user's Telegram id: their daily usage.")] = None,
+    days: Annotated[int, typer.Option(help="How many days back (today included).")] = 7,
+) -> None:
+    """Tokens and cost of LLM calls per day (all calls, or one user's)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hnpal.db.session import session_scope
+    from hnpal.usage.report import usage_rows
+
+    if days < 1:
+        raise _err("--days must be at least 1", 2)
+    announce_embedded()
+    with session_scope() as session:
+        try:
+            title, columns, rows = usage_rows(session, telegram_id=user, days=days)
+        except LookupError as exc:
+            raise _err(str(exc)) from None
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("date", "agent", "model") else "right")
+    for row in rows:
+        table.add_row(*[str(x) for x in row])
+    Console().print(table)
+
+
 # --- demo -------------------------------------------------------------------------------------------
 @app.command("demo")
 def demo_cmd(

@@ -44,8 +44,17 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
     )
     meta = doc.get("meta") or {}
     now = datetime.now(UTC)
+    summarize_styles: list[str] = []
     if "comments" in kinds:
         post.comments_fetched_at = now
+        from config.settings import get_settings
+
+        settings = get_settings()
+        if post.comment_count >= settings.comments_summary_min:
+            summarize_styles.append("comments")
+        if post.url is None and post.summary_status != "done":
+            # Ask/Show HN: summarized from the post text and the discussion, once the thread is here.
+            summarize_styles.append(settings.summary_default_style)
     if {"html", "text", "markdown"} & set(kinds):
         post.has_html = post.has_html or "html" in kinds
         post.has_text = post.has_text or "text" in kinds
@@ -61,6 +70,18 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
             from tasks.ingest import fetch_comments
 
             after_commit(session, lambda pid=post.id: fetch_comments.delay(pid))
+            if post.url is not None:
+                summarize_styles.append("")  # the default style, from the article
+        else:
+            summarize_styles.append("")
+    if summarize_styles:
+        from tasks.summaries import summarize
+
+        def send(pid: int = post.id, styles: tuple[str, ...] = tuple(dict.fromkeys(summarize_styles))) -> None:
+            for style in styles:
+                summarize.delay(pid, style or None)
+
+        after_commit(session, send)
     return StoreResult(post.id, post.hn_id, tuple(kinds), "stored")
 
 

@@ -44,6 +44,7 @@ class Post(Base):
             "is_crawl_success = (crawl_status IN ('success', 'reused'))", name="crawl_success_matches_status"
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
+        CheckConstraint("summary_status IN ('pending', 'done', 'failed', 'skipped')", name="summary_status_valid"),
         # hn_id is UNIQUE, which already indexes it: the document's idx_hn_id would be a duplicate.
         Index("ix_posts_type", "type"),
         Index("ix_posts_crawl_status", "is_crawl_success", "crawl_retry_count"),
@@ -65,6 +66,12 @@ class Post(Base):
             postgresql_where=text("is_crawl_success AND canonical_url IS NOT NULL"),
         ),
         Index("ix_posts_repost_of_post_id", "repost_of_post_id"),
+        # The summary sweep reads posts with content whose summary failed or never ran.
+        Index(
+            "ix_posts_summary_pending",
+            "summary_status",
+            postgresql_where=text("is_crawl_success AND summary_status IN ('pending', 'failed')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -99,6 +106,10 @@ class Post(Base):
     summary_model: Mapped[str | None] = mapped_column(String(50))
     summary_tokens: Mapped[int | None] = mapped_column(Integer)
     summary_prompt_type: Mapped[str | None] = mapped_column(String(50))
+    # pending | done | failed (after the last retry; a sweep tries again) | skipped (nothing to summarize)
+    summary_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    summary_basis: Mapped[str | None] = mapped_column(String(30))
+    summary_error: Mapped[str | None] = mapped_column(Text)
 
     fetched_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

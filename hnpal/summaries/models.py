@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hnpal.db.base import Base
 
 SUMMARY_STYLES = ("basic", "technical", "business", "concise", "personalized", "comments")
+# What a summary was made from: the article, the post's own text (Ask/Show HN...), or only the title and
+# the comments (content missing, paywalled or unusable: the summary says so).
+SUMMARY_BASES = ("article", "post_text", "title_and_comments", "comments")
 
 
 class Summary(Base):
@@ -24,6 +27,8 @@ class Summary(Base):
         CheckConstraint("(style = 'personalized') = (variant <> '')", name="variant_only_personalized"),
         CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens_nonnegative"),
         CheckConstraint("char_length(text) > 0", name="text_not_empty"),
+        CheckConstraint(f"basis IN {SUMMARY_BASES!r}", name="basis_valid"),
+        CheckConstraint("refresh_count >= 0", name="refresh_count_nonnegative"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -34,4 +39,9 @@ class Summary(Base):
     model: Mapped[str] = mapped_column(String(50), nullable=False)
     input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    basis: Mapped[str] = mapped_column(String(30), nullable=False, server_default="article")
+    # comments style: the post's comment count when summarized, and how often it was refreshed since.
+    source_comment_count: Mapped[int | None] = mapped_column(Integer)
+    refresh_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

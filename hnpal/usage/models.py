@@ -60,6 +60,7 @@ class AgentCall(Base):
         Index("ix_agent_calls_langfuse_trace_id", "langfuse_trace_id"),
         Index("ix_agent_calls_conversation_id", "conversation_id"),
         Index("ix_agent_calls_called_at", "called_at"),
+        Index("ix_agent_calls_post_id", "post_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +73,9 @@ class AgentCall(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     langfuse_trace_id: Mapped[str | None] = mapped_column(String(255))
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    # Summarization calls: which post and style they were for (so spend per post is visible).
+    post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id", ondelete="SET NULL"))
+    purpose: Mapped[str | None] = mapped_column(String(50))
     success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     error_message: Mapped[str | None] = mapped_column(Text)
     called_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

@@ -1,0 +1,1 @@
+"""The LLM layer: providers (OpenAI-compatible, offline), token counting, prices, retries, accounting."""

@@ -1,0 +1,208 @@
+"""Calling an LLM the HN Pal way: pick the provider, retry what is transient, account for every call.
+
+Every attempt writes an ``agent_calls`` row (tokens, cost from the settings' price table, latency,
+success or error) in its own short transaction, so spend is recorded even when the caller's work rolls
+back. Calls attributed to a user also add to ``user_token_usage`` for the day with one atomic
+INSERT ... ON CONFLICT ... DO UPDATE, so concurrent calls never lose an increment.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from config.settings import Settings, get_settings
+from hnpal.db.session import session_scope
+from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
+from hnpal.llm.offline import OfflineProvider
+from hnpal.usage.models import AgentCall, UserTokenUsage
+
+log = logging.getLogger(__name__)
+AGENT_TYPES = ("summarization", "discussion", "memory_extraction")
+MAX_INLINE_WAIT = 30.0  # seconds one retry may sleep in-process; longer waits end the call (a sweep retries)
+_TOKEN_COLUMN = {
+    "summarization": "summarization_tokens",
+    "discussion": "discussion_tokens",
+    "memory_extraction": "memory_extraction_tokens",
+}
+_providers: dict[tuple, Provider] = {}
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int, settings: Settings | None = None) -> Decimal:
+    """Cost from the price table (USD per 1M tokens). An unknown model costs 0 and logs a warning."""
+    settings = settings or get_settings()
+    price = settings.llm_prices.get(model)
+    if price is None:
+        log.warning("no price for model %r in HNPAL_LLM_PRICES; its calls are recorded at cost 0", model)
+        return Decimal(0)
+    total = (Decimal(input_tokens) * price.input + Decimal(output_tokens) * price.output) / Decimal(1_000_000)
+    return total.quantize(Decimal("0.000001"))
+
+
+def offline_provider() -> Provider:
+    return _providers.setdefault(("offline",), OfflineProvider())
+
+
+def paid_provider(settings: Settings | None = None) -> Provider | None:
+    """The OpenAI-compatible provider, or None when no API key is configured."""
+    settings = settings or get_settings()
+    if settings.openai_api_key is None:
+        return None
+    key = ("openai", str(settings.openai_base_url), settings.openai_model, settings.openai_timeout)
+    provider = _providers.get(key)
+    if provider is None:
+        from hnpal.llm.openai_provider import OpenAIProvider
+
+        provider = OpenAIProvider(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=str(settings.openai_base_url),
+            model=settings.openai_model,
+            timeout=settings.openai_timeout,
+        )
+        _providers[key] = provider
+    return provider
+
+
+def spent_today() -> Decimal:
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with session_scope() as session:
+        return session.scalar(
+            select(func.coalesce(func.sum(AgentCall.cost_usd), 0)).where(AgentCall.called_at >= midnight)
+        )
+
+
+def budget_left(settings: Settings | None = None) -> bool:
+    settings = settings or get_settings()
+    spent = spent_today()
+    if spent >= settings.llm_daily_budget_usd:
+        log.warning(
+            "daily LLM budget reached (%s of %s USD): the offline provider takes over until midnight UTC",
+            spent,
+            settings.llm_daily_budget_usd,
+        )
+        return False
+    return True
+
+
+def record(
+    *,
+    agent_type: str,
+    model: str,
+    result: LLMResult | None,
+    error: LLMError | None,
+    latency_ms: int,
+    user_id: int | None = None,
+    conversation_id: int | None = None,
+    post_id: int | None = None,
+    purpose: str | None = None,
+    settings: Settings | None = None,
+) -> Decimal:
+    """Write the agent_calls row (and the user's daily usage) for one attempt. Returns its cost."""
+    input_tokens = result.input_tokens if result else 0
+    output_tokens = result.output_tokens if result else 0
+    cost = cost_usd(result.model if result else model, input_tokens, output_tokens, settings) if result else Decimal(0)
+    with session_scope() as session:
+        session.add(
+            AgentCall(
+                user_id=user_id,
+                agent_type=agent_type,
+                model=(result.model if result else model)[:50],
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost,
+                latency_ms=latency_ms,
+                conversation_id=conversation_id,
+                post_id=post_id,
+                purpose=purpose,
+                success=error is None,
+                error_message=None if error is None else f"{error.kind or 'error'}: {error}"[:2000],
+            )
+        )
+        if user_id is not None and result is not None:
+            add_user_usage(session, user_id=user_id, agent_type=agent_type, input_tokens=input_tokens,
+                           output_tokens=output_tokens, cost=cost)  # fmt: skip
+    return cost
+
+
+def add_user_usage(session, *, user_id: int, agent_type: str, input_tokens: int, output_tokens: int, cost: Decimal):  # type: ignore[no-untyped-def]
+    """Atomically add one call to the user's row for today (created on first use)."""
+    column = _TOKEN_COLUMN.get(agent_type, "summarization_tokens")
+    tokens = input_tokens + output_tokens
+    values = {
+        "user_id": user_id,
+        "date": datetime.now(UTC).date(),
+        "total_input_tokens": input_tokens,
+        "total_output_tokens": output_tokens,
+        "total_cost_usd": cost,
+        column: tokens,
+    }
+    stmt = insert(UserTokenUsage).values(values)
+    table = UserTokenUsage.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[UserTokenUsage.user_id, UserTokenUsage.date],
+        set_={
+            "total_input_tokens": table.c.total_input_tokens + stmt.excluded.total_input_tokens,
+            "total_output_tokens": table.c.total_output_tokens + stmt.excluded.total_output_tokens,
+            "total_cost_usd": table.c.total_cost_usd + stmt.excluded.total_cost_usd,
+            column: table.c[column] + stmt.excluded[column],
+            "updated_at": func.now(),
+        },
+    )
+    session.execute(stmt)
+
+
+def call(
+    request: LLMRequest,
+    *,
+    provider: Provider,
+    agent_type: str,
+    user_id: int | None = None,
+    conversation_id: int | None = None,
+    post_id: int | None = None,
+    purpose: str | None = None,
+    settings: Settings | None = None,
+) -> LLMResult:
+    """One LLM call with retries and accounting. Raises LLMError when it finally fails."""
+    assert agent_type in AGENT_TYPES, agent_type
+    settings = settings or get_settings()
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            result = provider.complete(request)
+        except LLMError as exc:
+            latency = int((time.perf_counter() - started) * 1000)
+            record(agent_type=agent_type, model=provider.model, result=None, error=exc, latency_ms=latency,
+                   user_id=user_id, conversation_id=conversation_id, post_id=post_id, purpose=purpose,
+                   settings=settings)  # fmt: skip
+            if not exc.transient or attempt >= settings.llm_attempts:
+                raise
+            wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            if exc.retry_after is not None:
+                wait = max(wait, exc.retry_after)
+            if wait > MAX_INLINE_WAIT:
+                raise LLMError(
+                    f"{exc} (retry in {wait:.0f}s left to the sweep)", transient=True, kind=exc.kind
+                ) from exc
+            log.info("LLM call failed (%s), attempt %d, retrying in %.1fs", exc, attempt, wait)
+            time.sleep(wait)
+            continue
+        cost = record(agent_type=agent_type, model=provider.model, result=result, error=None,
+                      latency_ms=result.latency_ms, user_id=user_id, conversation_id=conversation_id,
+                      post_id=post_id, purpose=purpose, settings=settings)  # fmt: skip
+        return LLMResult(
+            text=result.text,
+            model=result.model,
+            provider=result.provider,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            latency_ms=result.latency_ms,
+            cost_usd=cost,
+        )

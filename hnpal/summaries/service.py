@@ -1,0 +1,350 @@
+"""Summaries: one per (post, style, variant), generated once and shared by every user.
+
+"Generated once" holds under concurrent requests and redelivered tasks: the work for one (post, style,
+variant) runs under a PostgreSQL advisory lock (others back off and find the row when they retry), the
+row is re-checked under the lock, and UNIQUE(post_id, style, variant) is the last guard. So LLM spend
+grows with posts x styles, never with users.
+
+Honest summaries: what a summary was made from is recorded (``basis``). When the article is missing,
+paywalled or unusable, the summary says it comes from the title and comments only. Ask HN / Show HN
+posts without a URL are summarized from their own text and the discussion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from config.settings import Settings, get_settings
+from hnpal.db.session import get_engine, session_scope
+from hnpal.llm import service as llm
+from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
+from hnpal.llm.tokens import count_tokens, split_by_tokens, truncate_to_tokens
+from hnpal.posts.models import Post
+from hnpal.summaries.models import SUMMARY_STYLES, Summary
+
+log = logging.getLogger(__name__)
+TITLE_ONLY_PREFIX = "Summary from title and comments only (the article could not be read):"
+PAYWALL = re.compile(
+    r"subscribe to (continue|read)|to continue reading|already a subscriber|subscribers only|"
+    r"create a free account to|sign in to (continue|read)|this content is for members",
+    re.IGNORECASE,
+)
+MIN_ARTICLE_WORDS = 80
+MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
+
+
+class Busy(Exception):
+    """Another worker is generating this summary right now; try again shortly."""
+
+
+@dataclass
+class Material:
+    basis: str  # article | post_text | title_and_comments | comments
+    text: str
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    post_id: int
+    style: str
+    variant: str
+    status: str  # generated | existing | refreshed | skipped
+    summary_id: int | None = None
+    provider: str | None = None
+
+
+def prompt(style: str) -> str:
+    return resources.files("hnpal.summaries").joinpath("prompts", f"{style}.md").read_text(encoding="utf-8").strip()
+
+
+def interest_variant(interests: list[str] | None) -> str:
+    """The cache key of a personalized summary: a hash of the normalized interest set."""
+    normalized = sorted({" ".join(i.lower().split()) for i in interests or [] if i.strip()})
+    if not normalized:
+        return "none"
+    return hashlib.sha256(json.dumps(normalized).encode()).hexdigest()[:32]
+
+
+def _lock_key(post_id: int, style: str, variant: str) -> tuple[int, int]:
+    return post_id, zlib.crc32(f"{style}:{variant}".encode()) & 0x7FFFFFFF
+
+
+def usable_article(text: str | None) -> bool:
+    if not text:
+        return False
+    words = text.split()
+    if len(words) < MIN_ARTICLE_WORDS:
+        return False
+    return not (len(words) < 400 and PAYWALL.search(text))
+
+
+def load_material(post: Post, store: Any) -> Material:
+    comments: list[dict[str, Any]] = []
+    raw_comments = store.get_text(post.hn_id, "comments") if store is not None else None
+    if raw_comments:
+        try:
+            comments = json.loads(raw_comments).get("comments") or []
+        except (ValueError, AttributeError):
+            log.warning("comments of post %s are not valid JSON; ignored", post.id)
+    article = None
+    if store is not None and post.has_text:
+        article = store.get_text(post.hn_id, "markdown") or store.get_text(post.hn_id, "text")
+    if post.url is None and article:
+        return Material("post_text", article, comments)
+    if usable_article(article):
+        return Material("article", article or "", comments)
+    thread = "\n\n".join(c["text"] for c in comments[:30] if c.get("text"))
+    return Material("title_and_comments", thread, comments)
+
+
+def choose_provider(post: Post, settings: Settings) -> Provider:
+    """The paid model for posts above the score tier while the daily budget lasts; offline otherwise."""
+    paid = llm.paid_provider(settings)
+    if paid is None or post.score < settings.llm_paid_min_score:
+        return llm.offline_provider()
+    if not llm.budget_left(settings):
+        return llm.offline_provider()
+    return paid
+
+
+def _request(
+    post: Post,
+    style: str,
+    material: Material,
+    provider: Provider,
+    interests: list[str] | None,
+    settings: Settings,
+) -> tuple[LLMRequest, list[LLMRequest]]:
+    """The final request, and the map requests to run first when the article is very long."""
+    system = prompt(style).replace("{interests}", ", ".join(interests or []) or "none given")
+    budget = settings.summary_input_tokens
+    source = material.text
+    header = f"Title: {post.title}\n" + (f"URL: {post.url}\n" if post.url else "")
+    if style == "comments":
+        thread = "\n".join(f"[#{c['id']}] {c.get('by') or 'anon'}: {c['text']}" for c in material.comments)
+        body = header + "\nComment thread:\n" + truncate_to_tokens(thread, budget, provider.model)
+    elif material.basis == "title_and_comments":
+        body = header + "\nThe article could not be read. Comments:\n" + truncate_to_tokens(source, budget)
+    elif material.basis == "post_text":
+        thread = "\n".join(f"- {c['text']}" for c in material.comments[:20])
+        body = header + "\nPost text:\n" + truncate_to_tokens(source, budget) + "\n\nDiscussion:\n" + thread
+        body = truncate_to_tokens(body, budget * 2)
+    else:
+        body = header + "\nArticle:\n" + truncate_to_tokens(source, budget, provider.model)
+    hints: dict[str, Any] = {
+        "task": "comments" if style == "comments" else "summary",
+        "style": style,
+        "source_text": source,
+        "interests": interests,
+        "comments": material.comments,
+        "fallback": post.title,
+        "prefix": TITLE_ONLY_PREFIX if material.basis == "title_and_comments" and style != "comments" else None,
+    }
+    max_tokens = 80 if style == "concise" else settings.openai_max_tokens
+    maps: list[LLMRequest] = []
+    if (
+        style != "comments"
+        and provider.name != "offline"  # extractive ranking reads the whole text at no cost
+        and material.basis == "article"
+        and count_tokens(source, provider.model) > MAP_REDUCE_FACTOR * budget
+    ):
+        for part in split_by_tokens(source, budget, provider.model):
+            maps.append(
+                LLMRequest(
+                    messages=[{"role": "system", "content": prompt("map")}, {"role": "user", "content": part}],
+                    max_tokens=200,
+                    temperature=settings.openai_temperature,
+                )
+            )
+    request = LLMRequest(
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": body}],
+        max_tokens=max_tokens,
+        temperature=settings.openai_temperature,
+        hints=hints,
+    )
+    return request, maps
+
+
+def _generate(
+    post: Post, style: str, material: Material, provider: Provider, interests: list[str] | None, settings: Settings
+) -> tuple[LLMResult, int, int]:
+    request, maps = _request(post, style, material, provider, interests, settings)
+    input_tokens = output_tokens = 0
+    if maps:
+        parts = []
+        for map_request in maps:
+            part = llm.call(map_request, provider=provider, agent_type="summarization", post_id=post.id,
+                            purpose=f"{style}:map")  # fmt: skip
+            parts.append(part.text)
+            input_tokens += part.input_tokens
+            output_tokens += part.output_tokens
+        header = f"Title: {post.title}\nURL: {post.url}\n\nSummaries of the article's parts, in order:\n"
+        request = LLMRequest(
+            messages=[request.messages[0], {"role": "user", "content": header + "\n\n".join(parts)}],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            hints=request.hints,
+        )
+    result = llm.call(request, provider=provider, agent_type="summarization", post_id=post.id, purpose=style)
+    text = result.text
+    if material.basis == "title_and_comments" and style != "comments" and not text.startswith(TITLE_ONLY_PREFIX):
+        text = f"{TITLE_ONLY_PREFIX} {text}"
+    result = LLMResult(text, result.model, result.provider, result.input_tokens, result.output_tokens,
+                       result.latency_ms, result.cost_usd)  # fmt: skip
+    return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens
+
+
+def _existing(post_id: int, style: str, variant: str) -> Summary | None:
+    with session_scope() as session:
+        return session.scalar(
+            select(Summary).where(Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
+        )
+
+
+def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
+    base = summary.source_comment_count or 0
+    return summary.refresh_count < 3 and base > 0 and post.comment_count >= base * 1.5
+
+
+def summarize(
+    *, post_id: int, style: str, interests: list[str] | None = None, store: Any = None, settings: Settings | None = None
+) -> Outcome:
+    """Make sure the (post, style) summary exists; generate it at most once. Raises Busy or LLMError."""
+    if style not in SUMMARY_STYLES:
+        raise ValueError(f"unknown summary style {style!r}; choose from {SUMMARY_STYLES}")
+    settings = settings or get_settings()
+    variant = interest_variant(interests) if style == "personalized" else ""
+    existing = _existing(post_id, style, variant)
+    if existing is not None and style != "comments":
+        return Outcome(post_id, style, variant, "existing", existing.id)
+    engine = get_engine()
+    key = _lock_key(post_id, style, variant)
+    with engine.connect() as lock_conn:
+        if not lock_conn.scalar(select(func.pg_try_advisory_lock(*key))):
+            raise Busy(f"summary ({post_id}, {style}) is being generated elsewhere")
+        try:
+            return _summarize_locked(post_id, style, variant, interests, store, settings)
+        finally:
+            lock_conn.scalar(select(func.pg_advisory_unlock(*key)))
+            lock_conn.commit()
+
+
+def _summarize_locked(
+    post_id: int, style: str, variant: str, interests: list[str] | None, store: Any, settings: Settings
+) -> Outcome:
+    with session_scope() as session:
+        post = session.get(Post, post_id)
+        if post is None:
+            return Outcome(post_id, style, variant, "skipped")
+        session.expunge(post)
+    existing = _existing(post_id, style, variant)
+    refreshing = False
+    if existing is not None:
+        if style != "comments" or not _needs_comment_refresh(existing, post):
+            return Outcome(post_id, style, variant, "existing", existing.id)
+        refreshing = True
+    if store is None:
+        from hnpal.content.host import reader
+
+        store = reader()
+    material = load_material(post, store)
+    if style == "comments":
+        if len(material.comments) < 1 or post.comment_count < settings.comments_summary_min:
+            return Outcome(post_id, style, variant, "skipped")
+        material = Material("comments", "", material.comments)
+    elif material.basis == "title_and_comments" and not material.text and not post.title:
+        return Outcome(post_id, style, variant, "skipped")
+    provider = choose_provider(post, settings)
+    result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings)
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        values = {
+            "post_id": post_id,
+            "style": style,
+            "variant": variant,
+            "text": result.text,
+            "model": result.model[:50],
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "basis": material.basis,
+            "source_comment_count": post.comment_count if style == "comments" else None,
+        }
+        stmt = insert(Summary).values(values)
+        if refreshing:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[Summary.post_id, Summary.style, Summary.variant],
+                set_={**{k: stmt.excluded[k] for k in ("text", "model", "input_tokens", "output_tokens",
+                                                       "source_comment_count")},
+                      "refresh_count": Summary.__table__.c.refresh_count + 1, "updated_at": func.now()},
+            )  # fmt: skip
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[Summary.post_id, Summary.style, Summary.variant])
+        summary_id = session.execute(stmt.returning(Summary.id)).scalar()
+        if style == settings.summary_default_style:
+            session.execute(
+                Post.__table__.update()
+                .where(Post.id == post_id)
+                .values(
+                    summary=result.text,
+                    summarized_at=now,
+                    summary_model=result.model[:50],
+                    summary_tokens=input_tokens + output_tokens,
+                    summary_prompt_type=style,
+                    summary_basis=material.basis,
+                    summary_status="done",
+                    summary_error=None,
+                )
+            )
+    status = "refreshed" if refreshing else "generated"
+    log.info("summary %s of post %s (%s, %s): %s", style, post_id, material.basis, result.provider, status)
+    return Outcome(post_id, style, variant, status, summary_id, result.provider)
+
+
+def mark_failed(*, post_id: int, error: LLMError) -> None:
+    """The last retry failed: keep the post and the reason; transient failures go to the sweep."""
+    with session_scope() as session:
+        session.execute(
+            Post.__table__.update()
+            .where(Post.id == post_id, Post.summary_status != "done")
+            .values(summary_status="failed" if error.transient else "skipped", summary_error=str(error)[:2000])
+        )
+
+
+def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Posts with content whose default summary failed transiently or never ran."""
+    return list(
+        session.scalars(
+            select(Post.id)
+            .where(Post.is_crawl_success, Post.summary_status.in_(("pending", "failed")))
+            .order_by(Post.id)
+            .limit(limit)
+        )
+    )
+
+
+def comment_refresh_due(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Posts whose comment count grew by 50% since their comment summary (at most 3 refreshes)."""
+    return list(
+        session.scalars(
+            select(Summary.post_id)
+            .join(Post, Post.id == Summary.post_id)
+            .where(
+                Summary.style == "comments",
+                Summary.refresh_count < 3,
+                Post.comment_count >= Summary.source_comment_count * 1.5,
+            )
+            .limit(limit)
+        )
+    )
