@@ -50,7 +50,7 @@ SENTENCES_PER_STYLE = {"basic": 3, "technical": 3, "business": 3, "concise": 1, 
 
 def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
-    for paragraph in re.split(r"\n\s*\n|\n(?=[#*\-\d])", text):
+    for paragraph in text.splitlines():  # extracted text and markdown keep one paragraph per line
         paragraph = " ".join(paragraph.split())
         if not paragraph or paragraph.startswith(("#", "|", "```")):
             continue

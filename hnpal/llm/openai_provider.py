@@ -66,7 +66,8 @@ class OpenAIProvider:
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as exc:
             raise LLMError(f"malformed response: {exc}", transient=True, kind="malformed") from None
         latency_ms = int((time.perf_counter() - started) * 1000)
-        if not response.choices or response.choices[0].message is None:
+        if not getattr(response, "choices", None) or response.choices[0].message is None:
+            # no choices, or not a chat completion at all (a proxy's HTML error page parses as a str)
             raise LLMError("response without choices", transient=True, kind="malformed")
         text = (response.choices[0].message.content or "").strip()
         if not text:

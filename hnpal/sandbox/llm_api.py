@@ -160,7 +160,7 @@ def _sentences(text: str) -> list[str]:
     kept = []
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or _LABEL_LINE.match(stripped) or _INSTRUCTION_LINE.match(stripped):
+        if not stripped or stripped.endswith(":") or _LABEL_LINE.match(stripped) or _INSTRUCTION_LINE.match(stripped):
             continue
         kept.append(stripped.lstrip("-*> ").strip())
     flat = re.sub(r"\s+", " ", " ".join(kept)).strip()
@@ -177,9 +177,10 @@ def _clip(text: str, limit: int) -> str:
 def plain_answer(messages: list[dict[str, Any]]) -> str:
     """The default plain-text answer: the first 2-3 sentences of the last user message.
 
-    Lines that look like headers or instructions (``# ...``, ``Title: ...``, ``Summarize ...``) are
-    skipped. Three sentences, or two when those already pass 200 characters; one sentence when the
-    system prompt asks for "one sentence". Never empty ("No content.").
+    Lines that look like headers or instructions (``# ...``, ``Title: ...``, ``Summarize ...``, any
+    line ending in ``:``) are skipped; a leading bullet (``-``, ``*``, ``>``) is dropped. Three sentences,
+    or two when those already pass 200 characters; one sentence when the system prompt asks for "one
+    sentence". Never empty ("No content.").
     """
     sentences = _sentences(_last_user_text(messages))
     if not sentences:

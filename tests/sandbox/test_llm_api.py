@@ -203,6 +203,10 @@ def test_one_sentence_system_prompt_and_empty_fallback(client: openai.OpenAI) ->
     assert _chat(client, messages=messages).choices[0].message.content == (
         "Using SKIP LOCKED turns a plain table into a reliable job queue."
     )
+    parts = "Title: X\n\nSummaries of the article's parts, in order:\n- First part. Second part.\n- Third part."
+    assert _chat(client, messages=[{"role": "user", "content": parts}]).choices[0].message.content == (
+        "First part. Second part. Third part."
+    )
     empty = [{"role": "user", "content": "# Heading only\nTitle: nothing else\n"}]
     assert _chat(client, messages=empty).choices[0].message.content == "No content."
 
