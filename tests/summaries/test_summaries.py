@@ -1,0 +1,218 @@
+"""Summaries: generated once, honest about their basis, tiered and budgeted, accounted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from hnpal.content import ContentStore
+from hnpal.db.session import session_scope
+from hnpal.posts.models import Post
+from hnpal.sandbox.llm_api import LLMServer
+from hnpal.summaries import service
+from hnpal.summaries.models import Summary
+from hnpal.usage.models import AgentCall
+
+ARTICLE = " ".join(
+    f"Paragraph {i} of the write-up explains how the storage engine batches fsync calls to cut commit latency."
+    for i in range(40)
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with ContentStore.open_writer(tmp_path / "content.rocksdb") as s:
+        yield s
+
+
+@pytest.fixture
+def llm_server():
+    with LLMServer(model="sandbox-model") as srv:
+        yield srv
+
+
+@pytest.fixture
+def paid(llm_server, settings_env):
+    settings_env(
+        openai_api_key="k",
+        openai_base_url=llm_server.base_url,
+        openai_model="sandbox-model",
+        llm_prices=json.dumps({"sandbox-model": {"input": "1", "output": "2"}}),
+        llm_paid_min_score="50",
+        llm_retry_backoff="0.01",
+    )
+    return llm_server
+
+
+@pytest.fixture
+def make_post(store):
+    created: list[int] = []
+
+    def make(
+        *,
+        hn_id: int,
+        url: str | None = "https://example.com/a",
+        text: str | None = ARTICLE,
+        score: int = 100,
+        comments: list[dict] | None = None,
+        comment_count: int = 0,
+        title: str = "Batching fsync",
+    ) -> int:
+        if text:
+            store.put(hn_id, text=text, markdown=text)
+        if comments is not None:
+            store.put(hn_id, comments=json.dumps({"hn_id": hn_id, "comments": comments}))
+        with session_scope() as session:
+            post = Post(
+                hn_id=hn_id, type="story" if url else "ask_hn", title=title, url=url, score=score,
+                comment_count=comment_count, has_text=bool(text), has_markdown=bool(text),
+                is_crawl_success=True, crawl_status="success",
+            )  # fmt: skip
+            session.add(post)
+            session.flush()
+            created.append(post.id)
+            return post.id
+
+    yield make
+    with session_scope() as session:
+        session.execute(Post.__table__.delete().where(Post.id.in_(created)))
+
+
+def rows(post_id: int) -> list[Summary]:
+    with session_scope() as session:
+        return list(session.scalars(select(Summary).where(Summary.post_id == post_id)))
+
+
+def post(post_id: int) -> Post:
+    with session_scope() as session:
+        return session.get(Post, post_id)
+
+
+def test_offline_summary_fills_the_post_once(store, make_post) -> None:
+    post_id = make_post(hn_id=7_100_001)
+    first = service.summarize(post_id=post_id, style="basic", store=store)
+    assert first.status == "generated" and first.provider == "offline"
+    again = service.summarize(post_id=post_id, style="basic", store=store)
+    assert again.status == "existing" and again.summary_id == first.summary_id
+    p = post(post_id)
+    assert p.summary and p.summary_status == "done" and p.summary_basis == "article"
+    assert p.summary_model == "offline-extractive" and p.summary_prompt_type == "basic" and p.summary_tokens > 0
+    [row] = rows(post_id)
+    assert row.text == p.summary and row.variant == ""
+
+
+def test_two_concurrent_requests_generate_one_summary(paid, store, make_post) -> None:
+    post_id = make_post(hn_id=7_100_002)
+    paid.latency = 0.5
+    outcomes: list[str] = []
+
+    def request() -> None:
+        for _ in range(50):
+            try:
+                outcomes.append(service.summarize(post_id=post_id, style="technical", store=store).status)
+                return
+            except service.Busy:
+                threading.Event().wait(0.1)
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    paid.latency = 0
+    assert sorted(outcomes) == ["existing", "existing", "existing", "generated"]
+    assert len(paid.requests) == 1 and len(rows(post_id)) == 1
+
+
+def test_missing_content_is_said_honestly(store, make_post) -> None:
+    comments = [{"id": 1, "text": "The benchmark numbers look too good to be true on consumer SSDs."}]
+    post_id = make_post(hn_id=7_100_003, text=None, comments=comments, comment_count=1)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    p = post(post_id)
+    assert p.summary_basis == "title_and_comments"
+    assert p.summary.startswith(service.TITLE_ONLY_PREFIX)
+
+
+def test_paywalled_article_counts_as_unreadable(store, make_post) -> None:
+    paywall = "Subscribe to continue reading. " + " ".join(["Already a subscriber? Sign in."] * 20)
+    post_id = make_post(hn_id=7_100_004, text=paywall)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    assert post(post_id).summary_basis == "title_and_comments"
+
+
+def test_ask_hn_is_summarized_from_its_text_and_discussion(store, make_post) -> None:
+    text = "We run Postgres on a single large machine. How do others handle failover without Kubernetes?"
+    comments = [{"id": 9, "text": "Patroni with etcd has been boring and reliable for us for five years."}]
+    post_id = make_post(hn_id=7_100_005, url=None, text=text, comments=comments, comment_count=1)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    assert post(post_id).summary_basis == "post_text"
+
+
+def test_low_score_posts_get_the_offline_summary(paid, store, make_post) -> None:
+    post_id = make_post(hn_id=7_100_006, score=3)
+    assert service.summarize(post_id=post_id, style="basic", store=store).provider == "offline"
+    assert paid.requests == []
+    high = make_post(hn_id=7_100_007, score=300)
+    assert service.summarize(post_id=high, style="basic", store=store).provider == "openai"
+
+
+def test_daily_budget_hands_over_to_offline(paid, store, make_post, settings_env, caplog) -> None:
+    settings_env(llm_daily_budget_usd="0.000001")
+    with session_scope() as session:
+        session.add(AgentCall(agent_type="summarization", model="sandbox-model", cost_usd=Decimal("0.01")))
+    post_id = make_post(hn_id=7_100_008, score=500)
+    assert service.summarize(post_id=post_id, style="basic", store=store).provider == "offline"
+    assert "daily LLM budget reached" in caplog.text
+
+
+def test_very_long_articles_are_map_reduced(paid, store, make_post, settings_env) -> None:
+    settings_env(summary_input_tokens="300")
+    post_id = make_post(hn_id=7_100_009, text="\n\n".join([ARTICLE] * 3))
+    service.summarize(post_id=post_id, style="basic", store=store)
+    with session_scope() as session:
+        purposes = list(session.scalars(select(AgentCall.purpose).where(AgentCall.post_id == post_id)))
+    assert purposes.count("basic:map") >= 3 and purposes.count("basic") == 1
+    assert len(paid.requests) == len(purposes)
+
+
+def test_personalized_summaries_are_cached_per_interest_set(store, make_post) -> None:
+    post_id = make_post(hn_id=7_100_010)
+    a = service.summarize(post_id=post_id, style="personalized", interests=["Rust", "databases"], store=store)
+    b = service.summarize(post_id=post_id, style="personalized", interests=["databases", " rust "], store=store)
+    c = service.summarize(post_id=post_id, style="personalized", interests=["compilers"], store=store)
+    assert a.status == "generated" and b.status == "existing" and a.variant == b.variant
+    assert c.status == "generated" and c.variant != a.variant
+
+
+def test_comment_summary_cites_ids_and_refreshes_on_growth(store, make_post) -> None:
+    thread = [
+        {"id": 100 + i, "depth": 0, "text": f"Point {i}: fsync batching trades latency for throughput in case {i}."}
+        for i in range(12)
+    ]
+    post_id = make_post(hn_id=7_100_011, comments=thread, comment_count=12)
+    first = service.summarize(post_id=post_id, style="comments", store=store)
+    assert first.status == "generated"
+    [row] = rows(post_id)
+    assert "[#1" in row.text and row.source_comment_count == 12 and row.basis == "comments"
+    assert service.summarize(post_id=post_id, style="comments", store=store).status == "existing"
+    for grown in (18, 27, 41, 62):
+        with session_scope() as session:
+            session.execute(Post.__table__.update().where(Post.id == post_id).values(comment_count=grown))
+        service.summarize(post_id=post_id, style="comments", store=store)
+    [row] = rows(post_id)
+    assert row.refresh_count == 3  # refreshed at 18, 27 and 41, never more
+
+
+def test_few_comments_get_no_comment_summary(store, make_post) -> None:
+    post_id = make_post(hn_id=7_100_012, comments=[{"id": 1, "text": "Nice write-up about batching."}], comment_count=1)
+    assert service.summarize(post_id=post_id, style="comments", store=store).status == "skipped"
+
+
+def test_unknown_style_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown summary style"):
+        service.summarize(post_id=1, style="poetic")
