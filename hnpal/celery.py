@@ -9,6 +9,8 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging, worker_process_init
 
+import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between domains resolve in workers
+
 app = Celery("hnpal")
 app.config_from_object("celeryconfig")
 
@@ -36,10 +38,14 @@ def _check_content_worker(options: dict | None = None, **_: object) -> None:
     queues = options.get("queues") or []
     if isinstance(queues, str):
         queues = queues.split(",")
-    if CONTENT_QUEUE not in queues:
-        return
     pool = str(options.get("pool") or "prefork")
     concurrency = options.get("concurrency") or 1
+    if "prefork" not in pool and "solo" not in pool:
+        from hnpal.db import session
+
+        session.min_pool_size = 2 * int(concurrency) + 2
+    if CONTENT_QUEUE not in queues:
+        return
     # Thread, solo and gevent pools run every task in this one process; prefork forks one per slot.
     if "prefork" in pool and int(concurrency) != 1:
         raise ContentWorkerConfigError(

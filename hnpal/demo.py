@@ -2,7 +2,8 @@
 
 It starts what a deployment runs (the embedded PostgreSQL and Redis unless URLs are configured, the
 content writer, a worker for the other queues, and one beat), points HN Pal at the sandbox HN server
-with the bundled snapshot, and runs the pipeline: fetch -> crawl -> content store. It prints what
+with the bundled snapshot, and runs the pipeline: fetch -> crawl -> content store -> summarize (offline
+extractive provider, no key needed). It prints what
 happened to every post and a stored article, then stops everything it started.
 """
 
@@ -133,7 +134,8 @@ def _pipeline(console: Console, timeout: float) -> bool:
             console.print("   " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             last = counts
         if counts and all(k in TERMINAL for k in counts):
-            return _comments_done(deadline)
+            console.print("[bold]4. summarize[/] (llm queue, offline extractive provider) and fetch comment threads")
+            return _comments_done(deadline) and _summaries_done(deadline)
         time.sleep(0.5)
     console.print("[red]timed out waiting for the pipeline")
     return False
@@ -149,6 +151,21 @@ def _comments_done(deadline: float) -> bool:
                 select(func.count()).where(
                     Post.is_crawl_success, Post.comment_count > 0, Post.comments_fetched_at.is_(None)
                 )
+            )
+        if not waiting:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _summaries_done(deadline: float) -> bool:
+    from hnpal.db.session import session_scope
+    from hnpal.posts.models import Post
+
+    while time.monotonic() < deadline:
+        with session_scope() as session:
+            waiting = session.scalar(
+                select(func.count()).where(Post.is_crawl_success, Post.summary_status == "pending")
             )
         if not waiting:
             return True
@@ -181,6 +198,16 @@ def _report(console: Console) -> None:
             why[:90],
         )
     console.print(table)
+    summarized = [p for p in posts if p.summary][:4]
+    for post in summarized:
+        console.print(
+            Panel(
+                post.summary,
+                title=f"summary of HN {post.hn_id} ({post.summary_prompt_type}, {post.summary_model}, "
+                f"from {post.summary_basis})",
+                subtitle=post.title[:70],
+            )
+        )
     store = reader()
     article = next((p for p in posts if p.crawl_status == "success" and p.extraction_method == "trafilatura"), None)
     if article is not None:

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _makers: dict[int, sessionmaker[Session]] = {}
+# Raised by a thread-pool worker: each task thread may hold two connections at once (an advisory lock
+# and a session), so the pool must not be the bottleneck (see hnpal.celery).
+min_pool_size = 0
 
 
 def normalize_url(url: str) -> str:
@@ -30,7 +33,7 @@ def get_engine(url: str | None = None) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            pool = get_settings().db_pool_size
+            pool = max(get_settings().db_pool_size, min_pool_size)
             engine = create_engine(
                 url,
                 pool_size=pool,
@@ -55,6 +58,8 @@ def dispose_engines() -> None:
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """A session in a transaction: committed on success, rolled back on error."""
+    import hnpal.models  # noqa: F401  every mapper is configured before the first flush
+
     engine = engine or get_engine()
     maker = _makers.get(id(engine))
     if maker is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -77,9 +78,32 @@ def spent_today() -> Decimal:
         )
 
 
+_spent_cache: tuple[float, Decimal] | None = None
+_spend_lock = threading.Lock()
+SPENT_CACHE_SECONDS = 10.0  # the budget is checked per call; the day's sum is re-read at most this often
+
+
+def forget_spend() -> None:
+    """Drop the cached day's spend (tests, and after an operator changes the budget)."""
+    global _spent_cache
+    _spent_cache = None
+
+
 def budget_left(settings: Settings | None = None) -> bool:
+    global _spent_cache
     settings = settings or get_settings()
-    spent = spent_today()
+    now = time.monotonic()
+    cached = _spent_cache
+    if cached is None or now - cached[0] > SPENT_CACHE_SECONDS:
+        # One thread re-reads the day's spend; the others go on with the value they have.
+        if _spend_lock.acquire(blocking=cached is None):
+            try:
+                _spent_cache = cached = (time.monotonic(), spent_today())
+            finally:
+                _spend_lock.release()
+        cached = _spent_cache or cached
+    assert cached is not None
+    spent = cached[1]
     if spent >= settings.llm_daily_budget_usd:
         log.warning(
             "daily LLM budget reached (%s of %s USD): the offline provider takes over until midnight UTC",

@@ -81,3 +81,15 @@ def split_by_tokens(text: str, size: int, model: str = "gpt-4o-mini") -> list[st
     if current:
         chunks.append("\n\n".join(current))
     return [c for c in chunks if c.strip()]
+
+
+def fit_to_tokens(text: str, limit: int, model: str = "gpt-4o-mini") -> tuple[str, int]:
+    """``text`` cut to ``limit`` tokens, and the token count of the whole text (one encoding pass)."""
+    encoding = encoding_for(model)
+    if encoding is None:
+        total = math.ceil(len(text) / CHARS_PER_TOKEN)
+        return (text if total <= limit else text[: limit * CHARS_PER_TOKEN]), total
+    tokens = encoding.encode(text, disallowed_special=())
+    if len(tokens) <= limit:
+        return text, len(tokens)
+    return encoding.decode(tokens[:limit]), len(tokens)

@@ -12,6 +12,7 @@ posts without a URL are summarized from their own text and the discussion.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
-from hnpal.llm.tokens import count_tokens, split_by_tokens, truncate_to_tokens
+from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import Post
 from hnpal.summaries.models import SUMMARY_STYLES, Summary
 
@@ -65,6 +66,7 @@ class Outcome:
     provider: str | None = None
 
 
+@functools.cache
 def prompt(style: str) -> str:
     return resources.files("hnpal.summaries").joinpath("prompts", f"{style}.md").read_text(encoding="utf-8").strip()
 
@@ -92,15 +94,16 @@ def usable_article(text: str | None) -> bool:
 
 def load_material(post: Post, store: Any) -> Material:
     comments: list[dict[str, Any]] = []
-    raw_comments = store.get_text(post.hn_id, "comments") if store is not None else None
+    # Read only what the flags say exists: a reader's miss makes RocksDB catch up with the writer.
+    raw_comments = store.get_text(post.hn_id, "comments") if store is not None and post.comments_fetched_at else None
     if raw_comments:
         try:
             comments = json.loads(raw_comments).get("comments") or []
         except (ValueError, AttributeError):
             log.warning("comments of post %s are not valid JSON; ignored", post.id)
     article = None
-    if store is not None and post.has_text:
-        article = store.get_text(post.hn_id, "markdown") or store.get_text(post.hn_id, "text")
+    if store is not None and (post.has_markdown or post.has_text):
+        article = store.get_text(post.hn_id, "markdown" if post.has_markdown else "text")
     if post.url is None and article:
         return Material("post_text", article, comments)
     if usable_article(article):
@@ -131,6 +134,7 @@ def _request(
     system = prompt(style).replace("{interests}", ", ".join(interests or []) or "none given")
     budget = settings.summary_input_tokens
     source = material.text
+    source_tokens = 0
     header = f"Title: {post.title}\n" + (f"URL: {post.url}\n" if post.url else "")
     if style == "comments":
         thread = "\n".join(f"[#{c['id']}] {c.get('by') or 'anon'}: {c['text']}" for c in material.comments)
@@ -142,7 +146,11 @@ def _request(
         body = header + "\nPost text:\n" + truncate_to_tokens(source, budget) + "\n\nDiscussion:\n" + thread
         body = truncate_to_tokens(body, budget * 2)
     else:
-        body = header + "\nArticle:\n" + truncate_to_tokens(source, budget, provider.model)
+        if provider.name == "offline":  # ranks the whole text itself; the prompt is only accounted
+            body, source_tokens = header + "\nArticle:\n" + source, 0
+        else:
+            fitted, source_tokens = fit_to_tokens(source, budget, provider.model)
+            body = header + "\nArticle:\n" + fitted
     hints: dict[str, Any] = {
         "task": "comments" if style == "comments" else "summary",
         "style": style,
@@ -158,7 +166,7 @@ def _request(
         style != "comments"
         and provider.name != "offline"  # extractive ranking reads the whole text at no cost
         and material.basis == "article"
-        and count_tokens(source, provider.model) > MAP_REDUCE_FACTOR * budget
+        and source_tokens > MAP_REDUCE_FACTOR * budget
     ):
         for part in split_by_tokens(source, budget, provider.model):
             maps.append(
@@ -249,7 +257,9 @@ def _summarize_locked(
         if post is None:
             return Outcome(post_id, style, variant, "skipped")
         session.expunge(post)
-    existing = _existing(post_id, style, variant)
+        existing = session.scalar(
+            select(Summary).where(Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
+        )
     refreshing = False
     if existing is not None:
         if style != "comments" or not _needs_comment_refresh(existing, post):

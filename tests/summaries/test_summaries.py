@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def make_post(store):
                 hn_id=hn_id, type="story" if url else "ask_hn", title=title, url=url, score=score,
                 comment_count=comment_count, has_text=bool(text), has_markdown=bool(text),
                 is_crawl_success=True, crawl_status="success",
+                comments_fetched_at=datetime.now(UTC) if comments is not None else None,
             )  # fmt: skip
             session.add(post)
             session.flush()
@@ -162,9 +164,12 @@ def test_low_score_posts_get_the_offline_summary(paid, store, make_post) -> None
 
 
 def test_daily_budget_hands_over_to_offline(paid, store, make_post, settings_env, caplog) -> None:
+    from hnpal.llm.service import forget_spend
+
     settings_env(llm_daily_budget_usd="0.000001")
     with session_scope() as session:
         session.add(AgentCall(agent_type="summarization", model="sandbox-model", cost_usd=Decimal("0.01")))
+    forget_spend()
     post_id = make_post(hn_id=7_100_008, score=500)
     assert service.summarize(post_id=post_id, style="basic", store=store).provider == "offline"
     assert "daily LLM budget reached" in caplog.text
