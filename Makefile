@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/content.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/crawl.py
+	$(BIN)/python bench/llm.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
