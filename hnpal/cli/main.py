@@ -327,6 +327,18 @@ def usage_cmd(
     Console().print(table)
 
 
+@app.command("settings")
+def settings_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="env (a .env template) or markdown (the README table).")] = "env",
+) -> None:
+    """Print every setting with its default and meaning."""
+    from config.docs import env_example, markdown_table
+
+    if fmt not in ("env", "markdown"):
+        raise _err("--format must be env or markdown", 2)
+    typer.echo(env_example() if fmt == "env" else markdown_table())
+
+
 # --- demo -------------------------------------------------------------------------------------------
 @app.command("demo")
 def demo_cmd(
