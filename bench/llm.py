@@ -96,6 +96,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--pool", default="threads", help="the llm worker's pool (threads, prefork)")
+    parser.add_argument("--prefetch", type=int, default=1, help="the llm worker's prefetch multiplier")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--digest", type=int, default=30)
     args = parser.parse_args()
@@ -124,7 +125,8 @@ def main() -> int:
             ids = seed(workdir / "content.rocksdb", args.posts)
             cmd = [
                 sys.executable, "-m", "celery", "-A", "hnpal", "worker", "-Q", "llm", "-P", args.pool,
-                "-c", str(args.concurrency), "-n", f"llm-{uuid.uuid4().hex[:4]}@%h", "--without-gossip",
+                "-c", str(args.concurrency), "--prefetch-multiplier", str(args.prefetch),
+                "-n", f"llm-{uuid.uuid4().hex[:4]}@%h", "--without-gossip",
                 "--without-mingle", "--without-heartbeat", "-l", os.environ.get("BENCH_WORKER_LOG", "WARNING"),
             ]  # fmt: skip
             worker = subprocess.Popen(

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
@@ -240,19 +241,30 @@ def summarize(
     engine = get_engine()
     key = _lock_key(post_id, style, variant)
     with engine.connect() as lock_conn:
+        # A session-level lock on this connection; the locked work reuses the connection for its reads
+        # and its final write, so one summary costs one pooled connection, not three.
         if not lock_conn.scalar(select(func.pg_try_advisory_lock(*key))):
+            lock_conn.rollback()
             raise Busy(f"summary ({post_id}, {style}) is being generated elsewhere")
+        lock_conn.commit()
         try:
-            return _summarize_locked(post_id, style, variant, interests, store, settings)
+            return _summarize_locked(post_id, style, variant, interests, store, settings, lock_conn)
         finally:
+            lock_conn.rollback()
             lock_conn.scalar(select(func.pg_advisory_unlock(*key)))
             lock_conn.commit()
 
 
 def _summarize_locked(
-    post_id: int, style: str, variant: str, interests: list[str] | None, store: Any, settings: Settings
+    post_id: int,
+    style: str,
+    variant: str,
+    interests: list[str] | None,
+    store: Any,
+    settings: Settings,
+    conn: Any,
 ) -> Outcome:
-    with session_scope() as session:
+    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
         post = session.get(Post, post_id)
         if post is None:
             return Outcome(post_id, style, variant, "skipped")
@@ -279,7 +291,7 @@ def _summarize_locked(
     provider = choose_provider(post, settings)
     result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings)
     now = datetime.now(UTC)
-    with session_scope() as session:
+    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
         values = {
             "post_id": post_id,
             "style": style,
