@@ -83,13 +83,25 @@ def split_by_tokens(text: str, size: int, model: str = "gpt-4o-mini") -> list[st
     return [c for c in chunks if c.strip()]
 
 
+MAX_CHARS_PER_TOKEN = 8  # no BPE token of natural-language text is longer on average
+
+
 def fit_to_tokens(text: str, limit: int, model: str = "gpt-4o-mini") -> tuple[str, int]:
-    """``text`` cut to ``limit`` tokens, and the token count of the whole text (one encoding pass)."""
+    """``text`` cut to ``limit`` tokens, and the token count of the whole text.
+
+    Only a prefix that surely holds ``limit`` tokens is encoded; the whole text's count is exact when
+    it fits, and estimated (characters / 4) when it does not, which is all a caller deciding whether
+    to map-reduce needs."""
     encoding = encoding_for(model)
     if encoding is None:
         total = math.ceil(len(text) / CHARS_PER_TOKEN)
         return (text if total <= limit else text[: limit * CHARS_PER_TOKEN]), total
-    tokens = encoding.encode(text, disallowed_special=())
-    if len(tokens) <= limit:
+    prefix = text[: limit * MAX_CHARS_PER_TOKEN]
+    tokens = encoding.encode(prefix, disallowed_special=())
+    if len(tokens) <= limit and len(prefix) == len(text):
         return text, len(tokens)
-    return encoding.decode(tokens[:limit]), len(tokens)
+    if len(tokens) <= limit:  # pathological: very long tokens
+        tokens = encoding.encode(text, disallowed_special=())
+        if len(tokens) <= limit:
+            return text, len(tokens)
+    return encoding.decode(tokens[:limit]), max(limit + 1, math.ceil(len(text) / CHARS_PER_TOKEN))
