@@ -43,10 +43,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from hnpal.sandbox._server import LoopbackServer
 
 SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshot"
 BASE_PLACEHOLDER = "{base}"
@@ -282,25 +284,14 @@ def _coerce(value: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256  # crawlers open many connections at once; the default backlog is 5
-    replay: HNReplayServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class HNReplayServer:
+class HNReplayServer(LoopbackServer):
     """The Hacker News API plus article pages on one loopback port; see the module docstring.
 
     ``snapshot=None`` loads the bundled snapshot; pass ``Snapshot.empty()`` for a bare server.
     The socket is bound at construction, so ``base_url`` is known before :meth:`start`.
     """
+
+    _thread_name = "hn-replay"
 
     def __init__(
         self,
@@ -317,8 +308,6 @@ class HNReplayServer:
         self.verbose = verbose
         self.request_log: list[tuple[str, str, int]] = []
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._faults: list[Fault] = []
         self._mounts: list[tuple[str, Path]] = []
         self._pages: dict[str, Page] = dict(self.snapshot.pages)
@@ -337,45 +326,10 @@ class HNReplayServer:
         self._missing = set(self.snapshot.missing_ids)
         self._max_id = max([0, *self._items, *self._missing])
 
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.replay = self
-        bound_host, bound_port = self._httpd.server_address[:2]
-        shown = bound_host if ":" not in str(bound_host) else f"[{bound_host}]"
-        self.host = str(bound_host)
-        self.port = int(bound_port)
-        self.base_url = f"http://{shown}:{self.port}"
+        self.base_url = self._bind(host, port, _Handler, "replay")
         self.api_url = self.base_url + "/v0/"
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> HNReplayServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                daemon=True,
-                name=f"hn-replay-{self.port}",
-            )
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (the command line)."""
-        self._httpd.serve_forever(poll_interval=0.2)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> HNReplayServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- content -----------------------------------------------------------------------------
 
@@ -837,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "HNReplay/1.0"
     sys_version = ""
-    server: _HTTPServer
+    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -37,9 +37,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from hnpal.sandbox._server import LoopbackServer
 
 FAULT_KINDS = (
     "rate_limit",
@@ -466,23 +468,10 @@ def _error_reply(error: APIError) -> Reply:
     return _json_reply(error.status, error.body(), error.headers)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256  # benchmarks fire many requests at once; the default backlog is 5
-    llm: LLMServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            return
-        super().handle_error(request, client_address)
-
-
 Responder = Callable[[dict[str, Any]], str | dict[str, Any] | list[Any] | None]
 
 
-class LLMServer:
+class LLMServer(LoopbackServer):
     """An OpenAI-compatible chat-completions API on a loopback port; see the module docstring.
 
     The socket is bound at construction, so ``base_url`` (``http://127.0.0.1:PORT/v1``, what the
@@ -492,6 +481,8 @@ class LLMServer:
     ``Authorization: Bearer <api_key>``. Prompts above ``context_tokens`` get a 400
     ``context_length_exceeded``.
     """
+
+    _thread_name = "llm-api"
 
     def __init__(
         self,
@@ -516,49 +507,12 @@ class LLMServer:
         self.max_concurrent = 0
         self.created = int(time.time())
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._faults: list[Fault] = []
         self._responder: Responder | None = None
-        self._httpd = _HTTPServer((host, port), _Handler)
-        self._httpd.llm = self
-        bound_host, bound_port = self._httpd.server_address[:2]
-        shown = bound_host if ":" not in str(bound_host) else f"[{bound_host}]"
-        self.host = str(bound_host)
-        self.port = int(bound_port)
-        self.root_url = f"http://{shown}:{self.port}"
+        self.root_url = self._bind(host, port, _Handler, "llm")
         self.base_url = self.root_url + "/v1"
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> LLMServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                daemon=True,
-                name=f"llm-api-{self.port}",
-            )
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (the command line)."""
-        self._httpd.serve_forever(poll_interval=0.2)
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes requests sleeping in latency / timeout faults
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> LLMServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -900,7 +854,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "LLMSandbox/1.0"
     sys_version = ""
-    server: _HTTPServer
+    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

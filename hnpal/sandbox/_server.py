@@ -1,0 +1,68 @@
+"""The HTTP plumbing every sandbox server shares: a threading server on loopback that ignores clients
+hanging up, bound at construction (so its URL is known before start), served from a daemon thread."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+
+class QuietThreadingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256  # clients open many connections at once; the default backlog is 5
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # the client went away: not the server's error
+            return
+        super().handle_error(request, client_address)
+
+
+class LoopbackServer:
+    """Lifecycle of a sandbox server: :meth:`_bind` in ``__init__``, then start/stop or ``with``."""
+
+    _thread_name = "sandbox"
+
+    def _bind(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], owner_attr: str) -> str:
+        """Bind the socket; the handler finds this object as ``self.server.<owner_attr>``. Returns the
+        root URL (``http://host:port``)."""
+        self._stopping = threading.Event()  # set on stop: wakes requests sleeping in latency or faults
+        self._thread: threading.Thread | None = None
+        self._httpd = QuietThreadingServer((host, port), handler)
+        setattr(self._httpd, owner_attr, self)
+        bound_host, bound_port = self._httpd.server_address[:2]
+        shown = bound_host if ":" not in str(bound_host) else f"[{bound_host}]"
+        self.host = str(bound_host)
+        self.port = int(bound_port)
+        return f"http://{shown}:{self.port}"
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                daemon=True,
+                name=f"{self._thread_name}-{self.port}",
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the command line)."""
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
