@@ -38,6 +38,15 @@ def _serve(latency: float, urls, stop) -> None:  # type: ignore[no-untyped-def]
     server.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (Linux /proc), to show where each summary's CPU goes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def article_texts(count: int) -> list[str]:
     pages = shared_pages()
     if pages:
@@ -94,7 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pool", default="threads", help="the llm worker's pool (threads, prefork)")
     parser.add_argument("--prefetch", type=int, default=1, help="the llm worker's prefetch multiplier")
     parser.add_argument("--users", type=int, default=1000)
@@ -141,11 +150,16 @@ def main() -> int:
                     raise TimeoutError("the llm worker did not answer")
             time.sleep(1.0)
 
+            cpu_before = {name: cpu_seconds(pid) for name, pid in (("worker", worker.pid), ("llm", server.pid))}
             started = time.perf_counter()
             for post_id in ids:
                 summarize.delay(post_id, "basic")
             wait_rows(len(ids))
             elapsed = time.perf_counter() - started
+            cpu_ms = {
+                name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / len(ids)
+                for name, pid in (("worker", worker.pid), ("llm", server.pid))
+            }
             achieved = len(ids) / elapsed
             ideal = args.concurrency / args.latency
 
@@ -183,7 +197,8 @@ def main() -> int:
         server.join(timeout=10)
     server_requests = urls.get(timeout=5) if not urls.empty() else -1
     print(f"phase 1: {len(ids)} summaries in {elapsed:.2f}s = {achieved:.1f}/s; ideal {ideal:.1f}/s "
-          f"({args.concurrency} threads / {args.latency * 1000:.0f} ms)")  # fmt: skip
+          f"({args.concurrency} threads / {args.latency * 1000:.0f} ms); CPU per summary: worker "
+          f"{cpu_ms['worker']:.1f} ms, sandbox LLM {cpu_ms['llm']:.1f} ms")  # fmt: skip
     print(f"phase 2: {args.users} users x {args.digest} posts = {requests} requests in {fanout_s:.1f}s; "
           f"LLM calls {calls} for {combos} (post, style) pairs ({len(ids)} posts x {len(STYLES)} styles); "
           f"failed calls {failed}")  # fmt: skip

@@ -6,8 +6,10 @@ Configuration lives in the top-level ``celeryconfig`` module; task modules live 
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
-from celery.signals import celeryd_init, setup_logging, worker_process_init
+from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
 import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between domains resolve in workers
 
@@ -23,6 +25,8 @@ def _setup_logging(**_: object) -> None:
 
 
 CONTENT_QUEUE = "content"
+LLM_QUEUE = "llm"
+_warm: dict[str, object] = {}  # set by celeryd_init on workers that consume the llm queue
 _content_writer_worker = False
 
 
@@ -44,6 +48,12 @@ def _check_content_worker(options: dict | None = None, **_: object) -> None:
         from hnpal.db import session
 
         session.min_pool_size = 2 * int(concurrency) + 2
+    if not queues or LLM_QUEUE in queues:  # imported before any fork, so every child starts warm
+        from hnpal.llm.service import warm_up
+
+        warm_up()
+        _warm["connections"] = int(concurrency)
+        _warm["in_children"] = "prefork" in pool
     if CONTENT_QUEUE not in queues:
         return
     # Thread, solo and gevent pools run every task in this one process; prefork forks one per slot.
@@ -72,6 +82,36 @@ def _after_fork(**_: object) -> None:
         from hnpal.content import host
 
         host.writer()
+    if _warm.get("in_children"):
+        _warm_handles(1)
+
+
+@worker_init.connect
+def _before_consuming(**_: object) -> None:
+    if _warm and not _warm.get("in_children"):
+        _warm_handles(int(_warm["connections"]))
+
+
+def _warm_handles(connections: int) -> None:
+    """An llm worker opens, before its first task, what every task needs: its database connections, the
+    content reader and the model client. Otherwise the first round of tasks pays for them all at once.
+    Best effort: what cannot be opened yet (no store so far) is opened by the first task that needs it."""
+    from contextlib import ExitStack
+
+    from hnpal.content import host
+    from hnpal.db.session import get_engine
+    from hnpal.llm.service import paid_provider
+
+    try:
+        with ExitStack() as stack:
+            engine = get_engine()
+            for _ in range(min(connections, engine.pool.size())):
+                stack.enter_context(engine.connect())
+        paid_provider()
+        if not _content_writer_worker:
+            host.reader()
+    except Exception as exc:  # noqa: BLE001 - warming is an optimisation; tasks report real failures
+        logging.getLogger(__name__).info("llm worker warm-up incomplete: %s", exc)
 
 
 def enqueue_after_commit(session, task, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -1,9 +1,10 @@
 """Calling an LLM the HN Pal way: pick the provider, retry what is transient, account for every call.
 
 Every attempt writes an ``agent_calls`` row (tokens, cost from the settings' price table, latency,
-success or error) in its own short transaction, so spend is recorded even when the caller's work rolls
-back. Calls attributed to a user also add to ``user_token_usage`` for the day with one atomic
-INSERT ... ON CONFLICT ... DO UPDATE, so concurrent calls never lose an increment.
+success or error) in its own autocommitted statement, so spend is recorded even when the caller's work
+rolls back. Calls attributed to a user also add to ``user_token_usage`` for the day in that same
+statement (INSERT ... ON CONFLICT ... DO UPDATE with the call as a CTE), so concurrent calls never lose
+an increment and the two rows never disagree.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
-from hnpal.db.session import session_scope
+from hnpal.db.session import get_engine, session_scope
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.offline import OfflineProvider
 from hnpal.usage.models import AgentCall, UserTokenUsage
@@ -68,6 +69,21 @@ def paid_provider(settings: Settings | None = None) -> Provider | None:
         )
         _providers[key] = provider
     return provider
+
+
+def warm_up(settings: Settings | None = None) -> None:
+    """Load what the first call would otherwise load under a task's clock: the SDK (half a second of
+    imports), the model's token table, and the offline summarizer. Workers of the ``llm`` queue call it
+    at start; it opens no connection, so it is safe before a fork."""
+    from hnpal.llm import tokens
+
+    settings = settings or get_settings()
+    offline_provider()
+    tokens.count_tokens("warm up", settings.openai_model)
+    if settings.openai_api_key is not None:
+        import openai.resources.chat.completions.completions  # noqa: F401  (the SDK imports it on first use)
+
+        import hnpal.llm.openai_provider  # noqa: F401
 
 
 def spent_today() -> Decimal:
@@ -126,36 +142,41 @@ def record(
     post_id: int | None = None,
     purpose: str | None = None,
     settings: Settings | None = None,
+    connection: Connection | None = None,
 ) -> Decimal:
     """Write the agent_calls row (and the user's daily usage) for one attempt. Returns its cost."""
     input_tokens = result.input_tokens if result else 0
     output_tokens = result.output_tokens if result else 0
     cost = cost_usd(result.model if result else model, input_tokens, output_tokens, settings) if result else Decimal(0)
-    with session_scope() as session:
-        session.add(
-            AgentCall(
-                user_id=user_id,
-                agent_type=agent_type,
-                model=(result.model if result else model)[:50],
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_usd=cost,
-                latency_ms=latency_ms,
-                conversation_id=conversation_id,
-                post_id=post_id,
-                purpose=purpose,
-                success=error is None,
-                error_message=None if error is None else f"{error.kind or 'error'}: {error}"[:2000],
-            )
-        )
-        if user_id is not None and result is not None:
-            add_user_usage(session, user_id=user_id, agent_type=agent_type, input_tokens=input_tokens,
-                           output_tokens=output_tokens, cost=cost)  # fmt: skip
+    stmt = insert(AgentCall).values(
+        user_id=user_id,
+        agent_type=agent_type,
+        model=(result.model if result else model)[:50],
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
+        latency_ms=latency_ms,
+        conversation_id=conversation_id,
+        post_id=post_id,
+        purpose=purpose,
+        success=error is None,
+        error_message=None if error is None else f"{error.kind or 'error'}: {error}"[:2000],
+    )
+    if user_id is not None and result is not None:
+        # One statement writes both rows (the call as a CTE), so they commit together with no
+        # BEGIN/COMMIT round trips around them.
+        stmt = user_usage_upsert(user_id=user_id, agent_type=agent_type, input_tokens=input_tokens,
+                                 output_tokens=output_tokens, cost=cost).add_cte(stmt.cte("agent_call"))  # fmt: skip
+    if connection is not None:  # the caller's autocommit connection: the statement commits by itself
+        connection.execute(stmt)
+        return cost
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(stmt)
     return cost
 
 
-def add_user_usage(session, *, user_id: int, agent_type: str, input_tokens: int, output_tokens: int, cost: Decimal):  # type: ignore[no-untyped-def]
-    """Atomically add one call to the user's row for today (created on first use)."""
+def user_usage_upsert(*, user_id: int, agent_type: str, input_tokens: int, output_tokens: int, cost: Decimal):  # type: ignore[no-untyped-def]
+    """The statement that atomically adds one call to the user's row for today (created on first use)."""
     column = _TOKEN_COLUMN.get(agent_type, "summarization_tokens")
     tokens = input_tokens + output_tokens
     values = {
@@ -168,7 +189,7 @@ def add_user_usage(session, *, user_id: int, agent_type: str, input_tokens: int,
     }
     stmt = insert(UserTokenUsage).values(values)
     table = UserTokenUsage.__table__
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[UserTokenUsage.user_id, UserTokenUsage.date],
         set_={
             "total_input_tokens": table.c.total_input_tokens + stmt.excluded.total_input_tokens,
@@ -178,7 +199,6 @@ def add_user_usage(session, *, user_id: int, agent_type: str, input_tokens: int,
             "updated_at": func.now(),
         },
     )
-    session.execute(stmt)
 
 
 def call(
@@ -191,8 +211,12 @@ def call(
     post_id: int | None = None,
     purpose: str | None = None,
     settings: Settings | None = None,
+    connection: Connection | None = None,
 ) -> LLMResult:
-    """One LLM call with retries and accounting. Raises LLMError when it finally fails."""
+    """One LLM call with retries and accounting. Raises LLMError when it finally fails.
+
+    ``connection``: an autocommit connection the caller already holds, to write the accounting rows on
+    (saves a pool checkout per attempt); by default each row takes its own."""
     assert agent_type in AGENT_TYPES, agent_type
     settings = settings or get_settings()
     attempt = 0
@@ -205,7 +229,7 @@ def call(
             latency = int((time.perf_counter() - started) * 1000)
             record(agent_type=agent_type, model=provider.model, result=None, error=exc, latency_ms=latency,
                    user_id=user_id, conversation_id=conversation_id, post_id=post_id, purpose=purpose,
-                   settings=settings)  # fmt: skip
+                   settings=settings, connection=connection)  # fmt: skip
             if not exc.transient or attempt >= settings.llm_attempts:
                 raise
             wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
@@ -220,7 +244,7 @@ def call(
             continue
         cost = record(agent_type=agent_type, model=provider.model, result=result, error=None,
                       latency_ms=result.latency_ms, user_id=user_id, conversation_id=conversation_id,
-                      post_id=post_id, purpose=purpose, settings=settings)  # fmt: skip
+                      post_id=post_id, purpose=purpose, settings=settings, connection=connection)  # fmt: skip
         return LLMResult(
             text=result.text,
             model=result.model,

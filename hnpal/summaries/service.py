@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, and_, case, false, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
@@ -187,7 +188,13 @@ def _request(
 
 
 def _generate(
-    post: Post, style: str, material: Material, provider: Provider, interests: list[str] | None, settings: Settings
+    post: Post,
+    style: str,
+    material: Material,
+    provider: Provider,
+    interests: list[str] | None,
+    settings: Settings,
+    conn: Connection | None = None,
 ) -> tuple[LLMResult, int, int]:
     request, maps = _request(post, style, material, provider, interests, settings)
     input_tokens = output_tokens = 0
@@ -195,7 +202,7 @@ def _generate(
         parts = []
         for map_request in maps:
             part = llm.call(map_request, provider=provider, agent_type="summarization", post_id=post.id,
-                            purpose=f"{style}:map")  # fmt: skip
+                            purpose=f"{style}:map", connection=conn)  # fmt: skip
             parts.append(part.text)
             input_tokens += part.input_tokens
             output_tokens += part.output_tokens
@@ -206,20 +213,15 @@ def _generate(
             temperature=request.temperature,
             hints=request.hints,
         )
-    result = llm.call(request, provider=provider, agent_type="summarization", post_id=post.id, purpose=style)
+    result = llm.call(
+        request, provider=provider, agent_type="summarization", post_id=post.id, purpose=style, connection=conn
+    )
     text = result.text
     if material.basis == "title_and_comments" and style != "comments" and not text.startswith(TITLE_ONLY_PREFIX):
         text = f"{TITLE_ONLY_PREFIX} {text}"
     result = LLMResult(text, result.model, result.provider, result.input_tokens, result.output_tokens,
                        result.latency_ms, result.cost_usd)  # fmt: skip
     return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens
-
-
-def _existing(post_id: int, style: str, variant: str) -> Summary | None:
-    with session_scope() as session:
-        return session.scalar(
-            select(Summary).where(Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
-        )
 
 
 def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
@@ -230,48 +232,60 @@ def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
 def summarize(
     *, post_id: int, style: str, interests: list[str] | None = None, store: Any = None, settings: Settings | None = None
 ) -> Outcome:
-    """Make sure the (post, style) summary exists; generate it at most once. Raises Busy or LLMError."""
+    """Make sure the (post, style) summary exists; generate it at most once. Raises Busy or LLMError.
+
+    One pooled connection in autocommit mode does all of it, one statement per step: look for the row
+    and, only when it is missing, take a session-level advisory lock (one statement); read the post and
+    the row again under the lock (a fresh snapshot sees whatever the previous holder committed); call
+    the model (each attempt's agent_calls row is written on this same connection); write the summary and
+    the post's columns in one statement; release the lock only after that write is committed, so a
+    second worker that gets the lock next always finds the row. No transaction stays open while the
+    model is working.
+    """
     if style not in SUMMARY_STYLES:
         raise ValueError(f"unknown summary style {style!r}; choose from {SUMMARY_STYLES}")
     settings = settings or get_settings()
     variant = interest_variant(interests) if style == "personalized" else ""
-    existing = _existing(post_id, style, variant)
-    if existing is not None and style != "comments":
-        return Outcome(post_id, style, variant, "existing", existing.id)
-    engine = get_engine()
+    match = (Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
     key = _lock_key(post_id, style, variant)
-    with engine.connect() as lock_conn:
-        # A session-level lock on this connection; the locked work reuses the connection for its reads
-        # and its final write, so one summary costs one pooled connection, not three.
-        if not lock_conn.scalar(select(func.pg_try_advisory_lock(*key))):
-            lock_conn.rollback()
+    existing_row = select(Summary.id).where(*match)
+    lock = func.pg_try_advisory_lock(*key)
+    if style != "comments":  # a comment summary may need a refresh, so it always takes the lock
+        lock = case((~existing_row.exists(), lock), else_=false())
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        existing_id, locked = conn.execute(select(existing_row.scalar_subquery(), lock)).one()
+        if existing_id is not None and style != "comments":
+            return Outcome(post_id, style, variant, "existing", existing_id)
+        if not locked:
             raise Busy(f"summary ({post_id}, {style}) is being generated elsewhere")
-        lock_conn.commit()
         try:
-            return _summarize_locked(post_id, style, variant, interests, store, settings, lock_conn)
+            with Session(bind=conn, expire_on_commit=False) as session:
+                row = session.execute(
+                    select(Post, Summary).outerjoin(Summary, and_(*match)).where(Post.id == post_id)
+                ).first()
+                if row is None:
+                    return Outcome(post_id, style, variant, "skipped")
+                post, existing = row
+                session.expunge_all()
+            return _summarize_locked(conn, post, existing, style, variant, interests, store, settings)
         finally:
-            lock_conn.rollback()
-            lock_conn.scalar(select(func.pg_advisory_unlock(*key)))
-            lock_conn.commit()
+            try:
+                conn.execute(select(func.pg_advisory_unlock(*key)))
+            except DBAPIError:  # the connection is gone, and its session-level lock with it
+                log.warning("could not release the summary lock for post %s; its connection was lost", post_id)
 
 
 def _summarize_locked(
-    post_id: int,
+    conn: Connection,
+    post: Post,
+    existing: Summary | None,
     style: str,
     variant: str,
     interests: list[str] | None,
     store: Any,
     settings: Settings,
-    conn: Any,
 ) -> Outcome:
-    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-        post = session.get(Post, post_id)
-        if post is None:
-            return Outcome(post_id, style, variant, "skipped")
-        session.expunge(post)
-        existing = session.scalar(
-            select(Summary).where(Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
-        )
+    post_id = post.id
     refreshing = False
     if existing is not None:
         if style != "comments" or not _needs_comment_refresh(existing, post):
@@ -289,46 +303,50 @@ def _summarize_locked(
     elif material.basis == "title_and_comments" and not material.text and not post.title:
         return Outcome(post_id, style, variant, "skipped")
     provider = choose_provider(post, settings)
-    result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings)
-    now = datetime.now(UTC)
-    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-        values = {
-            "post_id": post_id,
-            "style": style,
-            "variant": variant,
-            "text": result.text,
-            "model": result.model[:50],
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "basis": material.basis,
-            "source_comment_count": post.comment_count if style == "comments" else None,
-        }
-        stmt = insert(Summary).values(values)
-        if refreshing:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[Summary.post_id, Summary.style, Summary.variant],
-                set_={**{k: stmt.excluded[k] for k in ("text", "model", "input_tokens", "output_tokens",
-                                                       "source_comment_count")},
-                      "refresh_count": Summary.__table__.c.refresh_count + 1, "updated_at": func.now()},
-            )  # fmt: skip
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[Summary.post_id, Summary.style, Summary.variant])
-        summary_id = session.execute(stmt.returning(Summary.id)).scalar()
-        if style == settings.summary_default_style:
-            session.execute(
-                Post.__table__.update()
-                .where(Post.id == post_id)
-                .values(
-                    summary=result.text,
-                    summarized_at=now,
-                    summary_model=result.model[:50],
-                    summary_tokens=input_tokens + output_tokens,
-                    summary_prompt_type=style,
-                    summary_basis=material.basis,
-                    summary_status="done",
-                    summary_error=None,
-                )
+    # Each attempt's agent_calls row is committed as it happens, so spend survives a failed write here.
+    result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings, conn)
+    values = {
+        "post_id": post_id,
+        "style": style,
+        "variant": variant,
+        "text": result.text,
+        "model": result.model[:50],
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "basis": material.basis,
+        "source_comment_count": post.comment_count if style == "comments" else None,
+    }
+    stmt = insert(Summary).values(values)
+    if refreshing:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Summary.post_id, Summary.style, Summary.variant],
+            set_={**{k: stmt.excluded[k] for k in ("text", "model", "input_tokens", "output_tokens",
+                                                   "source_comment_count")},
+                  "refresh_count": Summary.__table__.c.refresh_count + 1, "updated_at": func.now()},
+        )  # fmt: skip
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=[Summary.post_id, Summary.style, Summary.variant])
+    write = stmt.returning(Summary.id)
+    if style == settings.summary_default_style:
+        # The default style also fills the post's columns: one statement (a data-modifying CTE), so
+        # both land together.
+        inserted = write.cte("inserted")
+        update = (
+            Post.__table__.update()
+            .where(Post.id == post_id)
+            .values(
+                summary=result.text,
+                summarized_at=datetime.now(UTC),
+                summary_model=result.model[:50],
+                summary_tokens=input_tokens + output_tokens,
+                summary_prompt_type=style,
+                summary_basis=material.basis,
+                summary_status="done",
+                summary_error=None,
             )
+        )
+        write = select(inserted.c.id).add_cte(update.cte("post_update"))
+    summary_id = conn.execute(write).scalar()
     status = "refreshed" if refreshing else "generated"
     log.info("summary %s of post %s (%s, %s): %s", style, post_id, material.basis, result.provider, status)
     return Outcome(post_id, style, variant, status, summary_id, result.provider)
