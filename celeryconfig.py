@@ -70,7 +70,9 @@ task_routes = {
     "hnpal.llm.*": {"queue": "llm"},
     "hnpal.summaries.*": {"queue": "llm"},
     "hnpal.memory.extract": {"queue": "llm"},
+    "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
+    "hnpal.digests.send": {"queue": "telegram"},
 }
 
 # Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.
@@ -81,4 +83,7 @@ beat_schedule = {
     "content-sweep": {"task": "hnpal.crawl.sweep", "schedule": _settings.content_sweep_interval},
     "summary-sweep": {"task": "hnpal.summaries.sweep", "schedule": 30 * 60},
     "comment-summary-refresh": {"task": "hnpal.summaries.refresh_comments", "schedule": 30 * 60},
+    "digests-due": {"task": "hnpal.digests.schedule", "schedule": _settings.digest_due_interval},
+    "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": 5 * 60},
+    "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
 }

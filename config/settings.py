@@ -8,6 +8,7 @@ line that names the setting (see :func:`load_settings`).
 from __future__ import annotations
 
 import functools
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -80,6 +82,33 @@ class Settings(BaseSettings):
     telegram_base_url: AnyUrl = Field(
         default=AnyUrl("https://api.telegram.org/bot"), description="Telegram Bot API base URL."
     )
+    telegram_mode: Literal["polling", "webhook"] = Field(
+        default="polling", description="How the bot receives updates: long polling, or a webhook."
+    )
+    telegram_webhook_url: AnyUrl | None = Field(
+        default=None, description="Public HTTPS URL Telegram posts updates to (webhook mode)."
+    )
+    telegram_webhook_listen: str = Field(default="127.0.0.1", description="Address the webhook server binds.")
+    telegram_webhook_port: int = Field(default=8443, ge=1, le=65535, description="Port the webhook server binds.")
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret Telegram sends with each webhook call (A-Z, a-z, 0-9, _ and -)."
+    )
+    telegram_poll_timeout: int = Field(default=30, ge=0, le=50, description="Long-poll seconds per getUpdates.")
+    telegram_global_rate: float = Field(
+        default=30.0, gt=0, le=1000, description="Messages per second across all senders (Telegram: about 30)."
+    )
+    telegram_paid_broadcast: bool = Field(
+        default=False, description="Paid broadcasts: lifts the overall limit to 1000 messages per second."
+    )
+    telegram_chat_rate: float = Field(default=1.0, gt=0, le=30, description="Messages per second to one chat.")
+    telegram_timeout: float = Field(default=15.0, gt=0, le=120, description="Seconds per Bot API request.")
+    telegram_callback_secret: SecretStr | None = Field(
+        default=None, description="Key that signs button data. Empty: derived from the bot token."
+    )
+    digest_lookback_hours: int = Field(
+        default=24, ge=1, le=24 * 14, description="A first digest covers posts summarized this long ago."
+    )
+    digest_due_interval: float = Field(default=60.0, ge=5, description="Seconds between scans for due digests.")
     openai_api_key: SecretStr | None = Field(
         default=None, description="OpenAI (or compatible) API key. Empty: the offline summarizer is used."
     )
@@ -213,7 +242,25 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL (or empty for the embedded Redis)")
         return v
 
-    @field_validator("telegram_token", "openai_api_key", "flower_basic_auth", mode="before")
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", v.get_secret_value()):
+            raise ValueError("Telegram accepts 1-256 characters A-Z, a-z, 0-9, _ and -")
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_needs_url(self) -> Settings:
+        if self.telegram_mode == "webhook" and self.telegram_webhook_url is None:
+            raise ValueError("telegram_mode=webhook needs HNPAL_TELEGRAM_WEBHOOK_URL")
+        return self
+
+    @property
+    def telegram_overall_rate(self) -> float:
+        return 1000.0 if self.telegram_paid_broadcast else self.telegram_global_rate
+
+    @field_validator("telegram_token", "openai_api_key", "flower_basic_auth", "telegram_webhook_secret",
+                     "telegram_callback_secret", "telegram_webhook_url", mode="before")  # fmt: skip
     @classmethod
     def _empty_secret(cls, v: object) -> object:
         return None if v == "" else v
@@ -238,7 +285,10 @@ class SettingsError(SystemExit):
 def describe_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = err.get("loc") or ("?",)
+        loc = err.get("loc")
+        if not loc:  # a rule across settings: the message names them
+            parts.append(str(err.get("msg")).removeprefix("Value error, "))
+            continue
         name = "HNPAL_" + str(loc[0]).upper()
         value = err.get("input")
         shown = "***" if any(s in name for s in ("TOKEN", "KEY", "AUTH", "URL")) else repr(value)

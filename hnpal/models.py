@@ -3,7 +3,7 @@
 from hnpal.audit.models import AuditLog
 from hnpal.conversations.models import Conversation
 from hnpal.db.base import Base
-from hnpal.deliveries.models import Delivery
+from hnpal.deliveries.models import Delivery, Digest
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
 from hnpal.summaries.models import Summary
@@ -17,6 +17,7 @@ __all__ = [
     "Base",
     "Conversation",
     "Delivery",
+    "Digest",
     "Memory",
     "Post",
     "Summary",

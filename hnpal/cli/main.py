@@ -339,6 +339,18 @@ def settings_cmd(
     typer.echo(env_example() if fmt == "env" else markdown_table())
 
 
+# --- bot --------------------------------------------------------------------------------------------
+@app.command("bot")
+def bot_cmd() -> None:
+    """Run the Telegram bot process: store each update, enqueue it, nothing else (polling or webhook)."""
+    import asyncio
+
+    from hnpal.telegram.bot import BotProcess
+
+    announce_embedded()
+    asyncio.run(BotProcess().run())
+
+
 # --- demo -------------------------------------------------------------------------------------------
 @app.command("demo")
 def demo_cmd(

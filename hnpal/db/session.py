@@ -55,14 +55,29 @@ def dispose_engines() -> None:
         _makers.clear()
 
 
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session in a transaction: committed on success, rolled back on error."""
+def _maker(engine: Engine | None) -> sessionmaker[Session]:
     import hnpal.models  # noqa: F401  every mapper is configured before the first flush
 
     engine = engine or get_engine()
     maker = _makers.get(id(engine))
     if maker is None:
         maker = _makers.setdefault(id(engine), sessionmaker(bind=engine, expire_on_commit=False))
-    with maker.begin() as session:
+    return maker
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session in a transaction: committed on success, rolled back on error."""
+    with _maker(engine).begin() as session:
         yield session
+
+
+@contextmanager
+def work_session(engine: Engine | None = None) -> Iterator[Session]:
+    """A session for work that commits as it goes (each step durable on its own); what is left
+    uncommitted when the block ends, normally or not, is rolled back."""
+    with _maker(engine)() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -52,3 +53,38 @@ class Delivery(Base):
     delivered_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     reacted_at: Mapped[datetime | None]
     saved_at: Mapped[datetime | None]
+
+
+DIGEST_STATUSES = ("pending", "sending", "sent", "empty", "failed")
+
+
+class Digest(Base):
+    """One digest of one user for one batch (``YYYY-MM-DD-morning|evening``, or ``YYYY-Www`` weekly).
+
+    UNIQUE (user_id, batch_id) makes "no digest yet for this batch" a constraint: the scheduler inserts
+    the row and fans out only what it inserted, so two beats or a re-run never send a batch twice. The
+    posts chosen for it are the ``deliveries`` rows with its batch_id (reserved before sending).
+    """
+
+    __tablename__ = "digests"
+    __table_args__ = (
+        UniqueConstraint("user_id", "batch_id"),
+        CheckConstraint(f"status IN {DIGEST_STATUSES!r}", name="status_valid"),
+        CheckConstraint("post_count >= 0", name="post_count_nonnegative"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        Index("ix_digests_user_created", "user_id", text("created_at DESC")),
+        Index("ix_digests_unfinished", "status", postgresql_where=text("status IN ('pending', 'sending')")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    batch_id: Mapped[str] = mapped_column(String(50), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    style: Mapped[str | None] = mapped_column(String(20))
+    post_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    manual: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)  # the brief digest's one message
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
+    sent_at: Mapped[datetime | None]

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     ForeignKey,
     Index,
     Integer,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
@@ -25,6 +27,11 @@ POST_TYPES = ("story", "ask_hn", "show_hn", "poll", "job")
 # nothing to crawl (no URL and no text).
 CRAWL_STATUSES = ("pending", "queued", "retrying", "fetched", "success", "reused", "failed", "skipped")
 MAX_CRAWL_ATTEMPTS = 3
+# The words of a title (lower case; letters, digits, + and # kept, so "C++" and "C#" survive) and the
+# post's domain: what interests, mutes and learned topics match against. PostgreSQL computes it.
+KEYWORDS_SQL = (
+    "array_remove(regexp_split_to_array(lower(title), '[^a-z0-9+#]+'), '') || ARRAY[coalesce(lower(domain), '')]"
+)
 
 
 class Post(Base):
@@ -66,6 +73,7 @@ class Post(Base):
             postgresql_where=text("is_crawl_success AND canonical_url IS NOT NULL"),
         ),
         Index("ix_posts_repost_of_post_id", "repost_of_post_id"),
+        Index("ix_posts_keywords", "keywords", postgresql_using="gin"),
         # The summary sweep reads posts with content whose summary failed or never ran.
         Index(
             "ix_posts_summary_pending",
@@ -80,6 +88,7 @@ class Post(Base):
     title: Mapped[str] = mapped_column(Text, nullable=False)
     url: Mapped[str | None] = mapped_column(Text)
     domain: Mapped[str | None] = mapped_column(String(255))
+    keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), Computed(KEYWORDS_SQL, persisted=True), nullable=False)
     author: Mapped[str | None] = mapped_column(String(255))
     score: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     comment_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -1,0 +1,401 @@
+"""Digests: schedule, select, reserve, send; and what users do with delivered posts.
+
+The life of a digest:
+
+1. ``create_due_digests`` (beat, every minute) inserts a ``digests`` row for every active user whose
+   batch is due (UNIQUE user_id, batch_id: a batch is created once) and returns only the new ids.
+2. ``prepare`` selects the posts of many digests in one statement and *reserves* them: one
+   ``deliveries`` row per (user, post) with ``message_id`` NULL, written before anything is sent.
+3. ``send_digest`` (one task per user, ``telegram`` queue) sends what is reserved and not sent yet,
+   storing each Telegram ``message_id`` as soon as Telegram answers. A crash between a send and that
+   write can repeat the one message in flight, never the digest; a redelivered task resumes there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from config.settings import Settings, get_settings
+from hnpal.deliveries.models import Delivery, Digest
+from hnpal.deliveries.schedule import current_batch
+from hnpal.deliveries.selection import select_posts
+from hnpal.posts.models import Post
+from hnpal.summaries.models import Summary
+from hnpal.summaries.service import interest_variant
+from hnpal.telegram import render
+from hnpal.telegram.client import Forbidden
+from hnpal.users.models import User
+from hnpal.users.schemas import DigestPreferences
+
+log = logging.getLogger(__name__)
+SUMMARY_WAIT_ATTEMPTS = 6  # send_digest waits this many rounds for missing summaries, then falls back
+
+
+def preferences(raw: dict[str, Any] | None) -> DigestPreferences:
+    """A user's preferences; a row that no longer validates falls back to defaults field by field."""
+    try:
+        return DigestPreferences.model_validate(raw or {})
+    except ValidationError as exc:
+        good = {k: v for k, v in (raw or {}).items() if k in DigestPreferences.model_fields}
+        for error in exc.errors():
+            if error.get("loc"):
+                good.pop(str(error["loc"][0]), None)
+        log.warning("digest preferences %r partly invalid (%s); defaults used for those fields", raw, exc)
+        try:
+            return DigestPreferences.model_validate(good)
+        except ValidationError:
+            return DigestPreferences()
+
+
+# --- 1. schedule ------------------------------------------------------------------------------------
+
+
+def create_due_digests(*, session: Session, now: datetime | None = None) -> list[int]:
+    """Create the digest of every active user whose batch is due and has none yet; the new ids."""
+    now = now or datetime.now(UTC)
+    due = []
+    for user_id, raw in session.execute(select(User.id, User.digest_preferences).where(User.status == "active")):
+        prefs = preferences(raw)
+        batch = current_batch(prefs, now)
+        if batch is not None:
+            due.append({"user_id": user_id, "batch_id": batch, "style": prefs.style})
+    ids: list[int] = []
+    for start in range(0, len(due), 5000):
+        stmt = insert(Digest).values(due[start : start + 5000]).on_conflict_do_nothing().returning(Digest.id)
+        ids.extend(session.scalars(stmt))
+    return ids
+
+
+def create_manual_digest(*, session: Session, user_id: int, now: datetime | None = None) -> int:
+    """/digest: a digest right now, outside the schedule (its own batch id)."""
+    now = now or datetime.now(UTC)
+    style = preferences(session.scalar(select(User.digest_preferences).where(User.id == user_id))).style
+    stmt = (
+        insert(Digest)
+        .values(user_id=user_id, batch_id=f"now-{now:%Y%m%dT%H%M%S.%f}", style=style, manual=True)
+        .returning(Digest.id)
+    )
+    return session.scalar(stmt)
+
+
+# --- 2. select and reserve --------------------------------------------------------------------------
+
+
+def prepare(*, session: Session, digest_ids: list[int], settings: Settings | None = None) -> dict[int, int]:
+    """Select and reserve the posts of pending digests (set-based). Returns digest id -> posts reserved.
+
+    Digests already past ``pending`` are left alone (a re-run reserves nothing twice)."""
+    settings = settings or get_settings()
+    pending = list(
+        session.scalars(
+            select(Digest.id)
+            .where(Digest.id.in_(digest_ids), Digest.status == "pending")
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not pending:
+        return {}
+    picks = select_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
+    batches = dict(session.execute(select(Digest.id, Digest.batch_id).where(Digest.id.in_(pending))).all())
+    rows = [
+        {"user_id": p.user_id, "post_id": p.post_id, "batch_id": batches[p.digest_id]}
+        for digest_id in pending
+        for p in picks.get(digest_id, [])
+    ]
+    reserved: dict[int, int] = dict.fromkeys(pending, 0)
+    if rows:
+        for start in range(0, len(rows), 10000):
+            stmt = insert(Delivery).values(rows[start : start + 10000]).on_conflict_do_nothing()
+            session.execute(stmt.returning(Delivery.id))
+        counts = session.execute(
+            select(Digest.id, func.count(Delivery.id))
+            .join(Delivery, and_(Delivery.user_id == Digest.user_id, Delivery.batch_id == Digest.batch_id))
+            .where(Digest.id.in_(pending))
+            .group_by(Digest.id)
+        ).all()
+        reserved.update(dict(counts))
+    for status, ids in (
+        ("sending", [d for d, n in reserved.items() if n]),
+        ("empty", [d for d, n in reserved.items() if not n]),
+    ):
+        if ids:
+            session.execute(
+                update(Digest)
+                .where(Digest.id.in_(ids))
+                .values(status=status, post_count=case_count(reserved, ids), sent_at=None)
+            )
+    return reserved
+
+
+def case_count(reserved: dict[int, int], ids: list[int]) -> Any:
+    from sqlalchemy import case
+
+    return case({d: reserved[d] for d in ids}, value=Digest.id, else_=0)
+
+
+# --- 3. send ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SendResult:
+    digest_id: int
+    status: str  # sent | empty | blocked | waiting | skipped
+    sent: int = 0
+    missing_summaries: list[int] | None = None
+
+
+class Sender:
+    """What send_digest needs from Telegram: one call per message (limits and errors are its business)."""
+
+    def __init__(self, send: Callable[..., dict], edit: Callable[..., dict] | None = None) -> None:
+        self.send = send
+        self.edit = edit
+
+
+def digest_cards(
+    *, session: Session, digest: Digest, user: User, style: str, default_style: str
+) -> tuple[list[render.PostCard], list[int]]:
+    """The digest's posts as cards, in order, with the user's summary style when it exists.
+
+    Also returns the post ids whose summary in that style is missing (the default summary stands in)."""
+    variant = interest_variant(user.interests) if style == "personalized" else ""
+    styled = (
+        select(Summary.text)
+        .where(Summary.post_id == Post.id, Summary.style == style, Summary.variant == variant)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Delivery, Post, styled)
+        .join(Post, Post.id == Delivery.post_id)
+        .where(Delivery.user_id == digest.user_id, Delivery.batch_id == digest.batch_id)
+        .order_by(Delivery.id)
+    ).all()
+    cards, missing = [], []
+    for n, (delivery, post, text) in enumerate(rows, start=1):
+        if text is None and style != default_style:
+            missing.append(post.id)
+        cards.append(
+            render.PostCard(
+                delivery_id=delivery.id,
+                hn_id=post.hn_id,
+                title=post.title,
+                url=post.url,
+                domain=post.domain,
+                score=post.score,
+                comments=post.comment_count,
+                summary=text or post.summary,
+                position=n,
+                total=len(rows),
+                reaction=delivery.reaction,
+                saved=delivery.is_saved,
+            )
+        )
+    return cards, missing
+
+
+def digest_heading(digest: Digest, count: int) -> str:
+    when = "Your HN digest" if not digest.manual else "Your HN digest (on request)"
+    label = digest.batch_id if not digest.manual else datetime.now(UTC).strftime("%Y-%m-%d")
+    return f"{when} · {label} · {count} post{'s' if count != 1 else ''}"
+
+
+def send_digest(
+    *,
+    session: Session,
+    digest_id: int,
+    sender: Sender,
+    settings: Settings | None = None,
+    wait_for_summaries: bool = True,
+) -> SendResult:
+    """Send the reserved, unsent posts of one digest. Commits after every message it records."""
+    settings = settings or get_settings()
+    digest = session.get(Digest, digest_id)
+    if digest is None:
+        return SendResult(digest_id, "skipped")
+    if digest.status == "pending":
+        prepare(session=session, digest_ids=[digest_id], settings=settings)
+        session.commit()
+        session.refresh(digest)
+    if digest.status in ("sent", "empty", "failed"):
+        return SendResult(digest_id, digest.status)
+    user = session.get(User, digest.user_id)
+    if user is None or user.status in ("blocked", "deleted"):
+        digest.status, digest.error = "failed", f"user {user.status if user else 'gone'}"
+        session.commit()
+        return SendResult(digest_id, "skipped")
+    prefs = preferences(user.digest_preferences)
+    cards, missing = digest_cards(
+        session=session,
+        digest=digest,
+        user=user,
+        style=prefs.summary_style,
+        default_style=settings.summary_default_style,
+    )
+    if not cards:
+        digest.status = "empty"
+        session.commit()
+        return SendResult(digest_id, "empty")
+    if missing and wait_for_summaries and digest.attempts < SUMMARY_WAIT_ATTEMPTS:
+        digest.attempts += 1
+        session.commit()
+        return SendResult(digest_id, "waiting", missing_summaries=missing)
+    chat_id = user.telegram_id
+    style = digest.style or prefs.style
+    sent = 0
+    try:
+        if style == "brief":
+            if digest.message_id is None:
+                text = render.brief_message(cards, digest_heading(digest, len(cards)))
+                markup = render.brief_keyboard(digest.id, len(cards), chat_id)
+                message = sender.send(chat_id, text, reply_markup=markup)
+                digest.message_id = message["message_id"]
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.user_id == user.id, Delivery.batch_id == digest.batch_id)
+                    .values(message_id=message["message_id"])
+                )
+                session.commit()
+                sent = 1
+        else:
+            unsent = {
+                d_id
+                for (d_id,) in session.execute(
+                    select(Delivery.id).where(
+                        Delivery.user_id == user.id, Delivery.batch_id == digest.batch_id, Delivery.message_id.is_(None)
+                    )
+                )
+            }
+            for card in cards:
+                if card.delivery_id not in unsent:
+                    continue
+                message = sender.send(
+                    chat_id, render.post_message(card), reply_markup=render.post_keyboard(card, chat_id)
+                )
+                session.execute(
+                    update(Delivery).where(Delivery.id == card.delivery_id).values(message_id=message["message_id"])
+                )
+                session.commit()
+                sent += 1
+    except Forbidden as exc:
+        session.rollback()
+        mark_blocked(session=session, user_id=user.id, reason=str(exc))
+        digest = session.get(Digest, digest_id)
+        assert digest is not None
+        digest.status, digest.error = "failed", f"blocked: {exc.description}"[:2000]
+        session.commit()
+        return SendResult(digest_id, "blocked", sent)
+    digest.status, digest.sent_at = "sent", datetime.now(UTC)
+    session.commit()
+    return SendResult(digest_id, "sent", sent)
+
+
+def mark_blocked(*, session: Session, user_id: int, reason: str) -> None:
+    """Telegram said 403 (blocked, deactivated): stop sending to this user until they come back."""
+    session.execute(update(User).where(User.id == user_id, User.status != "deleted").values(status="blocked"))
+    log.info("user %s marked blocked: %s", user_id, reason)
+
+
+def unfinished_digests(*, session: Session, older_than: timedelta, limit: int = 500) -> list[int]:
+    """Digests a lost task left pending or half-sent (the sweep sends them on)."""
+    cutoff = datetime.now(UTC) - older_than
+    return list(
+        session.scalars(
+            select(Digest.id)
+            .where(Digest.status.in_(("pending", "sending")), Digest.created_at < cutoff)
+            .order_by(Digest.id)
+            .limit(limit)
+        )
+    )
+
+
+# --- what users do with delivered posts -------------------------------------------------------------
+
+
+class NotYours(PermissionError):
+    """A button that names a row of another user."""
+
+
+def own_delivery(*, session: Session, telegram_id: int, delivery_id: int) -> tuple[Delivery, User]:
+    row = session.execute(
+        select(Delivery, User).join(User, User.id == Delivery.user_id).where(Delivery.id == delivery_id)
+    ).one_or_none()
+    if row is None or row[1].telegram_id != telegram_id:
+        raise NotYours(f"delivery {delivery_id} is not this user's")
+    return row[0], row[1]
+
+
+def react(*, session: Session, telegram_id: int, delivery_id: int, reaction: str) -> Delivery:
+    """👍/👎: mutually exclusive; pressing the current one again clears it."""
+    if reaction not in ("up", "down"):
+        raise ValueError(f"unknown reaction {reaction!r}")
+    delivery, _ = own_delivery(session=session, telegram_id=telegram_id, delivery_id=delivery_id)
+    if delivery.reaction == reaction:
+        delivery.reaction, delivery.reacted_at = None, None
+    else:
+        delivery.reaction, delivery.reacted_at = reaction, datetime.now(UTC)
+    delivery.is_read = True
+    session.flush()
+    return delivery
+
+
+def toggle_save(*, session: Session, telegram_id: int, delivery_id: int) -> Delivery:
+    delivery, _ = own_delivery(session=session, telegram_id=telegram_id, delivery_id=delivery_id)
+    delivery.is_saved = not delivery.is_saved
+    delivery.saved_at = datetime.now(UTC) if delivery.is_saved else None
+    session.flush()
+    return delivery
+
+
+def card_for(*, session: Session, delivery: Delivery, position: int = 1, total: int = 1) -> render.PostCard:
+    post = session.get(Post, delivery.post_id)
+    assert post is not None
+    user = session.get(User, delivery.user_id)
+    assert user is not None
+    prefs = preferences(user.digest_preferences)
+    variant = interest_variant(user.interests) if prefs.summary_style == "personalized" else ""
+    text = session.scalar(
+        select(Summary.text).where(
+            Summary.post_id == post.id, Summary.style == prefs.summary_style, Summary.variant == variant
+        )
+    )
+    return render.PostCard(
+        delivery_id=delivery.id,
+        hn_id=post.hn_id,
+        title=post.title,
+        url=post.url,
+        domain=post.domain,
+        score=post.score,
+        comments=post.comment_count,
+        summary=text or post.summary,
+        position=position,
+        total=total,
+        reaction=delivery.reaction,
+        saved=delivery.is_saved,
+    )
+
+
+def saved_page(
+    *, session: Session, user_id: int, page: int, per_page: int = 5
+) -> tuple[list[tuple[Delivery, Post]], int]:
+    """Bookmarks, newest first: one page and the total count."""
+    total = session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.user_id == user_id, Delivery.is_saved)
+    )
+    rows = session.execute(
+        select(Delivery, Post)
+        .join(Post, Post.id == Delivery.post_id)
+        .where(Delivery.user_id == user_id, Delivery.is_saved)
+        .order_by(Delivery.saved_at.desc(), Delivery.id.desc())
+        .offset(page * per_page)
+        .limit(per_page)
+    ).all()
+    return [(d, p) for d, p in rows], int(total or 0)

@@ -1,0 +1,247 @@
+"""The bot process (``hnpal bot``): Telegram updates in, Celery tasks out, nothing else.
+
+A python-telegram-bot ``Application`` owns the Bot API connection. Updates are fetched raw (a payload
+python-telegram-bot could not parse must not stall the queue), written to ``telegram_updates``
+(write-ahead; a duplicate update_id is ignored), and only then enqueued as ``hnpal.telegram.handle``
+tasks and confirmed to Telegram by advancing the polling offset. A crash before the write loses
+nothing (Telegram sends the update again); a crash after it leaves a stored row that the sweep
+enqueues. Database writes and enqueueing run in worker threads, never on the event loop.
+
+Webhook mode (HNPAL_TELEGRAM_MODE=webhook) answers Telegram's POST only after the write, so Telegram
+retries an update we could not store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from config.settings import Settings, get_settings
+from hnpal.db.session import session_scope
+from hnpal.telegram.models import TelegramUpdate
+
+log = logging.getLogger(__name__)
+# Updates are fetched raw on purpose (see above); python-telegram-bot suggests its parsed method.
+warnings.filterwarnings("ignore", message=".*Bot.getUpdates.*")
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+COMMANDS = [
+    ("digest", "A digest now"),
+    ("settings", "Digest style, time, time zone, filters"),
+    ("saved", "Your bookmarks"),
+    ("pause", "Pause or resume scheduled digests"),
+    ("token", "Your LLM usage"),
+    ("start", "Pick your interests"),
+    ("help", "What HN Pal can do"),
+]
+
+
+def _ids(update: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(telegram user id, chat id) of an update, when it has them."""
+    for key in ("message", "edited_message", "callback_query", "my_chat_member", "channel_post"):
+        body = update.get(key)
+        if isinstance(body, dict):
+            sender = body.get("from") or {}
+            chat = body.get("chat") or (body.get("message") or {}).get("chat") or {}
+            user_id = sender.get("id") if isinstance(sender.get("id"), int) else None
+            chat_id = chat.get("id") if isinstance(chat.get("id"), int) else None
+            return user_id, chat_id
+    return None, None
+
+
+def store_updates(updates: Iterable[dict[str, Any]]) -> list[int]:
+    """Write updates ahead of handling them; returns the ids that were new (to enqueue)."""
+    rows = []
+    for update in updates:
+        update_id = update.get("update_id")
+        if not isinstance(update_id, int) or update_id < 0:
+            log.warning("update without a valid update_id ignored: %.200s", json.dumps(update))
+            continue
+        user_id, chat_id = _ids(update)
+        rows.append({"update_id": update_id, "payload": update, "telegram_user_id": user_id, "chat_id": chat_id})
+    if not rows:
+        return []
+    with session_scope() as session:
+        stmt = insert(TelegramUpdate).values(rows).on_conflict_do_nothing().returning(TelegramUpdate.update_id)
+        return sorted(session.scalars(stmt))
+
+
+def enqueue(update_ids: list[int]) -> None:
+    from tasks.telegram import handle
+
+    for update_id in update_ids:
+        handle.delay(update_id)
+
+
+def resume_offset() -> int | None:
+    """The first update_id not stored yet (None on a fresh database: take what Telegram has)."""
+    with session_scope() as session:
+        last = session.scalar(select(func.max(TelegramUpdate.update_id)))
+    return None if last is None else last + 1
+
+
+async def accept(updates: list[dict[str, Any]]) -> None:
+    """Store, then enqueue: both off the event loop."""
+    new = await asyncio.to_thread(store_updates, updates)
+    if new:
+        await asyncio.to_thread(enqueue, new)
+
+
+class BotProcess:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        if self.settings.telegram_token is None:
+            raise SystemExit("HNPAL_TELEGRAM_TOKEN is not set: the bot needs a token from @BotFather")
+        self.stopping = asyncio.Event()
+        self.received = 0
+
+    def _application(self):  # type: ignore[no-untyped-def]
+        from telegram.ext import Application
+
+        base = str(self.settings.telegram_base_url)
+        timeout = self.settings.telegram_timeout
+        return (
+            Application.builder()
+            .token(self.settings.telegram_token.get_secret_value())  # type: ignore[union-attr]
+            .base_url(base)
+            .base_file_url(base.replace("/bot", "/file/bot", 1))
+            .updater(None)
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .write_timeout(timeout)
+            .get_updates_read_timeout(self.settings.telegram_poll_timeout + timeout)
+            .build()
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        application = self._application()
+        async with application:
+            bot = application.bot
+            me = bot.bot
+            log.info("bot @%s started (%s)", me.username, self.settings.telegram_mode)
+            try:
+                await bot.set_my_commands(COMMANDS)
+            except Exception as exc:  # noqa: BLE001 - the menu is cosmetic
+                log.warning("could not set the command menu: %s", exc)
+            if self.settings.telegram_mode == "webhook":
+                await self._webhook(bot)
+            else:
+                await self._poll(bot)
+        log.info("bot stopped after %d updates", self.received)
+
+    async def _poll(self, bot) -> None:  # type: ignore[no-untyped-def]
+        from telegram.error import NetworkError, RetryAfter, TimedOut
+
+        await bot.delete_webhook(drop_pending_updates=False)
+        offset = await asyncio.to_thread(resume_offset)
+        backoff = 1.0
+        while not self.stopping.is_set():
+            params: dict[str, Any] = {
+                "timeout": self.settings.telegram_poll_timeout,
+                "allowed_updates": ALLOWED_UPDATES,
+            }
+            if offset is not None:
+                params["offset"] = offset
+            fetch = asyncio.ensure_future(bot.do_api_request("getUpdates", api_kwargs=params))
+            stop = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                fetch.cancel()
+                break
+            stop.cancel()
+            try:
+                updates = fetch.result()
+            except RetryAfter as exc:
+                wait = exc.retry_after
+                await self._sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
+                continue
+            except (TimedOut, NetworkError) as exc:
+                log.warning("getUpdates failed (%s); retrying in %.0fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            if not isinstance(updates, list) or not updates:
+                continue
+            updates = [u for u in updates if isinstance(u, dict)]
+            while not self.stopping.is_set():
+                try:
+                    await accept(updates)
+                    break
+                except Exception as exc:  # noqa: BLE001 - database or broker down: keep the batch, retry
+                    log.error("could not store %d updates (%s); retrying in %.0fs", len(updates), exc, backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+            else:
+                break
+            self.received += len(updates)
+            ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+            if ids:
+                offset = max(ids) + 1  # confirmed only now that they are stored
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _webhook(self, bot) -> None:  # type: ignore[no-untyped-def]
+        import tornado.web
+
+        secret = self.settings.telegram_webhook_secret
+        expected = secret.get_secret_value() if secret else None
+        process = self
+
+        class Handler(tornado.web.RequestHandler):
+            async def post(self) -> None:
+                given = self.request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+                if expected is not None and not (given and hmac.compare_digest(given, expected)):
+                    self.set_status(403)
+                    return
+                try:
+                    update = json.loads(self.request.body or b"null")
+                except ValueError:
+                    self.set_status(400)
+                    return
+                if not isinstance(update, dict):
+                    self.set_status(400)
+                    return
+                try:
+                    await accept([update])
+                except Exception:  # noqa: BLE001 - not stored: Telegram must send it again
+                    log.exception("webhook update not stored")
+                    self.set_status(500)
+                    return
+                process.received += 1
+                self.set_status(200)
+
+        url = str(self.settings.telegram_webhook_url)
+        path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
+        web = tornado.web.Application([(path.rstrip("/") or "/", Handler)])
+        server = web.listen(self.settings.telegram_webhook_port, address=self.settings.telegram_webhook_listen)
+        await bot.set_webhook(url=url, secret_token=expected, allowed_updates=ALLOWED_UPDATES)
+        log.info("webhook listening on %s:%s%s", self.settings.telegram_webhook_listen,
+                 self.settings.telegram_webhook_port, path)  # fmt: skip
+        await self.stopping.wait()
+        server.stop()
+
+
+def main() -> None:
+    asyncio.run(BotProcess().run())

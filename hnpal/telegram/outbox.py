@@ -1,0 +1,60 @@
+"""Sending to Telegram from tasks: the Bot API client behind the shared rate limiter.
+
+Every message and edit first takes a token from the limiter (about 30 messages/s over all sender
+processes, or 1000/s with paid broadcasts, and 1 per second per chat); a 429 that still happens makes
+the whole fleet hold off for ``retry_after`` and is raised to the task, which retries later. Button
+answers are not rate-limited by Telegram and go straight out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from config.settings import Settings, get_settings
+from hnpal.telegram.client import BadRequest, BotAPI, RetryAfter, is_not_modified
+from hnpal.telegram.ratelimit import SendLimiter
+
+log = logging.getLogger(__name__)
+
+
+class TelegramOutbox:
+    def __init__(self, api: BotAPI | None = None, limiter: SendLimiter | None = None, settings: Settings | None = None):
+        settings = settings or get_settings()
+        self.api = api or BotAPI.from_settings(settings)
+        self.limiter = limiter or SendLimiter.from_settings(settings)
+        self.max_wait = 30.0
+
+    def _paced(self, chat_id: int, call):  # type: ignore[no-untyped-def]
+        self.limiter.acquire(chat_id, max_wait=self.max_wait)
+        try:
+            return call()
+        except RetryAfter as exc:
+            self.limiter.penalize(exc.retry_after or 1.0)
+            raise
+
+    def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict:
+        return self._paced(chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup))
+
+    def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict:
+        try:
+            return self._paced(
+                chat_id, lambda: self.api.edit_message_text(chat_id, message_id, text, reply_markup=reply_markup)
+            )
+        except BadRequest as exc:
+            if is_not_modified(exc):  # pressing the same button twice: nothing to change
+                return {}
+            raise
+
+    def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict:
+        try:
+            return self._paced(chat_id, lambda: self.api.edit_message_reply_markup(chat_id, message_id, reply_markup))
+        except BadRequest as exc:
+            if is_not_modified(exc):
+                return {}
+            raise
+
+    def answer(self, callback_query_id: str, text: str | None = None) -> None:
+        try:
+            self.api.answer_callback_query(callback_query_id, text=text)
+        except BadRequest as exc:  # too old (the user waited > 15 min): the work is done anyway
+            log.info("callback %s not answered: %s", callback_query_id, exc)

@@ -1,0 +1,132 @@
+"""Telegram messages of HN Pal, in HTML parse mode.
+
+Everything from outside (titles, summaries, URLs, domains) goes through :func:`esc`; every message is
+kept within Telegram's 4096 characters (counted, like Telegram, in UTF-16 code units of the text after
+entity parsing) by shortening the summary or the list, never by cutting a tag in half.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from hnpal.telegram.callbacks import sign
+
+MAX_MESSAGE = 4096
+HN_ITEM = "https://news.ycombinator.com/item?id={}"
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def visible_length(markup: str) -> int:
+    """Length of an HTML message as Telegram counts it (tags removed, entities decoded)."""
+    from html.parser import HTMLParser
+
+    parts: list[str] = []
+
+    class _Text(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            parts.append(data)
+
+    parser = _Text(convert_charrefs=True)
+    parser.feed(markup)
+    parser.close()
+    return utf16_len("".join(parts).strip())
+
+
+def shorten(text: str, limit: int) -> str:
+    """At most ``limit`` characters, cut at a word boundary with an ellipsis."""
+    text = " ".join(text.split()) if "\n" not in text else text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: max(1, limit - 1)]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+@dataclass
+class PostCard:
+    delivery_id: int
+    hn_id: int
+    title: str
+    url: str | None
+    domain: str | None
+    score: int
+    comments: int
+    summary: str | None
+    position: int = 1
+    total: int = 1
+    reaction: str | None = None
+    saved: bool = False
+
+
+def post_keyboard(card: PostCard, telegram_id: int, extra_rows: list[list[dict]] | None = None) -> dict[str, Any]:
+    up = "👍✓" if card.reaction == "up" else "👍"
+    down = "👎✓" if card.reaction == "down" else "👎"
+    save = "💾✓" if card.saved else "💾 Save"
+    row = [
+        {"text": "💬 Discuss", "callback_data": sign(telegram_id, "ds", card.delivery_id)},
+        {"text": up, "callback_data": sign(telegram_id, "up", card.delivery_id)},
+        {"text": down, "callback_data": sign(telegram_id, "dn", card.delivery_id)},
+        {"text": save, "callback_data": sign(telegram_id, "sv", card.delivery_id)},
+    ]
+    return {"inline_keyboard": [row, *(extra_rows or [])]}
+
+
+def post_message(card: PostCard) -> str:
+    """flat_scroll: one post — bold title, HN link, summary, article link, score line."""
+    head = f'<b>{esc(card.title)}</b>\n<a href="{esc(HN_ITEM.format(card.hn_id))}">HN discussion</a>'
+    link = ""
+    if card.url:
+        link = f'\n\n🔗 <a href="{esc(card.url)}">{esc(card.domain or card.url)}</a>'
+    stats = f"\n⬆️ {card.score} · 💬 {card.comments} · {card.position}/{card.total}"
+    fixed = visible_length(head + link + stats) + 4
+    summary = card.summary or "No summary yet."
+    budget = MAX_MESSAGE - fixed - 10
+    body = esc(shorten(summary, budget))
+    while visible_length(body) > budget:  # escaping never grows the visible text, but be exact anyway
+        budget -= 100
+        body = esc(shorten(summary, budget))
+    return f"{head}\n\n{body}{link}{stats}"
+
+
+def brief_message(cards: list[PostCard], heading: str) -> str:
+    """brief: one message listing the posts; number buttons expand one in place."""
+    lines = [f"<b>{esc(heading)}</b>", ""]
+    used = visible_length(lines[0])
+    title_limit = 200
+    while True:
+        body = []
+        for card in cards:
+            domain = f" · {esc(card.domain)}" if card.domain else ""
+            body.append(
+                f"{card.position}. <b>{esc(shorten(card.title, title_limit))}</b>\n"
+                f"    ⬆️ {card.score} · 💬 {card.comments}{domain}"
+            )
+        text = "\n".join(lines + body)
+        if visible_length(text) <= MAX_MESSAGE or title_limit <= 20:
+            return text if visible_length(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - used]
+        title_limit //= 2
+
+
+def brief_keyboard(digest_id: int, count: int, telegram_id: int, selected: int | None = None) -> dict[str, Any]:
+    buttons = [
+        {
+            "text": f"·{n}·" if n == selected else str(n),
+            "callback_data": sign(telegram_id, "ex", digest_id, n),
+        }
+        for n in range(1, count + 1)
+    ]
+    rows = [buttons[i : i + 6] for i in range(0, len(buttons), 6)]
+    if selected is not None:
+        rows.append([{"text": "⬅ Back to the list", "callback_data": sign(telegram_id, "ex", digest_id, 0)}])
+    return {"inline_keyboard": rows}

@@ -1,0 +1,124 @@
+"""Telegram update tasks (``telegram`` queue): handle one stored update; sweep what was left behind."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
+
+from hnpal.celery import app
+from hnpal.db.session import session_scope
+from hnpal.state.store import StateStore
+from hnpal.telegram import service
+from hnpal.telegram.client import NetworkError, RetryAfter
+from hnpal.telegram.models import TelegramUpdate
+from hnpal.telegram.ratelimit import LimiterTimeout
+
+log = logging.getLogger(__name__)
+TRANSIENT = (OperationalError, NetworkError, RetryAfter, LimiterTimeout)
+MAX_ATTEMPTS = 4
+
+
+def _outbox():  # type: ignore[no-untyped-def]
+    from hnpal.telegram.outbox import TelegramOutbox
+
+    return TelegramOutbox()
+
+
+# Idempotent: a processed or quarantined update is a no-op, so a redelivered message does nothing twice
+# (a crash in the middle may at worst repeat one reply).
+@app.task(name="hnpal.telegram.handle", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def handle(self, update_id: int) -> str:
+    """Handle one stored update. Returns its final status."""
+    with session_scope() as session:
+        row = session.get(TelegramUpdate, update_id, with_for_update={"skip_locked": True})
+        if row is None:
+            return "missing-or-busy"
+        if row.status in ("processed", "quarantined"):
+            return row.status
+        payload = dict(row.payload)
+        row.attempts += 1
+        attempts = row.attempts
+    try:
+        with session_scope() as session:
+            effects = service.handle_update(session=session, out=_outbox(), store=StateStore(), update=payload)
+            session.execute(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.update_id == update_id)
+                .values(status="processed", processed_at=datetime.now(UTC), error=None)
+            )
+    except TRANSIENT as exc:
+        if attempts < MAX_ATTEMPTS:
+            countdown = getattr(exc, "retry_after", None) or min(60, 2**attempts)
+            _record(update_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise self.retry(countdown=countdown) from None
+        return _quarantine(update_id, payload, exc)
+    except Exception as exc:  # a poison update: set it aside, tell the user, move on
+        log.exception("update %s could not be handled", update_id)
+        return _quarantine(update_id, payload, exc)
+    from tasks.digests import send
+
+    for digest_id in effects.digests:
+        send.delay(digest_id)
+    return "processed"
+
+
+def _record(update_id: int, status: str, error: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == update_id)
+            .values(status=status, error=error[:4000])
+        )
+
+
+def _quarantine(update_id: int, payload: dict, exc: BaseException) -> str:
+    with session_scope() as session:
+        session.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == update_id)
+            .values(
+                status="quarantined",
+                error=f"{type(exc).__name__}: {exc}"[:4000],
+                expires_at=service.quarantine_expiry(),
+            )
+        )
+    chat_id, text = service.apology(payload)
+    if chat_id is not None:
+        try:
+            _outbox().send(chat_id, text)
+        except Exception as send_error:  # noqa: BLE001 - the apology is best effort
+            log.warning("apology for update %s not sent: %s", update_id, send_error)
+    return "quarantined"
+
+
+@app.task(name="hnpal.telegram.sweep")
+def sweep() -> int:
+    """Re-enqueue updates whose task was lost; drop expired quarantine and old processed rows."""
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        stuck = list(
+            session.scalars(
+                select(TelegramUpdate.update_id)
+                .where(
+                    TelegramUpdate.status.in_(("received", "failed")),
+                    TelegramUpdate.received_at < now - timedelta(minutes=2),
+                    TelegramUpdate.attempts < MAX_ATTEMPTS,
+                )
+                .order_by(TelegramUpdate.update_id)
+                .limit(1000)
+            )
+        )
+        session.execute(
+            delete(TelegramUpdate).where(TelegramUpdate.status == "quarantined", TelegramUpdate.expires_at < now)
+        )
+        session.execute(
+            delete(TelegramUpdate).where(
+                TelegramUpdate.status == "processed", TelegramUpdate.processed_at < now - timedelta(days=7)
+            )
+        )
+    for update_id in stuck:
+        handle.delay(update_id)
+    return len(stuck)
