@@ -73,6 +73,7 @@ task_routes = {
     "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
     "hnpal.digests.send": {"queue": "telegram"},
+    "hnpal.digests.send_batch": {"queue": "telegram"},
 }
 
 # Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.

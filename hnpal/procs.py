@@ -1,7 +1,9 @@
-"""Child processes of HN Pal (workers, beat): start them, wait for them, stop them warmly.
+"""Child processes of HN Pal (workers, beat, the bot): start them, wait for them, stop them warmly.
 
-Used by ``hnpal demo``; every child gets its own log file and is stopped with SIGTERM (Celery's warm
-shutdown: running tasks finish, nothing is lost), then SIGKILL only if it does not exit in time.
+Used by ``hnpal demo``; every child gets its own log file and its own process group, and is stopped with
+SIGTERM (Celery's warm shutdown: running tasks finish, nothing is lost), then SIGKILL only if it does not
+exit in time. Whatever it left behind in its process group (a pool process orphaned by a crash) is
+killed too, so a stopped child leaves nothing running.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Child:
     name: str
     cmd: list[str]
     log_path: Path
+    ready_marker: str = " ready."  # the log line that says the child is ready (see wait_ready)
     proc: subprocess.Popen | None = None
     _log: object = field(default=None, repr=False)
 
@@ -40,6 +43,9 @@ class Child:
         except OSError:
             return ""
 
+    def ready(self) -> bool:
+        return self.ready_marker in self.log_text()
+
     def stop(self, timeout: float = 60) -> int | None:
         if self.proc is None:
             return None
@@ -48,11 +54,32 @@ class Child:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                _kill_group(self.proc.pid)
                 self.proc.wait()
+        if group_alive(self.proc.pid):  # the leader is gone; a straggler of its group is not
+            time.sleep(0.5)
+            _kill_group(self.proc.pid)
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
         return self.proc.returncode
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (a zombie counts until reaped)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - the group's id was reused by another user's process
+        return False
+    return True
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def celery_worker(name: str, queues: str, *, concurrency: int, log_dir: Path, pool: str = "prefork") -> Child:
@@ -65,19 +92,24 @@ def celery_worker(name: str, queues: str, *, concurrency: int, log_dir: Path, po
 
 def celery_beat(log_dir: Path, schedule: Path) -> Child:
     cmd = [sys.executable, "-m", "celery", "-A", "hnpal", "beat", "-s", str(schedule), "-l", "INFO"]
-    return Child("beat", cmd, log_dir / "beat.log")
+    return Child("beat", cmd, log_dir / "beat.log", ready_marker="beat: Starting...")
+
+
+def telegram_bot(log_dir: Path) -> Child:
+    """``hnpal bot``: polls Telegram (or the sandbox), stores each update and enqueues it."""
+    cmd = [sys.executable, "-m", "hnpal.cli.main", "bot"]
+    return Child("bot", cmd, log_dir / "bot.log", ready_marker=" started (")
 
 
 def wait_ready(children: list[Child], timeout: float = 90) -> None:
-    """Wait until every worker logs 'ready' and beat logs that it started."""
+    """Wait until every child logs its ready marker (workers 'ready', beat and the bot that they started)."""
     deadline = time.monotonic() + timeout
     pending = list(children)
     while pending:
         for child in list(pending):
             if not child.alive():
                 raise RuntimeError(f"{child.name} exited early; see {child.log_path}:\n{child.log_text()[-2000:]}")
-            text = child.log_text()
-            if " ready." in text or "beat: Starting..." in text:
+            if child.ready():
                 pending.remove(child)
         if time.monotonic() > deadline:
             names = ", ".join(c.name for c in pending)

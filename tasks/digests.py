@@ -1,60 +1,94 @@
-"""Digest tasks: the every-minute schedule (``default``) and one send task per user (``telegram``)."""
+"""Digest tasks.
+
+``hnpal.digests.schedule`` (beat, ``default``) creates the digests that are due and fans out
+``hnpal.digests.prepare`` per 1,000 of them (set-based selection and reservation, in parallel on the
+workers), which fans out the sends on the ``telegram`` queue: one ``hnpal.digests.send`` task per user,
+or, with paid broadcasts (1000 messages/s), ``hnpal.digests.send_batch`` per 50 users, because at that
+rate the cost of a task per message would be the bottleneck.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from sqlalchemy.exc import OperationalError
-
+from config.settings import get_settings
 from hnpal.celery import app
-from hnpal.db.session import session_scope, work_session
-from hnpal.deliveries import service
-from hnpal.telegram.client import NetworkError, RetryAfter
-from hnpal.telegram.ratelimit import LimiterTimeout
+from hnpal.db.session import session_scope
+from hnpal.deliveries import sender, service
 
 log = logging.getLogger(__name__)
 PREPARE_BATCH = 1000
+PAID_SEND_BATCH = 50
+SEND_THREADS = 4  # per send_batch task; each sending thread holds a pooled connection while it sends
 
 
 @app.task(name="hnpal.digests.schedule")
 def schedule() -> int:
-    """Create the digests that are due, select and reserve their posts, fan out one send per user."""
+    """Create the digests that are due (each batch once per user) and fan out their preparation."""
     with session_scope() as session:
         ids = service.create_due_digests(session=session)
     for start in range(0, len(ids), PREPARE_BATCH):
-        chunk = ids[start : start + PREPARE_BATCH]
-        with session_scope() as session:
-            service.prepare(session=session, digest_ids=chunk)
-        for digest_id in chunk:
-            send.delay(digest_id)
+        prepare.delay(ids[start : start + PREPARE_BATCH])
     return len(ids)
 
 
-# Idempotent: the reservation rows and stored message ids make a redelivered task resume where the
-# digest stopped (at worst repeating the one message in flight).
-@app.task(name="hnpal.digests.send", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=12)
-def send(self, digest_id: int) -> dict:
-    from hnpal.telegram.outbox import TelegramOutbox
+# Idempotent: only digests still 'pending' are selected and reserved (row locks, skip locked).
+@app.task(name="hnpal.digests.prepare", acks_late=True, reject_on_worker_lost=True)
+def prepare(digest_ids: list[int]) -> int:
+    """Select and reserve the posts of up to 1,000 digests in one statement, then fan out the sends."""
+    with session_scope() as session:
+        reserved = service.prepare(session=session, digest_ids=digest_ids)
+    ready = [digest_id for digest_id, count in reserved.items() if count]
+    fan_out(ready)
+    return len(ready)
 
-    outbox = TelegramOutbox()
-    sender = service.Sender(send=outbox.send)
-    try:
-        with work_session() as session:
-            result = service.send_digest(session=session, digest_id=digest_id, sender=sender)
-    except RetryAfter as exc:
-        raise self.retry(countdown=max(1.0, exc.retry_after or 1.0)) from None
-    except (NetworkError, LimiterTimeout, OperationalError) as exc:
-        raise self.retry(countdown=min(300, 5 * 2**self.request.retries), exc=exc) from None
-    if result.status == "waiting" and result.missing_summaries:
+
+def fan_out(digest_ids: list[int]) -> None:
+    if get_settings().telegram_paid_broadcast:
+        for start in range(0, len(digest_ids), PAID_SEND_BATCH):
+            send_batch.delay(digest_ids[start : start + PAID_SEND_BATCH])
+    else:
+        for digest_id in digest_ids:
+            send.delay(digest_id)
+
+
+def _follow_up(outcome: sender.Outcome) -> None:
+    """Digests that could not finish now: summaries to wait for, or Telegram to wait for."""
+    if outcome.waiting:
         from tasks.summaries import summarize
 
         with session_scope() as session:
-            style, interests = _style_of(session, digest_id)
-        for post_id in result.missing_summaries:
-            summarize.delay(post_id, style, interests if style == "personalized" else None)
-        raise self.retry(countdown=10)
-    return {"digest_id": digest_id, "status": result.status, "sent": result.sent}
+            for digest_id, post_ids in outcome.waiting.items():
+                style, interests = _style_of(session, digest_id)
+                for post_id in post_ids:
+                    summarize.delay(post_id, style, interests if style == "personalized" else None)
+        for digest_id in outcome.waiting:
+            send.apply_async((digest_id,), countdown=10)
+    for digest_id, wait in outcome.retry.items():
+        send.apply_async((digest_id,), countdown=min(wait, 3000))
+
+
+# Idempotent: reservation rows and stored message ids make a redelivered task resume where the digest
+# stopped (at worst repeating the one message in flight).
+@app.task(name="hnpal.digests.send", acks_late=True, reject_on_worker_lost=True)
+def send(digest_id: int) -> dict:
+    """Send one user's digest (the messages reserved and not sent yet)."""
+    from hnpal.telegram.outbox import TelegramOutbox
+
+    outcome = sender.send_digests(digest_ids=[digest_id], send=TelegramOutbox().send, threads=1)
+    _follow_up(outcome)
+    return {"digest_id": digest_id, "sent": outcome.sent.get(digest_id, 0), "retry": digest_id in outcome.retry}
+
+
+@app.task(name="hnpal.digests.send_batch", acks_late=True, reject_on_worker_lost=True)
+def send_batch(digest_ids: list[int]) -> dict:
+    """Send many users' digests at once (paid broadcasts); each digest succeeds or fails on its own."""
+    from hnpal.telegram.outbox import TelegramOutbox
+
+    outcome = sender.send_digests(digest_ids=digest_ids, send=TelegramOutbox().send, threads=SEND_THREADS)
+    _follow_up(outcome)
+    return {"sent": sum(outcome.sent.values()), "retry": len(outcome.retry), "waiting": len(outcome.waiting)}
 
 
 def _style_of(session, digest_id: int) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]

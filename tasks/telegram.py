@@ -12,9 +12,10 @@ from hnpal.celery import app
 from hnpal.db.session import session_scope
 from hnpal.state.store import StateStore
 from hnpal.telegram import service
-from hnpal.telegram.client import NetworkError, RetryAfter
+from hnpal.telegram.client import Forbidden, NetworkError, RetryAfter
 from hnpal.telegram.models import TelegramUpdate
 from hnpal.telegram.ratelimit import LimiterTimeout
+from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, NetworkError, RetryAfter, LimiterTimeout)
@@ -55,6 +56,8 @@ def handle(self, update_id: int) -> str:
             _record(update_id, "failed", f"{type(exc).__name__}: {exc}")
             raise self.retry(countdown=countdown) from None
         return _quarantine(update_id, payload, exc)
+    except Forbidden as exc:  # 403: the user blocked the bot (or is gone); not the update's fault
+        return _forbidden(update_id, payload, exc)
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
         log.exception("update %s could not be handled", update_id)
         return _quarantine(update_id, payload, exc)
@@ -72,6 +75,24 @@ def _record(update_id: int, status: str, error: str) -> None:
             .where(TelegramUpdate.update_id == update_id)
             .values(status=status, error=error[:4000])
         )
+
+
+def _forbidden(update_id: int, payload: dict, exc: Forbidden) -> str:
+    """Telegram refused our reply: mark the user blocked (as a digest send does) and finish the update.
+    Retrying cannot help and an apology cannot arrive; writing to the bot again makes them active."""
+    chat_id, _ = service.apology(payload)  # the private chat the reply went to: the user's own id
+    with session_scope() as session:
+        if chat_id is not None:
+            session.execute(
+                update(User).where(User.telegram_id == chat_id, User.status != "deleted").values(status="blocked")
+            )
+        session.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == update_id)
+            .values(status="processed", processed_at=datetime.now(UTC), error=f"{type(exc).__name__}: {exc}"[:4000])
+        )
+    log.info("update %s: reply refused (%s); user marked blocked", update_id, exc)
+    return "processed"
 
 
 def _quarantine(update_id: int, payload: dict, exc: BaseException) -> str:

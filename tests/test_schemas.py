@@ -42,10 +42,14 @@ def test_user_interests_are_trimmed_and_deduplicated() -> None:
     assert user.interests == ["Rust", "Databases"]
 
 
-@pytest.mark.parametrize("value", ["7:00", "24:00", "07:60", "noon"])
+@pytest.mark.parametrize("value", ["24:00", "07:60", "noon", "7", "07:5"])
 def test_digest_time_must_be_hhmm(value: str) -> None:
     with pytest.raises(ValidationError, match="HH:MM"):
         DigestPreferences(time=value)
+
+
+def test_digest_time_takes_a_single_digit_hour() -> None:
+    assert DigestPreferences(time=" 7:05 ").time == "07:05"
 
 
 @pytest.mark.parametrize(

@@ -48,11 +48,44 @@ def current_batch(prefs: DigestPreferences, now: datetime) -> str | None:
     return None
 
 
+def batch_due_at(prefs: DigestPreferences, now: datetime) -> datetime | None:
+    """The instant (UTC) the current batch became due, or None when none is due yet."""
+    batch = current_batch(prefs, now)
+    if batch is None:
+        return None
+    zone = ZoneInfo(prefs.timezone)
+    local = local_now(prefs, now)
+    if prefs.frequency == "weekly":
+        day = local.date() - timedelta(days=local.weekday() - prefs.weekday)
+        return _reached(datetime.combine(day, _clock(prefs.time)), zone)
+    clock = prefs.evening_time if batch.endswith("-evening") else prefs.time
+    return _reached(datetime.combine(local.date(), _clock(clock)), zone)
+
+
 def period(prefs: DigestPreferences) -> timedelta:
     """How much news one digest covers when there is no earlier digest to start from."""
     return {"daily": timedelta(days=1), "twice_daily": timedelta(hours=12), "weekly": timedelta(days=7)}[
         prefs.frequency
     ]
+
+
+def _reached(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant (UTC) at which the local clock in ``zone`` reads ``wall`` (naive) or later: the
+    first occurrence of a repeated time, the instant the clock jumps for a time in a DST gap."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if second >= first:  # an ordinary time (equal) or a repeated one (fall-back)
+        return first
+    # A gap: fold=1 reads the time with the offset after the jump (an instant before it), fold=0 with the
+    # offset before (an instant after it). Find the jump, to the second, in between.
+    lo, hi = int(second.timestamp()), int(first.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
 
 
 def next_delivery(prefs: DigestPreferences, now: datetime) -> datetime:
@@ -63,13 +96,13 @@ def next_delivery(prefs: DigestPreferences, now: datetime) -> datetime:
     for days in range(0, 9):
         day = local.date() + timedelta(days=days)
         for clock in prefs.times:
-            candidate = datetime.combine(day, _clock(clock), tzinfo=zone)
-            # Normalize times that fall into a DST gap (they do not exist) to the instant the clock jumps.
-            candidate = candidate.astimezone(UTC).astimezone(zone)
-            if candidate <= local:
+            # Compared in UTC: aware datetimes of one zone compare by wall clock, which is wrong in the
+            # repeated hour of a fall-back day.
+            candidate = _reached(datetime.combine(day, _clock(clock)), zone)
+            if candidate <= now:
                 continue
-            probe = candidate.astimezone(UTC) + timedelta(seconds=1)
+            probe = candidate + timedelta(seconds=1)
             batch = current_batch(prefs, probe)
             if batch is not None and batch != current:
-                return candidate.astimezone(UTC)
+                return candidate
     raise AssertionError("a digest is due within nine days")  # pragma: no cover

@@ -9,9 +9,9 @@ Ranking: ``score x (1 + interest words in the title) x domain affinity x topic a
 affinities come from the user's 👍/👎 (domain: +-25% per net reaction, at most +-50%; topic: +25% when
 the title shares a word that two or more of their liked titles have, -25% likewise for dislikes).
 
-Only plausible candidates are ranked: the top posts by score (three times the digest size, per user),
-posts whose title has an interest word or a liked topic (one hash join of (digest, word) pairs with
-(post, title word) pairs), and posts from liked domains. A post outside those three sets has no boost
+Only plausible candidates are ranked: the top eligible posts by score (three times the digest size, per
+user), posts whose title has an interest word or a liked topic (one hash join of (digest, word) pairs
+with (post, title word) pairs), and posts from liked domains. A post outside those three sets has no boost
 above 1, so it cannot outrank the top posts by score unless most of those are demoted by dislikes;
 this bound keeps selection fast for many users and is documented in the README.
 """
@@ -38,12 +38,20 @@ SELECT_SQL = text(
     r"""
 WITH d AS (
     SELECT g.id AS digest_id, g.user_id,
-           LEAST(GREATEST(coalesce((u.digest_preferences->>'max_posts')::int, 10), 1), 30) AS max_posts,
-           coalesce((u.digest_preferences->>'min_score')::int, 0) AS min_score,
+           -- a stored value of the wrong type (a row of an older version) counts as unset, as in
+           -- service.preferences: one user's bad row must not fail the statement for every digest
+           LEAST(GREATEST(coalesce(CASE WHEN jsonb_typeof(u.digest_preferences->'max_posts') = 'number'
+                 THEN (u.digest_preferences->>'max_posts')::numeric END, 10), 1), 30)::int AS max_posts,
+           LEAST(GREATEST(coalesce(CASE WHEN jsonb_typeof(u.digest_preferences->'min_score') = 'number'
+                 THEN (u.digest_preferences->>'min_score')::numeric END, 0), 0), 2147483647)::int AS min_score,
            ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(
-                 coalesce(u.digest_preferences->'muted_keywords', '[]'::jsonb)) x) AS muted_kw,
+                 CASE WHEN jsonb_typeof(u.digest_preferences->'muted_keywords') = 'array'
+                      THEN u.digest_preferences->'muted_keywords' ELSE '[]'::jsonb END) x
+                 WHERE x IS NOT NULL) AS muted_kw,
            ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(
-                 coalesce(u.digest_preferences->'muted_domains', '[]'::jsonb)) x) AS muted_dom,
+                 CASE WHEN jsonb_typeof(u.digest_preferences->'muted_domains') = 'array'
+                      THEN u.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
+                 WHERE x IS NOT NULL) AS muted_dom,
            ARRAY(SELECT DISTINCT w FROM jsonb_array_elements_text(u.interests) i,
                  regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w
                  WHERE w <> '' AND w <> ALL(:stopwords)) AS interest_words,
@@ -71,7 +79,8 @@ topic AS (
            coalesce(array_agg(k) FILTER (WHERE w >= 2), '{}') AS liked,
            coalesce(array_agg(k) FILTER (WHERE w <= -2), '{}') AS disliked
     FROM (SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k
-          WHERE k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0 GROUP BY 1, 2) t
+          WHERE k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
+          GROUP BY 1, 2) t
     GROUP BY user_id
 ),
 du AS MATERIALIZED (
@@ -96,9 +105,17 @@ candidates AS (
         GROUP BY 1, 2
         UNION ALL
         SELECT du.digest_id, c.id, 0 FROM du CROSS JOIN LATERAL (
+            -- every eligibility rule here too, so muted posts and reposts cannot take the places
             SELECT p.id FROM posts p
             WHERE p.summarized_at > du.since AND p.score >= du.min_score
               AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.user_id = du.user_id AND x.post_id = p.id)
+              AND NOT (p.keywords && du.muted_kw)
+              AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+              AND (p.repost_of_post_id IS NULL OR (
+                    NOT EXISTS (SELECT 1 FROM deliveries x
+                                WHERE x.user_id = du.user_id AND x.post_id = p.repost_of_post_id)
+                    AND NOT EXISTS (SELECT 1 FROM posts o
+                                    WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
             ORDER BY p.score DESC LIMIT du.max_posts * :factor) c
         UNION ALL
         SELECT du.digest_id, wp.id, 0 FROM du CROSS JOIN unnest(du.liked_domains) ld JOIN wp ON wp.domain = ld
@@ -141,6 +158,37 @@ ORDER BY digest_id, position
 )
 
 
+RESERVE_SQL = text(
+    "WITH picks AS MATERIALIZED (\n"  # noqa: S608 - composed of this module's constant SQL only
+    + str(SELECT_SQL.text).replace("ORDER BY digest_id, position", "")
+    + """),
+reserved AS (
+    INSERT INTO deliveries (user_id, post_id, batch_id)
+    SELECT p.user_id, p.post_id, g.batch_id FROM picks p JOIN digests g ON g.id = p.digest_id
+    ORDER BY p.digest_id, p.position
+    ON CONFLICT (user_id, post_id) DO NOTHING
+    RETURNING user_id, batch_id
+),
+counts AS (
+    SELECT g.id, count(r.user_id) AS n FROM digests g
+    LEFT JOIN reserved r ON r.user_id = g.user_id AND r.batch_id = g.batch_id
+    WHERE g.id = ANY(:digest_ids) GROUP BY g.id
+)
+UPDATE digests SET status = CASE WHEN counts.n > 0 THEN 'sending' ELSE 'empty' END, post_count = counts.n
+FROM counts WHERE digests.id = counts.id AND digests.status = 'pending'
+RETURNING digests.id, digests.post_count
+"""
+).bindparams(
+    bindparam("digest_ids", type_=ARRAY(INTEGER)),
+    bindparam("stopwords", type_=ARRAY(TEXT)),
+)
+
+
+def _plan_settings(session: Session) -> None:
+    # A large plan: JIT compilation would cost more than the query itself.
+    session.execute(text("SET LOCAL jit = off"))
+
+
 @dataclass(frozen=True)
 class Pick:
     digest_id: int
@@ -154,8 +202,7 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
     """The ranked posts of each digest (digest id -> picks in digest order; missing ids have none)."""
     if not digest_ids:
         return {}
-    # A large plan: JIT compilation would cost more than the query itself.
-    session.execute(text("SET LOCAL jit = off"))
+    _plan_settings(session)
     rows = session.execute(
         SELECT_SQL,
         {
@@ -171,3 +218,21 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             Pick(row.digest_id, row.user_id, row.post_id, row.rank, row.position)
         )
     return picks
+
+
+def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelta) -> dict[int, int]:
+    """Select and reserve in one statement: the picks become ``deliveries`` rows (in digest order, so
+    their ids keep it) and each pending digest becomes ``sending`` (or ``empty``). Digest id -> posts."""
+    if not digest_ids:
+        return {}
+    _plan_settings(session)
+    rows = session.execute(
+        RESERVE_SQL,
+        {
+            "digest_ids": list(digest_ids),
+            "stopwords": STOPWORDS,
+            "lookback": lookback.total_seconds(),
+            "factor": CANDIDATE_FACTOR,
+        },
+    )
+    return {row.id: row.post_count for row in rows}

@@ -20,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.deliveries.models import Delivery, Digest
-from hnpal.deliveries.schedule import current_batch
-from hnpal.deliveries.selection import select_posts
+from hnpal.deliveries.schedule import batch_due_at, current_batch
+from hnpal.deliveries.selection import reserve_posts
 from hnpal.posts.models import Post
 from hnpal.summaries.models import Summary
 from hnpal.summaries.service import interest_variant
@@ -60,14 +60,22 @@ def preferences(raw: dict[str, Any] | None) -> DigestPreferences:
 
 
 def create_due_digests(*, session: Session, now: datetime | None = None) -> list[int]:
-    """Create the digest of every active user whose batch is due and has none yet; the new ids."""
+    """Create the digest of every active user whose batch is due and has none yet; the new ids.
+
+    A user's first scheduled digest is the first delivery time after they joined: a batch that fell
+    due before the account existed is not sent (/digest gives one at once)."""
     now = now or datetime.now(UTC)
     due = []
-    for user_id, raw in session.execute(select(User.id, User.digest_preferences).where(User.status == "active")):
+    rows = session.execute(select(User.id, User.digest_preferences, User.created_at).where(User.status == "active"))
+    for user_id, raw, created_at in rows:
         prefs = preferences(raw)
         batch = current_batch(prefs, now)
-        if batch is not None:
-            due.append({"user_id": user_id, "batch_id": batch, "style": prefs.style})
+        if batch is None:
+            continue
+        due_at = batch_due_at(prefs, now)
+        if due_at is not None and created_at is not None and due_at < created_at:
+            continue
+        due.append({"user_id": user_id, "batch_id": batch, "style": prefs.style})
     ids: list[int] = []
     for start in range(0, len(due), 5000):
         stmt = insert(Digest).values(due[start : start + 5000]).on_conflict_do_nothing().returning(Digest.id)
@@ -104,42 +112,7 @@ def prepare(*, session: Session, digest_ids: list[int], settings: Settings | Non
     )
     if not pending:
         return {}
-    picks = select_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
-    batches = dict(session.execute(select(Digest.id, Digest.batch_id).where(Digest.id.in_(pending))).all())
-    rows = [
-        {"user_id": p.user_id, "post_id": p.post_id, "batch_id": batches[p.digest_id]}
-        for digest_id in pending
-        for p in picks.get(digest_id, [])
-    ]
-    reserved: dict[int, int] = dict.fromkeys(pending, 0)
-    if rows:
-        for start in range(0, len(rows), 10000):
-            stmt = insert(Delivery).values(rows[start : start + 10000]).on_conflict_do_nothing()
-            session.execute(stmt.returning(Delivery.id))
-        counts = session.execute(
-            select(Digest.id, func.count(Delivery.id))
-            .join(Delivery, and_(Delivery.user_id == Digest.user_id, Delivery.batch_id == Digest.batch_id))
-            .where(Digest.id.in_(pending))
-            .group_by(Digest.id)
-        ).all()
-        reserved.update(dict(counts))
-    for status, ids in (
-        ("sending", [d for d, n in reserved.items() if n]),
-        ("empty", [d for d, n in reserved.items() if not n]),
-    ):
-        if ids:
-            session.execute(
-                update(Digest)
-                .where(Digest.id.in_(ids))
-                .values(status=status, post_count=case_count(reserved, ids), sent_at=None)
-            )
-    return reserved
-
-
-def case_count(reserved: dict[int, int], ids: list[int]) -> Any:
-    from sqlalchemy import case
-
-    return case({d: reserved[d] for d in ids}, value=Digest.id, else_=0)
+    return reserve_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
 
 
 # --- 3. send ----------------------------------------------------------------------------------------
@@ -148,7 +121,7 @@ def case_count(reserved: dict[int, int], ids: list[int]) -> Any:
 @dataclass
 class SendResult:
     digest_id: int
-    status: str  # sent | empty | blocked | waiting | skipped
+    status: str  # sent | empty | blocked | waiting | skipped | busy (another task is sending it)
     sent: int = 0
     missing_summaries: list[int] | None = None
 
@@ -208,6 +181,9 @@ def digest_heading(digest: Digest, count: int) -> str:
     return f"{when} · {label} · {count} post{'s' if count != 1 else ''}"
 
 
+DIGEST_SEND_LOCK = 0x64670000  # advisory lock space of send_digest: (DIGEST_SEND_LOCK, digest id)
+
+
 def send_digest(
     *,
     session: Session,
@@ -216,7 +192,37 @@ def send_digest(
     settings: Settings | None = None,
     wait_for_summaries: bool = True,
 ) -> SendResult:
-    """Send the reserved, unsent posts of one digest. Commits after every message it records."""
+    """Send the reserved, unsent posts of one digest. Commits after every message it records.
+
+    One sender at a time per digest: a second task (redelivered, swept, retried) that starts while the
+    first is still sending gets status ``busy`` instead of reading the same unsent rows and sending them
+    again. The lock is a session-level advisory lock on a connection of its own, so it lasts across the
+    per-message commits and goes away with the process if it dies."""
+    bind = session.get_bind()
+    engine = getattr(bind, "engine", bind)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+        if not lock.scalar(select(func.pg_try_advisory_lock(DIGEST_SEND_LOCK, digest_id))):
+            return SendResult(digest_id, "busy")
+        try:
+            return _send_digest(
+                session=session,
+                digest_id=digest_id,
+                sender=sender,
+                settings=settings,
+                wait_for_summaries=wait_for_summaries,
+            )
+        finally:
+            lock.execute(select(func.pg_advisory_unlock(DIGEST_SEND_LOCK, digest_id)))
+
+
+def _send_digest(
+    *,
+    session: Session,
+    digest_id: int,
+    sender: Sender,
+    settings: Settings | None,
+    wait_for_summaries: bool,
+) -> SendResult:
     settings = settings or get_settings()
     digest = session.get(Digest, digest_id)
     if digest is None:

@@ -107,6 +107,7 @@ _FILE_PATH = re.compile(r"^/file/bot(?P<token>[^/]*)/(?P<path>.+)$")
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _URL_IN_TEXT = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]}]", re.I)
+_HTML_SPECIAL = re.compile(r"[<&]")
 _BOT_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,64})?")
 
 
@@ -117,7 +118,9 @@ _BOT_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,64})?")
 
 def utf16_len(text: str) -> int:
     """Length of ``text`` in UTF-16 code units (how Telegram measures text and entity offsets)."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 class EntityParseError(ValueError):
@@ -295,9 +298,11 @@ def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
             out.add(decoded[0])
             i = decoded[1]
             continue
-        if ch != "<":
-            out.add(ch)
-            i += 1
+        if ch != "<":  # a run of plain text, up to the next tag or entity
+            end = _HTML_SPECIAL.search(text, i)
+            stop = end.start() if end is not None else n
+            out.add(text[i:stop])
+            i = stop
             continue
         begin = i
         if text.startswith("</", i):
@@ -1421,6 +1426,8 @@ class TelegramServer(LoopbackServer):
     # -- plumbing --------------------------------------------------------------------------------
 
     def _take_fault(self, method: str) -> Fault | None:
+        if not self._faults:  # the common case, without the lock
+            return None
         with self._lock:
             for fault in reversed(self._faults):
                 if fault.method in ("*", method.lower()):
@@ -1432,8 +1439,7 @@ class TelegramServer(LoopbackServer):
         return None
 
     def _log(self, method: str, status: int) -> None:
-        with self._lock:
-            self.request_log.append((method, status))
+        self.request_log.append((method, status))  # list.append is atomic
         if self.verbose:
             print(f"{method} {status}", file=sys.stderr, flush=True)
 
@@ -2210,8 +2216,9 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in reply.headers:
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
+            # Headers and body in one write (one syscall): end_headers() would flush them on their own.
+            self._headers_buffer.append(b"\r\n" + reply.body)
+            self.flush_headers()
         except _CONNECTION_ERRORS:
             self.close_connection = True
 

@@ -45,16 +45,37 @@ COMMANDS = [
 
 
 def _ids(update: dict[str, Any]) -> tuple[int | None, int | None]:
-    """(telegram user id, chat id) of an update, when it has them."""
+    """(telegram user id, chat id) of an update, when it has them (any shape: a malformed update must
+    still be stored, so the worker can quarantine it, instead of stalling the queue)."""
+
+    def field(value: Any, key: str) -> Any:
+        return value.get(key) if isinstance(value, dict) else None
+
+    def number(value: Any) -> int | None:
+        return value if _bigint(value) else None
+
     for key in ("message", "edited_message", "callback_query", "my_chat_member", "channel_post"):
         body = update.get(key)
         if isinstance(body, dict):
-            sender = body.get("from") or {}
-            chat = body.get("chat") or (body.get("message") or {}).get("chat") or {}
-            user_id = sender.get("id") if isinstance(sender.get("id"), int) else None
-            chat_id = chat.get("id") if isinstance(chat.get("id"), int) else None
-            return user_id, chat_id
+            chat = field(body, "chat") or field(field(body, "message"), "chat")
+            return number(field(field(body, "from"), "id")), number(field(chat, "id"))
     return None, None
+
+
+def _bigint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with NUL characters replaced: PostgreSQL's JSONB cannot hold \\u0000, and one update
+    the insert refuses would be retried forever, holding up every update after it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def store_updates(updates: Iterable[dict[str, Any]]) -> list[int]:
@@ -62,11 +83,13 @@ def store_updates(updates: Iterable[dict[str, Any]]) -> list[int]:
     rows = []
     for update in updates:
         update_id = update.get("update_id")
-        if not isinstance(update_id, int) or update_id < 0:
+        if not _bigint(update_id) or update_id < 0:
             log.warning("update without a valid update_id ignored: %.200s", json.dumps(update))
             continue
         user_id, chat_id = _ids(update)
-        rows.append({"update_id": update_id, "payload": update, "telegram_user_id": user_id, "chat_id": chat_id})
+        rows.append(
+            {"update_id": update_id, "payload": _storable(update), "telegram_user_id": user_id, "chat_id": chat_id}
+        )
     if not rows:
         return []
     with session_scope() as session:

@@ -8,6 +8,7 @@ entity parsing) by shortening the summary or the list, never by cutting a tag in
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,30 +26,25 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
 def visible_length(markup: str) -> int:
     """Length of an HTML message as Telegram counts it (tags removed, entities decoded)."""
-    from html.parser import HTMLParser
-
-    parts: list[str] = []
-
-    class _Text(HTMLParser):
-        def handle_data(self, data: str) -> None:
-            parts.append(data)
-
-    parser = _Text(convert_charrefs=True)
-    parser.feed(markup)
-    parser.close()
-    return utf16_len("".join(parts).strip())
+    return utf16_len(html.unescape(_TAG.sub("", markup)).strip())
 
 
 def shorten(text: str, limit: int) -> str:
-    """At most ``limit`` characters, cut at a word boundary with an ellipsis."""
+    """At most ``limit`` UTF-16 units (Telegram's measure: an emoji counts two), cut at a word boundary
+    with an ellipsis."""
     text = " ".join(text.split()) if "\n" not in text else text.strip()
-    if len(text) <= limit:
+    if utf16_len(text) <= limit:
         return text
     cut = text[: max(1, limit - 1)]
+    while utf16_len(cut) > limit - 1 and len(cut) > 1:  # astral characters take two units
+        cut = cut[: max(1, len(cut) - (utf16_len(cut) - (limit - 1)))]
     space = cut.rfind(" ")
-    if space > limit * 0.6:
+    if space > len(cut) * 0.6:
         cut = cut[:space]
     return cut.rstrip(" ,.;:") + "…"
 
@@ -93,9 +89,6 @@ def post_message(card: PostCard) -> str:
     summary = card.summary or "No summary yet."
     budget = MAX_MESSAGE - fixed - 10
     body = esc(shorten(summary, budget))
-    while visible_length(body) > budget:  # escaping never grows the visible text, but be exact anyway
-        budget -= 100
-        body = esc(shorten(summary, budget))
     return f"{head}\n\n{body}{link}{stats}"
 
 

@@ -115,11 +115,15 @@ def _kind(update: dict[str, Any]) -> str:
 
 def apology(update: dict[str, Any]) -> tuple[int | None, str]:
     """Where to say sorry when an update cannot be handled (quarantine), and what."""
-    message = update.get("message") or (update.get("callback_query") or {}).get("message") or {}
-    chat = message.get("chat") or {}
-    if chat.get("type") != "private":
+
+    def field(value: Any, key: str) -> Any:  # the update may be malformed: that is why we are here
+        return value.get(key) if isinstance(value, dict) else None
+
+    chat = field(field(update, "message") or field(field(update, "callback_query"), "message"), "chat")
+    chat_id = field(chat, "id")
+    if field(chat, "type") != "private" or not isinstance(chat_id, int) or isinstance(chat_id, bool):
         return None, ""
-    return chat.get("id"), "Sorry, something went wrong with that request. It has been set aside; please try again."
+    return chat_id, "Sorry, something went wrong with that request. It has been set aside; please try again."
 
 
 # --- messages ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ TABLES = {
     "users",
     "posts",
     "deliveries",
+    "digests",
     "conversations",
     "memory",
     "user_token_usage",

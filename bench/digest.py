@@ -1,0 +1,302 @@
+"""Digest benchmark: set-based selection, then delivery under Telegram's limits.
+
+Phase 1 (selection): 1,000 summarized posts and 10,000 users with interests and past reactions; the
+digests of all of them are selected and reserved by ``hnpal.deliveries.service.prepare`` (one
+statement per 1,000 digests). Baseline in the same run: the same selection issued one user at a time
+(the N+1 way) for a sample of users. Target (issue): >= 5,000 users/s.
+
+Phase 2 (delivery): brief digests to 2,000 users through the real ``telegram`` queue (one
+``hnpal.digests.send`` task per user, a threads-pool worker) to the sandbox Telegram server running in
+its own process and enforcing 30 messages/s (429 beyond). The achieved rate is measured at the server,
+from its first accepted message to its last. Targets: rate / limit >= 0.95, zero 429s, zero
+duplicate deliveries.
+
+Phase 3: the same with paid broadcasts (1,000 messages/s). Target: >= 0.8 of the limit on this
+2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from _common import REDIS_URL, REPO, bench_database, last_line, use_settings
+
+TOPICS = (
+    "rust python postgres databases ai llm security linux kernel compilers startups hardware gpu web "
+    "javascript go privacy space physics economics"
+).split()
+
+
+def _serve(rate: float, first_tid: int, users: int, urls, stop, results) -> None:  # type: ignore[no-untyped-def]
+    from hnpal.sandbox.telegram_api import TelegramServer
+
+    server = TelegramServer(global_rate=rate, per_chat_rate=1)
+    for tid in range(first_tid, first_tid + users):  # every user has started the bot
+        server.add_user(tid, f"User {tid}")
+    server.start()
+    urls.put((server.base_url, server.token))
+    stop.wait()
+    sends = [s.at for s in server.sends]
+    per_chat = Counter(m.chat_id for m in server.all_messages())
+    results.put(
+        {
+            "sends": sorted(sends),
+            "too_many_requests": server.too_many_requests,
+            "duplicates": sum(n - 1 for n in per_chat.values() if n > 1),
+            "chats": len(per_chat),
+            "max_in_window": server.max_sends_in_window(1.0),
+        }
+    )
+    server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process and its children so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def seed_posts(session, count: int) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(3000)]
+    rows = []
+    for i in range(count):
+        title = " ".join(rng.choice(words) for _ in range(7))
+        if rng.random() < 0.5:
+            title += " " + rng.choice(TOPICS)
+        rows.append({"hn_id": i + 1, "title": title, "domain": f"site{rng.randint(1, 300)}.com",
+                     "score": rng.randint(1, 1500), "age": "1 hour" if i < count - 200 else "5 days"})  # fmt: skip
+    session.execute(
+        text(
+            "INSERT INTO posts (hn_id, type, title, url, domain, score, comment_count, summarized_at, summary, "
+            "summary_status) VALUES (:hn_id, 'story', :title, 'https://' || :domain || '/a', :domain, :score, 3, "
+            "now() - CAST(:age AS interval), 'A summary of ' || :title || '.', 'done')"
+        ),
+        rows,
+    )
+
+
+def seed_users(session, first_tid: int, count: int, style: str, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from sqlalchemy import text
+
+    rows = [
+        {"tid": first_tid + i, "interests": json.dumps(rng.sample(TOPICS, 2)),
+         "prefs": json.dumps({"style": style, "max_posts": 10})}
+        for i in range(count)
+    ]  # fmt: skip
+    session.execute(
+        text(
+            "INSERT INTO users (telegram_id, interests, digest_preferences, created_at) "
+            "VALUES (:tid, CAST(:interests AS jsonb), CAST(:prefs AS jsonb), now() - interval '30 days')"
+        ),
+        rows,
+    )
+
+
+def create_digests(session, first_tid: int, count: int, batch: str) -> list[int]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    return list(
+        session.scalars(
+            text(
+                "INSERT INTO digests (user_id, batch_id) SELECT id, :batch FROM users "
+                "WHERE telegram_id >= :a AND telegram_id < :b ORDER BY id RETURNING id"
+            ),
+            {"batch": batch, "a": first_tid, "b": first_tid + count},
+        )
+    )
+
+
+def phase_selection(users: int, posts: int, sample: int) -> dict[str, float]:
+    from sqlalchemy import text
+
+    from hnpal.db.session import session_scope
+    from hnpal.deliveries import service
+    from hnpal.deliveries.selection import select_posts
+
+    rng = random.Random(11)
+    with session_scope() as session:
+        seed_posts(session, posts)
+        seed_users(session, 1, users, "flat_scroll", rng)
+        # past reactions on older posts (outside the window): domain and topic affinities
+        session.execute(
+            text(
+                "INSERT INTO deliveries (user_id, post_id, batch_id, reaction, reacted_at, delivered_at) "
+                "SELECT u.id, p.id, 'old', CASE WHEN random() < 0.7 THEN 'up' ELSE 'down' END, now(), now() "
+                "FROM users u CROSS JOIN LATERAL (SELECT id FROM posts WHERE summarized_at < now() - interval '2 days' "
+                "ORDER BY random() LIMIT 4) p WHERE u.id % 2 = 0"
+            )
+        )
+        session.execute(text("ANALYZE"))
+    with session_scope() as session:
+        ids = create_digests(session, 1, users, "bench-select")
+    # baseline: one statement per user (the N+1 shape), on a sample, nothing reserved
+    sample_ids = ids[:sample]
+    started = time.perf_counter()
+    for digest_id in sample_ids:
+        with session_scope() as session:
+            select_posts(session=session, digest_ids=[digest_id], lookback=timedelta(hours=24))
+    baseline = len(sample_ids) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    reserved = 0
+    for start in range(0, len(ids), 1000):
+        with session_scope() as session:
+            reserved += sum(service.prepare(session=session, digest_ids=ids[start : start + 1000]).values())
+    elapsed = time.perf_counter() - started
+    return {"users_per_s": len(ids) / elapsed, "baseline_users_per_s": baseline, "reserved": reserved,
+            "select_s": elapsed}  # fmt: skip
+
+
+def phase_delivery(
+    rate: float, users: int, first_tid: int, concurrency: int, paid: bool, workdir: Path, processes: int
+) -> dict:
+    from hnpal.db.session import session_scope
+    from hnpal.deliveries import service
+
+    urls, stop, results = multiprocessing.Queue(), multiprocessing.Event(), multiprocessing.Queue()
+    server = multiprocessing.Process(target=_serve, args=(rate, first_tid, users, urls, stop, results), daemon=True)
+    server.start()
+    base_url, token = urls.get(timeout=60)
+    use_settings(telegram_token=token, telegram_base_url=base_url,
+                 telegram_paid_broadcast="true" if paid else "false", telegram_global_rate="30")  # fmt: skip
+    from hnpal.telegram.ratelimit import clear_cache
+
+    clear_cache()
+    rng = random.Random(first_tid)
+    with session_scope() as session:
+        seed_users(session, first_tid, users, "brief", rng)
+        ids = create_digests(session, first_tid, users, f"bench-{first_tid}")
+    for start in range(0, len(ids), 1000):
+        with session_scope() as session:
+            service.prepare(session=session, digest_ids=ids[start : start + 1000])
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "hnpal", "worker", "-Q", "telegram", "-P", "threads",
+        "-c", str(concurrency), "--prefetch-multiplier", "4", "-n", f"tg-{uuid.uuid4().hex[:4]}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-l", os.environ.get("BENCH_WORKER_LOG", "WARNING"),
+    ]  # fmt: skip
+    workers_ = []
+    for n in range(processes):
+        log = (workdir / f"telegram-{first_tid}-{n}.log").open("w")
+        named = [*cmd]
+        named[named.index("-n") + 1] = f"tg{n}-{uuid.uuid4().hex[:4]}@%h"
+        env = dict(os.environ, HNPAL_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOG", "WARNING"))
+        workers_.append(subprocess.Popen(named, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        from hnpal.celery import app
+        from tasks.digests import fan_out
+
+        deadline = time.monotonic() + 60
+        while len(app.control.ping(timeout=0.5) or []) < processes:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the telegram workers did not answer")
+        before = {"workers": sum(cpu_seconds(w.pid) for w in workers_), "server": cpu_seconds(server.pid)}
+        started = time.perf_counter()
+        fan_out(ids)  # what hnpal.digests.prepare does: a task per user, or per 50 with paid broadcasts
+        _wait_sent(ids, timeout=users / rate * 3 + 120)
+        wall = time.perf_counter() - started
+        cpu = {
+            "workers": sum(cpu_seconds(w.pid) for w in workers_) - before["workers"],
+            "server": cpu_seconds(server.pid) - before["server"],
+        }
+        print(f"  {wall:.1f}s: CPU {cpu['workers']:.1f}s in the sender processes, {cpu['server']:.1f}s in the "
+              f"sandbox Telegram ({cpu['workers'] * 1000 / users:.2f} and {cpu['server'] * 1000 / users:.2f} ms "
+              f"per message)")  # fmt: skip
+    finally:
+        for worker in workers_:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers_:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        stop.set()
+    stats = results.get(timeout=60)
+    server.join(timeout=10)
+    sends = stats["sends"]
+    achieved = (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 1 else 0.0
+    return {**stats, "messages": len(sends), "achieved": achieved, "limit": rate}
+
+
+def _wait_sent(ids: list[int], timeout: float) -> None:
+    from sqlalchemy import func, select
+
+    from hnpal.db.session import session_scope
+    from hnpal.deliveries.models import Digest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as session:
+            left = session.scalar(
+                select(func.count()).where(Digest.id.in_(ids), Digest.status.in_(("pending", "sending")))
+            )
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left} digests still unsent after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10000)
+    parser.add_argument("--posts", type=int, default=1000)
+    parser.add_argument("--baseline-sample", type=int, default=200)
+    parser.add_argument("--deliver", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16, help="task threads of each telegram worker")
+    parser.add_argument("--processes", type=int, default=2, help="telegram worker processes (sender processes)")
+    parser.add_argument("--paid-concurrency", type=int, default=4, help="task threads per worker, paid phase")
+    parser.add_argument("--skip-free", action="store_true", help="skip the 30 msg/s phase (67 s)")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="hnpal-bench-digest-"))
+    with bench_database() as db_url:
+        use_settings(database_url=db_url, redis_url=REDIS_URL, redis_key_prefix=f"hnpal-bench-{uuid.uuid4().hex[:6]}:",
+                     content_path=str(workdir / "content.rocksdb"), log_level="WARNING")  # fmt: skip
+        sel = phase_selection(args.users, args.posts, args.baseline_sample)
+        print(f"selection: {args.users} users over {args.posts} posts in {sel['select_s']:.2f}s = "
+              f"{sel['users_per_s']:.0f} users/s ({sel['reserved']} posts reserved); one user per statement: "
+              f"{sel['baseline_users_per_s']:.0f} users/s")  # fmt: skip
+        free = None
+        if not args.skip_free:
+            free = phase_delivery(30, args.deliver, 1_000_000, args.concurrency, False, workdir, args.processes)
+            print(f"delivery at 30 msg/s: {free['messages']} messages, {free['achieved']:.2f} msg/s "
+                  f"({free['achieved'] / 30:.3f} of the limit), 429s {free['too_many_requests']}, "
+                  f"duplicates {free['duplicates']}, most in any 1 s {free['max_in_window']}")  # fmt: skip
+        paid = phase_delivery(1000, args.deliver, 2_000_000, args.paid_concurrency, True, workdir, args.processes)
+        print(f"delivery at 1000 msg/s (paid): {paid['messages']} messages, {paid['achieved']:.1f} msg/s "
+              f"({paid['achieved'] / 1000:.3f} of the limit), 429s {paid['too_many_requests']}, "
+              f"duplicates {paid['duplicates']}, most in any 1 s {paid['max_in_window']}")  # fmt: skip
+    figures = {"users_per_s": sel["users_per_s"], "baseline_users_per_s": sel["baseline_users_per_s"]}
+    ok = sel["users_per_s"] >= 5000
+    if free is not None:
+        figures |= {"free_ratio": free["achieved"] / 30, "free_429": free["too_many_requests"],
+                    "free_duplicates": free["duplicates"]}  # fmt: skip
+        ok = ok and free["achieved"] / 30 >= 0.95 and free["too_many_requests"] == 0 and free["duplicates"] == 0
+    figures |= {"paid_ratio": paid["achieved"] / 1000, "paid_429": paid["too_many_requests"],
+                "paid_duplicates": paid["duplicates"]}  # fmt: skip
+    ok = ok and paid["achieved"] / 1000 >= 0.8 and paid["too_many_requests"] == 0 and paid["duplicates"] == 0
+    print(last_line(**figures))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
