@@ -7,8 +7,9 @@ is recorded at once, in autocommit: the delivery's ``message_id`` for every mess
 status with its last message. So a crash can repeat at most the message in flight of each digest, and a
 redelivered or re-sent digest resumes with its unsent posts.
 
-The per-digest ORM path (``service.send_digest``) does the same for one digest; this module exists
-because at paid-broadcast rates (1000 messages/s) the per-message cost must stay near a millisecond.
+It is the only sending path (one digest per ``hnpal.digests.send`` task, many per ``send_batch``): it
+avoids the ORM because at paid-broadcast rates (1000 messages/s) the per-message cost must stay near a
+millisecond.
 """
 
 from __future__ import annotations

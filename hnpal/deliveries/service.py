@@ -6,21 +6,20 @@ The life of a digest:
    batch is due (UNIQUE user_id, batch_id: a batch is created once) and returns only the new ids.
 2. ``prepare`` selects the posts of many digests in one statement and *reserves* them: one
    ``deliveries`` row per (user, post) with ``message_id`` NULL, written before anything is sent.
-3. ``send_digest`` (one task per user, ``telegram`` queue) sends what is reserved and not sent yet,
-   storing each Telegram ``message_id`` as soon as Telegram answers. A crash between a send and that
-   write can repeat the one message in flight, never the digest; a redelivered task resumes there.
+3. ``hnpal.deliveries.sender.send_digests`` (the ``hnpal.digests.send*`` tasks, ``telegram`` queue)
+   sends what is reserved and not sent yet, storing each Telegram ``message_id`` as soon as Telegram
+   answers. A crash between a send and that write can repeat the one message in flight, never the
+   digest; a redelivered task resumes there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -32,12 +31,11 @@ from hnpal.posts.models import Post
 from hnpal.summaries.models import Summary
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram import render
-from hnpal.telegram.client import Forbidden
 from hnpal.users.models import User
 from hnpal.users.schemas import DigestPreferences
 
 log = logging.getLogger(__name__)
-SUMMARY_WAIT_ATTEMPTS = 6  # send_digest waits this many rounds for missing summaries, then falls back
+SUMMARY_WAIT_ATTEMPTS = 6  # sender.send_digests waits this many rounds for missing summaries, then falls back
 
 
 def preferences(raw: dict[str, Any] | None) -> DigestPreferences:
@@ -115,23 +113,7 @@ def prepare(*, session: Session, digest_ids: list[int], settings: Settings | Non
     return reserve_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
 
 
-# --- 3. send ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class SendResult:
-    digest_id: int
-    status: str  # sent | empty | blocked | waiting | skipped | busy (another task is sending it)
-    sent: int = 0
-    missing_summaries: list[int] | None = None
-
-
-class Sender:
-    """What send_digest needs from Telegram: one call per message (limits and errors are its business)."""
-
-    def __init__(self, send: Callable[..., dict], edit: Callable[..., dict] | None = None) -> None:
-        self.send = send
-        self.edit = edit
+# --- 3. render (sending is hnpal.deliveries.sender) ---------------------------------------------------
 
 
 def digest_cards(
@@ -179,135 +161,6 @@ def digest_heading(digest: Digest, count: int) -> str:
     when = "Your HN digest" if not digest.manual else "Your HN digest (on request)"
     label = digest.batch_id if not digest.manual else datetime.now(UTC).strftime("%Y-%m-%d")
     return f"{when} · {label} · {count} post{'s' if count != 1 else ''}"
-
-
-DIGEST_SEND_LOCK = 0x64670000  # advisory lock space of send_digest: (DIGEST_SEND_LOCK, digest id)
-
-
-def send_digest(
-    *,
-    session: Session,
-    digest_id: int,
-    sender: Sender,
-    settings: Settings | None = None,
-    wait_for_summaries: bool = True,
-) -> SendResult:
-    """Send the reserved, unsent posts of one digest. Commits after every message it records.
-
-    One sender at a time per digest: a second task (redelivered, swept, retried) that starts while the
-    first is still sending gets status ``busy`` instead of reading the same unsent rows and sending them
-    again. The lock is a session-level advisory lock on a connection of its own, so it lasts across the
-    per-message commits and goes away with the process if it dies."""
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
-        if not lock.scalar(select(func.pg_try_advisory_lock(DIGEST_SEND_LOCK, digest_id))):
-            return SendResult(digest_id, "busy")
-        try:
-            return _send_digest(
-                session=session,
-                digest_id=digest_id,
-                sender=sender,
-                settings=settings,
-                wait_for_summaries=wait_for_summaries,
-            )
-        finally:
-            lock.execute(select(func.pg_advisory_unlock(DIGEST_SEND_LOCK, digest_id)))
-
-
-def _send_digest(
-    *,
-    session: Session,
-    digest_id: int,
-    sender: Sender,
-    settings: Settings | None,
-    wait_for_summaries: bool,
-) -> SendResult:
-    settings = settings or get_settings()
-    digest = session.get(Digest, digest_id)
-    if digest is None:
-        return SendResult(digest_id, "skipped")
-    if digest.status == "pending":
-        prepare(session=session, digest_ids=[digest_id], settings=settings)
-        session.commit()
-        session.refresh(digest)
-    if digest.status in ("sent", "empty", "failed"):
-        return SendResult(digest_id, digest.status)
-    user = session.get(User, digest.user_id)
-    if user is None or user.status in ("blocked", "deleted"):
-        digest.status, digest.error = "failed", f"user {user.status if user else 'gone'}"
-        session.commit()
-        return SendResult(digest_id, "skipped")
-    prefs = preferences(user.digest_preferences)
-    cards, missing = digest_cards(
-        session=session,
-        digest=digest,
-        user=user,
-        style=prefs.summary_style,
-        default_style=settings.summary_default_style,
-    )
-    if not cards:
-        digest.status = "empty"
-        session.commit()
-        return SendResult(digest_id, "empty")
-    if missing and wait_for_summaries and digest.attempts < SUMMARY_WAIT_ATTEMPTS:
-        digest.attempts += 1
-        session.commit()
-        return SendResult(digest_id, "waiting", missing_summaries=missing)
-    chat_id = user.telegram_id
-    style = digest.style or prefs.style
-    sent = 0
-    try:
-        if style == "brief":
-            if digest.message_id is None:
-                text = render.brief_message(cards, digest_heading(digest, len(cards)))
-                markup = render.brief_keyboard(digest.id, len(cards), chat_id)
-                message = sender.send(chat_id, text, reply_markup=markup)
-                digest.message_id = message["message_id"]
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.user_id == user.id, Delivery.batch_id == digest.batch_id)
-                    .values(message_id=message["message_id"])
-                )
-                session.commit()
-                sent = 1
-        else:
-            unsent = {
-                d_id
-                for (d_id,) in session.execute(
-                    select(Delivery.id).where(
-                        Delivery.user_id == user.id, Delivery.batch_id == digest.batch_id, Delivery.message_id.is_(None)
-                    )
-                )
-            }
-            for card in cards:
-                if card.delivery_id not in unsent:
-                    continue
-                message = sender.send(
-                    chat_id, render.post_message(card), reply_markup=render.post_keyboard(card, chat_id)
-                )
-                session.execute(
-                    update(Delivery).where(Delivery.id == card.delivery_id).values(message_id=message["message_id"])
-                )
-                session.commit()
-                sent += 1
-    except Forbidden as exc:
-        session.rollback()
-        mark_blocked(session=session, user_id=user.id, reason=str(exc))
-        digest = session.get(Digest, digest_id)
-        assert digest is not None
-        digest.status, digest.error = "failed", f"blocked: {exc.description}"[:2000]
-        session.commit()
-        return SendResult(digest_id, "blocked", sent)
-    digest.status, digest.sent_at = "sent", datetime.now(UTC)
-    session.commit()
-    return SendResult(digest_id, "sent", sent)
-
-
-def mark_blocked(*, session: Session, user_id: int, reason: str) -> None:
-    """Telegram said 403 (blocked, deactivated): stop sending to this user until they come back."""
-    session.execute(update(User).where(User.id == user_id, User.status != "deleted").values(status="blocked"))
-    log.info("user %s marked blocked: %s", user_id, reason)
 
 
 def unfinished_digests(*, session: Session, older_than: timedelta, limit: int = 500) -> list[int]:
