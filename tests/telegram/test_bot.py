@@ -885,6 +885,9 @@ def test_webhook_mode(tg: Stack) -> None:
         uid = tg.new_user()
         (reply,) = tg.send(uid, "/help")
         assert reply.text.startswith("HN Pal brings you")
+        # The sandbox records a delivery when the bot's answer reaches it, which can be after the worker
+        # has already replied (the bot stores and enqueues before answering).
+        tg.server.wait_until(lambda: tg.server.webhook_deliveries, timeout=10, what="the webhook delivery")
         deliveries_ = tg.server.webhook_deliveries
         assert deliveries_ and all(d.delivered and d.status == 200 and d.attempts == 1 for d in deliveries_)
 
