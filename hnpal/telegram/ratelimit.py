@@ -5,46 +5,62 @@ broadcasts) or more than one a second to one chat. Every Celery worker thread th
 :class:`SendLimiter` first::
 
     limiter = SendLimiter.from_settings()
-    limiter.acquire(chat_id)          # blocks until this send's reserved slot has come
+    limiter.acquire(chat_id)          # reserves this send's slot and sleeps until it
     api.send_message(chat_id, text)
     # on RetryAfter: limiter.penalize(exc.retry_after, chat_id or None), then retry later
 
-How it paces: GCRA (the generic cell rate algorithm), as virtual scheduling with reservations. Redis
-keeps, under the configured key prefix, a *theoretical arrival time* (TAT) for the overall limit
-(``<prefix>ratelimit:send/overall``) and one per chat (``<prefix>ratelimit:send/chat/<id>``): the
-earliest moment the next send may go. Sends are spaced by the emission interval ``T = (1 + margin) /
-rate`` overall and ``T_chat = (1 + margin) / chat_rate`` per chat. One Lua script, atomic and on Redis's
-clock (``TIME``: one clock for every host), does for each send:
+How it paces: GCRA (the generic cell rate algorithm) as virtual scheduling with reservations. Redis
+keeps, under the configured key prefix, a *theoretical arrival time* (TAT: the earliest moment the next
+send may go) for the overall limit (``<prefix>ratelimit:send/overall``) and one per chat
+(``<prefix>ratelimit:send/chat/<id>``), each with a TTL a second past it. Sends are spaced by the
+emission interval ``T = (1 + margin) / rate`` overall and ``T_chat = (1 + margin) / chat_rate`` per chat.
+One Lua script, atomic and on Redis's clock (``TIME``: one clock for every host), per send:
 
-* the chat's TAT later than now: nothing is reserved; the script answers the wait and the caller
-  sleeps and asks again (one chat's sends are rare, so this costs little);
-* else it reserves the next overall slot, ``slot = max(now, TAT - burst * T)``; when ``slot - now``
-  exceeds what the caller may still wait (``max_wait``) nothing is reserved and :class:`LimiterTimeout`
-  is raised; else the overall TAT becomes ``max(TAT, now) + T``, the chat's ``slot + T_chat``, and the
+* the chat's TAT is later than now: nothing is reserved; the script answers the wait, the caller sleeps
+  and asks again (a chat's sends are rare, so this costs little);
+* else it reserves the next overall slot, ``slot = max(now, TAT - burst * T)``. When ``slot - now`` is
+  more than the caller may still wait (``max_wait``) nothing is reserved and :class:`LimiterTimeout` is
+  raised; else the overall TAT becomes ``max(TAT, now) + T``, the chat's ``slot + T_chat``, and the
   caller sleeps until ``slot`` (exactly: no random jitter) and sends.
 
-So a granted send is one Redis round trip, however many threads wait: each reserves its own slot at
-once and sleeps until it (no polling, no thundering herd at window edges), and sends leave evenly
-spaced, ``T`` apart, instead of in bursts at window starts.
+So a granted send costs one Redis round trip however many threads wait: each reserves its own slot at
+once and sleeps until it (no polling, no herd waking at a window's edge), and sends leave evenly spaced,
+``T`` apart, instead of in bursts at window starts.
 
 The margin, and why evenly spaced sends survive jitter: Telegram (and the sandbox server) counts
 *arrivals* in a sliding one-second window and refuses the ``rate + 1``-th. Any ``rate + 1`` consecutive
-slots span ``rate * T = 1 + margin`` seconds, so the server sees at most ``rate`` sends in any second
-as long as the delay from slot to arrival (scheduling, GIL, network) varies by less than ``margin``
-seconds among them, whatever the rate: margin 0.03 gives 0.97 of the limit (29.1/s of 30, 971/s of
-1000) and tolerates 30 ms of such jitter; 0.05 gives 0.952 and 50 ms; 0.01 gives 0.99 and only 10 ms.
-The same holds for one chat (two sends ``T_chat`` = 1.03 s apart). ``burst`` (default 0) lets that many
-sends go back to back after an idle spell; each one eats into the jitter tolerance, so keep it 0 for
-Telegram.
+slots span ``rate * T = 1 + margin`` seconds, so the server never sees more than ``rate`` in a second as
+long as the delay from slot to arrival (scheduling, GIL, network) varies by less than ``margin`` seconds
+among them, whatever the rate. The trade-off: margin 0.03 (the default) paces at 0.971 of the limit
+(29.1/s of 30, 971/s of 1000) and tolerates 30 ms of such jitter; 0.05 gives 0.952 and 50 ms; 0.01 gives
+0.99 and only 10 ms. The same holds for one chat (its sends ``T_chat`` = 1.03 s apart). ``burst``
+(default 0) lets that many sends go back to back after an idle spell; each eats ``T`` of the jitter
+tolerance, so keep it 0 for Telegram.
+
+Two things keep the jitter under the margin on a busy host (measured in the digest benchmark on two
+shared cores: answers from Redis reaching their thread up to 100 ms late, wake-ups up to 60 ms late):
+
+* the script also answers Redis's ``now``, and the thread sleeps until its slot mapped onto its own
+  monotonic clock (:class:`_RedisClock`: the offset of the quickest round trip seen, measured with a few
+  ``TIME`` calls while none was quick, so to within a fraction of a millisecond), not for ``slot - now``
+  counted from when the answer arrived;
+* a thread that wakes more than ``late_limit`` (default ``margin / 2``) after its slot gives the slot up
+  and reserves again, at most ``MAX_MISSES`` times in a row (then it sends late: the whole host is slow,
+  every send is late alike). A missed slot is a gap in the pacing (:attr:`SendLimiter.missed_slots`
+  counts them); the chat's TAT set for it is released by the next reservation.
+
+Neither covers a stall between the wake-up and the request's arrival at Telegram (a long garbage
+collection in the sender, the network) longer than ``margin - late_limit``: a 429 is then still possible,
+and :meth:`~SendLimiter.penalize` is the answer.
 
 :meth:`~SendLimiter.penalize` (after a 429) pushes the overall (or the chat's) TAT to ``now + seconds``,
-never backwards, so no new reservation falls before then; it also records the block
-(``send/blocked``, ``send/blocked/chat/<id>``) for :meth:`~SendLimiter.blocked_for`. Slots reserved
-before the 429 are still valid in other processes (at most one per waiting thread); in this process a
-thread that wakes for such a slot inside an overall block reserves again instead of sending.
+never backwards, so no slot is given out before then; it also records the block (``send/blocked``,
+``send/blocked/chat/<id>``) for :meth:`~SendLimiter.blocked_for`. Slots reserved before the 429 are still
+used in other processes (at most one per waiting thread); in this process a thread that wakes for such a
+slot inside an overall block reserves again instead of sending.
 
-The ``limits`` library is no longer used here: its moving windows are what this replaces, and its
-Redis storage only wrapped the connection pool this module takes from :func:`hnpal.state.store.get_redis`.
+The ``limits`` library is no longer used here: its moving windows are what this replaces, and its Redis
+storage only wrapped the connection pool this module takes from :func:`hnpal.state.store.get_redis`.
 
 Redis errors are not swallowed: if Redis is down the send fails (and its task retries); Celery's broker
 is the same Redis, so nothing else would work anyway.
@@ -52,16 +68,20 @@ is the same Redis, so nothing else would work anyway.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import redis
+
     from config.settings import Settings
 
 DEFAULT_MARGIN = 0.03  # emission interval = (1 + margin) / rate: 0.97 of the limit, 30 ms of jitter tolerated
 DEFAULT_BURST = 0  # sends allowed back to back after an idle spell
 TRY_SLACK = 0.001  # try_acquire takes a slot at most this far ahead (and sleeps until it)
+MAX_MISSES = 2  # slots given up in a row for waking late; then the send goes late (the whole host is slow)
 LOCAL_BLOCK_SLACK = 0.005  # this-process block check: Redis's and this host's clocks meet within this
 
 KEY_SPACE = "ratelimit"
@@ -73,30 +93,34 @@ CHAT_BLOCK_KEY = "send/blocked/chat/{chat_id}"
 GRANTED, CHAT_BUSY, TOO_FAR = "ok", "chat", "far"
 
 # KEYS: overall TAT, chat TAT
-# ARGV: overall interval T (s), chat interval (s), burst allowance (s, burst * T), max seconds ahead
-# Returns {status, seconds}: "ok" and the seconds until the reserved slot; "chat" and the seconds until
-# the chat's TAT (nothing reserved); "far" and the seconds until the slot it would have been (nothing
-# reserved). Times are strings: Lua numbers would be truncated to integers in the reply.
+# ARGV: overall interval T (s), chat interval (s), burst allowance (s, burst * T), max seconds ahead, the
+#       chat TAT this caller set for a slot it missed ('' if none: a chat TAT equal to it is ignored)
+# Returns {status, seconds, now, chat TAT}: "ok" and the seconds until the reserved slot; "chat" and the
+# seconds until the chat's TAT (nothing reserved); "far" and the seconds until the slot it would have
+# been (nothing reserved); now is Redis's clock. Strings: Lua numbers would be truncated to integers.
 _RESERVE_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local chat_tat = tonumber(redis.call('GET', KEYS[2]))
-if chat_tat and chat_tat > now then
-    return {'chat', string.format('%.6f', chat_tat - now)}
+local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local chat_raw = redis.call('GET', KEYS[2])
+local chat_tat = tonumber(chat_raw)
+if chat_tat and chat_tat > now and chat_raw ~= ARGV[5] then
+    return {'chat', string.format('%.6f', chat_tat - now), stamp, ''}
 end
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
 local slot = tat - tonumber(ARGV[3])
 if slot < now then slot = now end
 if slot - now > tonumber(ARGV[4]) then
-    return {'far', string.format('%.6f', slot - now)}
+    return {'far', string.format('%.6f', slot - now), stamp, ''}
 end
 local overall = tat + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.6f', overall), 'PX', math.ceil((overall - now) * 1000) + 1000)
 local chat = slot + tonumber(ARGV[2])
-redis.call('SET', KEYS[2], string.format('%.6f', chat), 'PX', math.ceil((chat - now) * 1000) + 1000)
-return {'ok', string.format('%.6f', slot - now)}
+chat_raw = string.format('%.6f', chat)
+redis.call('SET', KEYS[2], chat_raw, 'PX', math.ceil((chat - now) * 1000) + 1000)
+return {'ok', string.format('%.6f', slot - now), stamp, chat_raw}
 """
 
 # KEYS: TAT key, block key; ARGV: seconds, burst allowance (s). Neither is ever moved backwards.
@@ -133,6 +157,45 @@ class LimiterTimeout(Exception):  # noqa: N818 - the name the callers use
         self.retry_after = retry_in
 
 
+class _RedisClock:
+    """Maps Redis's clock onto this process's monotonic clock, so a thread sleeps until its slot even when
+    the script's answer reached it late (GIL, a busy core): the offset of the round trip with the smallest
+    error bound (half its duration, grown with age by a clock drift of at most ``DRIFT``). While that bound
+    is over ``GOOD`` (the first call: a new connection, the script loaded), a few ``TIME`` round trips,
+    at most once a second, measure it better."""
+
+    DRIFT = 5e-4  # 500 ppm: NTP's largest slew
+    GOOD = 0.001
+    SAMPLES = 3
+
+    def __init__(self) -> None:
+        self._best: tuple[float, float, float] | None = None  # offset, error bound, measured at
+        self._calibrated_at = float("-inf")
+
+    def error(self, now: float) -> float:
+        best = self._best
+        return math.inf if best is None else best[1] + self.DRIFT * (now - best[2])
+
+    def local(self, redis_now: float, before: float, after: float) -> float:
+        """The monotonic time at which Redis's clock read ``redis_now``, read by a call that began at
+        ``before`` and ended at ``after`` (the answer is always within them)."""
+        if (after - before) / 2 <= self.error(after):
+            self._best = (redis_now - (before + after) / 2, (after - before) / 2, after)
+        return min(max(redis_now - self._best[0], before), after)  # type: ignore[index]
+
+    def calibrate(self, client: redis.Redis) -> None:
+        now = time.monotonic()
+        if self.error(now) <= self.GOOD or now - self._calibrated_at < 1.0:
+            return
+        self._calibrated_at = now
+        for _ in range(self.SAMPLES):
+            before = time.monotonic()
+            seconds, micros = client.time()
+            self.local(seconds + micros / 1_000_000, before, time.monotonic())
+            if self.error(time.monotonic()) <= self.GOOD:
+                return
+
+
 _cache: dict[tuple[str, str, float, float], SendLimiter] = {}
 _cache_lock = threading.Lock()
 
@@ -142,9 +205,11 @@ class SendLimiter:
 
     ``margin``: the emission interval is ``(1 + margin) / rate``; the jitter (seconds) tolerated between
     a slot and its arrival at Telegram, for ``1 / (1 + margin)`` of the limit. ``burst``: sends allowed
-    back to back after an idle spell (0: none). ``safety`` and ``gap`` are the moving-window limiter's
-    knobs, kept for callers: ``safety`` (a fraction of the limit) maps onto ``margin = 1 / safety - 1``
-    when ``margin`` is not given; ``gap`` is ignored (the margin is also the jitter allowance).
+    back to back after an idle spell (0: none). ``late_limit``: a thread waking more than this after its
+    slot gives it up and reserves again (default ``margin / 2``; ``math.inf``: never). ``safety`` and
+    ``gap`` are the moving-window limiter's knobs, kept for callers: ``safety`` (a fraction of the limit)
+    maps onto ``margin = 1 / safety - 1`` when ``margin`` is not given; ``gap`` is accepted and ignored
+    (the margin is also the jitter allowance).
     """
 
     def __init__(
@@ -158,6 +223,7 @@ class SendLimiter:
         gap: float | None = None,
         margin: float | None = None,
         burst: int = DEFAULT_BURST,
+        late_limit: float | None = None,
     ) -> None:
         if overall_rate <= 0 or chat_rate <= 0:
             raise ValueError("rates are positive")
@@ -171,6 +237,8 @@ class SendLimiter:
             raise ValueError("margin is >= 0")
         if burst < 0:
             raise ValueError("burst is >= 0")
+        if late_limit is not None and late_limit < 0:
+            raise ValueError("late_limit is >= 0")
         from hnpal.state.store import get_redis
 
         if redis_url is None:
@@ -190,6 +258,9 @@ class SendLimiter:
         self._overall_key = self._key(OVERALL_KEY)
         self._block_key = self._key(BLOCK_KEY)
         self._burst_allowance = self.burst * self.overall_interval
+        self._clock = _RedisClock()
+        self.late_limit = self.margin / 2 if late_limit is None else float(late_limit)
+        self.missed_slots = 0  # slots given up for waking later than late_limit
         # an overall block this process learned of (monotonic: when penalized, until when)
         self._local_block = (float("-inf"), float("-inf"))
 
@@ -242,49 +313,57 @@ class SendLimiter:
 
     # --- limiting --------------------------------------------------------------------------------
 
-    def _reserve(self, chat_id: int, ahead: float) -> tuple[str, float]:
-        """One run of the script: (status, seconds); a slot is reserved only when status is GRANTED."""
-        status, seconds = self._reserve_script(
+    def _reserve(self, chat_id: int, ahead: float, missed: str = "") -> tuple[str, float, float, str]:
+        """One run of the script: (status, seconds, at, chat TAT), ``at`` the monotonic time it ran at,
+        ``at + seconds`` the slot (or the chat's TAT); a slot is reserved only when status is GRANTED.
+        ``missed``: the chat TAT returned for a slot this caller gave up (the chat is free again)."""
+        self._clock.calibrate(self.redis)
+        before = time.monotonic()
+        status, seconds, redis_now, chat_tat = self._reserve_script(
             keys=(self._overall_key, self._chat_key(chat_id)),
-            args=(self.overall_interval, self.chat_interval, self._burst_allowance, max(ahead, 0.0)),
+            args=(self.overall_interval, self.chat_interval, self._burst_allowance, max(ahead, 0.0), missed),
         )
-        return status, max(float(seconds), 0.0)
+        at = self._clock.local(float(redis_now), before, time.monotonic())
+        return status, max(float(seconds), 0.0), at, chat_tat
 
     def try_acquire(self, chat_id: int) -> float:
         """0.0 when a send to ``chat_id`` may go now (its slot taken), else the seconds to wait before
         trying again (nothing taken). One Redis round trip; raises redis errors."""
-        status, seconds = self._reserve(chat_id, TRY_SLACK)
+        status, seconds, at, _ = self._reserve(chat_id, TRY_SLACK)
         if status != GRANTED:
-            return max(seconds, 1e-6)
-        if seconds > 0:  # a slot less than TRY_SLACK ahead: keep the spacing exact
-            time.sleep(seconds)
+            return max(at + seconds - time.monotonic(), 1e-6)
+        _sleep_until(at + seconds)  # a slot less than TRY_SLACK ahead: keep the spacing exact
         return 0.0
 
     def acquire(self, chat_id: int, *, max_wait: float = 30.0) -> float:
         """Reserve the next slot for a send to ``chat_id`` and sleep until it; returns the seconds waited.
         Raises :class:`LimiterTimeout` (nothing reserved) when the slot is more than ``max_wait`` away."""
         start = time.monotonic()
+        missed, misses = "", 0
         while True:
-            elapsed = time.monotonic() - start
             reserved_at = time.monotonic()
-            status, seconds = self._reserve(chat_id, max_wait - elapsed)
-            returned_at = time.monotonic()
+            elapsed = reserved_at - start
+            status, seconds, at, chat_tat = self._reserve(chat_id, max_wait - elapsed, missed)
             if status == GRANTED:
-                if seconds > 0:
-                    time.sleep(seconds)
+                slot = at + seconds
+                _sleep_until(slot)
+                now = time.monotonic()
                 penalized_at, blocked_until = self._local_block
-                if penalized_at > reserved_at and time.monotonic() < blocked_until - LOCAL_BLOCK_SLACK:
-                    continue  # a 429 came after this slot was reserved: do not send into the block
-                _dbg(f"{chat_id} {reserved_at:.6f} {returned_at:.6f} {seconds:.6f} {time.monotonic():.6f} {threading.get_ident()}")
-                return time.monotonic() - start
+                if penalized_at > reserved_at and now < blocked_until - LOCAL_BLOCK_SLACK:
+                    missed = chat_tat  # a 429 came after this slot was reserved: do not send into the block
+                    continue
+                if now - slot > self.late_limit and misses < MAX_MISSES:
+                    missed, misses = chat_tat, misses + 1  # woke too late (busy CPU, GC): take a new slot
+                    self.missed_slots += 1
+                    continue
+                return now - start
             if status == TOO_FAR or elapsed + seconds > max_wait:
                 raise LimiterTimeout(chat_id, elapsed, seconds)
-            time.sleep(seconds)  # the chat's previous send is less than its interval ago
+            _sleep_until(at + seconds)  # the chat's previous send is less than its interval ago
 
     def penalize(self, seconds: float, chat_id: int | None = None) -> None:
         """After a 429 with ``retry_after``: no slot (or, with ``chat_id``, none for that chat) is given out
         for the next ``seconds``. A longer block already in place is kept."""
-        _dbg(f"PEN {chat_id} {time.monotonic():.6f} {seconds}")
         if seconds <= 0:
             return
         if chat_id is None:
@@ -315,11 +394,10 @@ class SendLimiter:
         return self._seconds_until([self._overall_key] + ([] if chat_id is None else [self._chat_key(chat_id)]))
 
 
-import os as _os
-def _dbg(line):
-    if _os.environ.get("HNPAL_RL_DEBUG"):
-        with open(f"/tmp/diag/rl-{_os.getpid()}.log", "a") as f:
-            f.write(line + "\n")
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def clear_cache() -> None:

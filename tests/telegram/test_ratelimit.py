@@ -1,9 +1,11 @@
-"""The Redis-backed send limiter: real Redis (the test's key prefix), real threads, and end to end against
-the sandbox Telegram server with its flood control on. Assertions are on counts within windows; time is
-only bounded from below, generously (the machine is noisy)."""
+"""The Redis-backed send limiter (GCRA with reservations): real Redis (the test's key prefix), real threads,
+and end to end against the sandbox Telegram server with its flood control on. Assertions are on counts
+within windows and on the values the script stores; time is only bounded from below, generously (the
+machine is noisy), except where an upper bound tells two designs apart by far."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import queue
@@ -15,8 +17,9 @@ import pytest
 import redis as redis_lib
 
 from hnpal.sandbox.telegram_api import TelegramServer
+from hnpal.telegram import ratelimit
 from hnpal.telegram.client import BotAPI, RetryAfter, close_clients
-from hnpal.telegram.ratelimit import LimiterTimeout, SendLimiter, clear_cache, rate_item
+from hnpal.telegram.ratelimit import LimiterTimeout, SendLimiter, clear_cache
 
 
 @pytest.fixture
@@ -35,7 +38,7 @@ def make_limiter(redis_url: str, key_prefix: str) -> Callable[..., SendLimiter]:
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most timestamps in any half-open sliding ``window``."""
+    """The most timestamps in any half-open sliding ``window`` (how the sandbox server counts)."""
     times = sorted(times)
     best = start = 0
     for end, at in enumerate(times):
@@ -62,15 +65,17 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
     assert errors == []
 
 
-def paced_acquisitions(limiter: SendLimiter, threads: int, seconds: float) -> tuple[list[float], float]:
-    """``threads`` threads acquire for distinct chats for ``seconds``; the acquisition times and start."""
+def paced_acquisitions(limiters: list[SendLimiter], threads: int, seconds: float) -> tuple[list[float], float]:
+    """``threads`` threads (spread over ``limiters``) acquire for distinct chats for ``seconds``; the
+    acquisition times and the start."""
     chats = itertools.count(1)
     lock = threading.Lock()
     stamps: list[float] = []
     start = time.monotonic()
     deadline = start + seconds
 
-    def work(_: int) -> None:
+    def work(index: int) -> None:
+        limiter = limiters[index % len(limiters)]
         while time.monotonic() < deadline:
             with lock:
                 chat_id = next(chats)
@@ -85,82 +90,158 @@ def paced_acquisitions(limiter: SendLimiter, threads: int, seconds: float) -> tu
     return stamps, start
 
 
-def test_rate_items() -> None:
-    assert (rate_item(30, 0.97).amount, rate_item(30, 0.97).get_expiry()) == (29, 1)
-    assert rate_item(1000, 0.97).amount == 970
-    assert (rate_item(1.0).amount, rate_item(1.0).get_expiry()) == (1, 1)
-    assert (rate_item(0.5).amount, rate_item(0.5).get_expiry()) == (1, 2)
-    assert (rate_item(0.3).amount, rate_item(0.3).get_expiry()) == (1, 4)  # rounded to the safe side
-    with pytest.raises(ValueError):
-        rate_item(0)
+def stored(redis_client: redis_lib.Redis, key_prefix: str, name: str) -> float | None:
+    value = redis_client.get(f"{key_prefix}ratelimit:send/{name}")
+    return None if value is None else float(value)
+
+
+def test_intervals_and_arguments(make_limiter: Callable[..., SendLimiter]) -> None:
+    limiter = make_limiter(overall_rate=30, chat_rate=1)
+    assert limiter.margin == pytest.approx(0.03) and limiter.burst == 0
+    assert limiter.overall_interval == pytest.approx(1.03 / 30)
+    assert limiter.chat_interval == pytest.approx(1.03)
+    assert limiter.effective_rate == pytest.approx(30 / 1.03)  # 29.1 a second: 0.971 of the limit
+    assert limiter.late_limit == pytest.approx(0.015)
+    assert make_limiter(overall_rate=1000).effective_rate == pytest.approx(1000 / 1.03)
+    assert make_limiter(chat_rate=0.5).chat_interval == pytest.approx(2.06)
+    # the moving-window limiter's knobs: safety maps onto the margin, gap is accepted and ignored
+    assert make_limiter(safety=0.97, gap=0.05).margin == pytest.approx(1 / 0.97 - 1)
+    assert make_limiter(safety=0.5, margin=0.05).margin == pytest.approx(0.05)
+    for bad in ({"overall_rate": 0}, {"chat_rate": -1}, {"margin": -0.1}, {"safety": 0}, {"safety": 1.5},
+                {"gap": -1}, {"burst": -1}, {"late_limit": -1}):  # fmt: skip
+        with pytest.raises(ValueError):
+            make_limiter(**bad)
+
+
+def test_reservations_queue_one_interval_apart(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
+    limiter = make_limiter(overall_rate=2, chat_rate=1)  # T = 0.515 s: five slots span over 2 s
+    interval = limiter.overall_interval
+    chat_tats = []
+    for chat_id in range(1, 6):
+        status, seconds, _at, chat_tat = limiter._reserve(chat_id, 10.0)
+        assert status == ratelimit.GRANTED
+        assert seconds <= (chat_id - 1) * interval + 1e-6  # its slot, counted from Redis's now
+        chat_tats.append(float(chat_tat))
+        assert stored(redis_client, key_prefix, f"chat/{chat_id}") == float(chat_tat)
+    # Redis's arithmetic: each slot one interval after the previous, each chat free one chat interval later
+    assert [b - a for a, b in itertools.pairwise(chat_tats)] == pytest.approx([interval] * 4, abs=1e-5)
+    overall = stored(redis_client, key_prefix, "overall")
+    assert overall == pytest.approx(chat_tats[-1] - limiter.chat_interval + interval, abs=1e-5)
+    assert 4 * interval - 1.0 < limiter.next_slot() <= 5 * interval + 0.01
+    assert limiter.next_slot(chat_id=5) >= limiter.chat_interval - 0.5  # the chat's TAT is later still
 
 
 def test_overall_limit_holds_across_threads(make_limiter: Callable[..., SendLimiter]) -> None:
     limiter = make_limiter(overall_rate=20, chat_rate=1)
-    assert limiter.overall.amount == 19
-    stamps, start = paced_acquisitions(limiter, threads=12, seconds=2.0)
+    stamps, start = paced_acquisitions([limiter], threads=12, seconds=2.0)
     assert max_in_window(stamps) <= 20
     in_run = [t for t in stamps if t < start + 2.0]
-    assert len(in_run) / 2.0 >= 0.9 * (20 * 0.97)
+    assert len(in_run) >= 0.9 * limiter.effective_rate * 2.0
+
+
+def test_two_limiters_share_the_limit(make_limiter: Callable[..., SendLimiter]) -> None:
+    """Two instances (two sender processes) on one Redis pace as one."""
+    first, second = make_limiter(overall_rate=20), make_limiter(overall_rate=20)
+    stamps, start = paced_acquisitions([first, second], threads=8, seconds=1.5)
+    assert max_in_window(stamps) <= 20
+    assert len([t for t in stamps if t < start + 1.5]) >= 0.85 * first.effective_rate * 1.5
 
 
 def test_paid_broadcast_rate_is_reachable(make_limiter: Callable[..., SendLimiter]) -> None:
-    limiter = make_limiter(overall_rate=1000, chat_rate=1)
-    assert limiter.overall.amount == 970
-    stamps, start = paced_acquisitions(limiter, threads=16, seconds=1.5)
-    assert max_in_window(stamps) <= 1000
-    assert len([t for t in stamps if t < start + 1.5]) >= 0.9 * 970
+    limiter = make_limiter(overall_rate=300, chat_rate=1)
+    stamps, start = paced_acquisitions([limiter], threads=16, seconds=1.5)
+    assert max_in_window(stamps) <= 300
+    assert len([t for t in stamps if t < start + 1.5]) >= 0.85 * 300 * 1.5
 
 
-def test_same_chat_sends_are_a_second_apart(make_limiter: Callable[..., SendLimiter]) -> None:
+def test_same_chat_sends_are_a_chat_interval_apart(make_limiter: Callable[..., SendLimiter]) -> None:
     limiter = make_limiter(overall_rate=30, chat_rate=1)
     assert limiter.acquire(7) < 0.5
-    assert limiter.try_acquire(7) > 0.9  # the chat's window is full: wait about 1.05 s
-    assert limiter.try_acquire(8) == 0.0  # another chat goes at once
+    assert limiter.try_acquire(7) > 0.9  # the chat's next slot is 1.03 s away
+    assert limiter.acquire(8) < 0.5  # another chat only waits for the next overall slot
     assert limiter.acquire(7) >= 0.9
 
     stamps: list[float] = []
     lock = threading.Lock()
 
     def work(_: int) -> None:
-        for _ in range(2):
-            limiter.acquire(99)
-            with lock:
-                stamps.append(time.monotonic())
+        limiter.acquire(99)
+        with lock:
+            stamps.append(time.monotonic())
 
     run_threads(3, work)
     stamps.sort()
-    assert len(stamps) == 6
+    assert len(stamps) == 3
     assert min(b - a for a, b in itertools.pairwise(stamps)) >= 0.95
 
 
 def test_fractional_chat_rate(make_limiter: Callable[..., SendLimiter]) -> None:
     limiter = make_limiter(overall_rate=30, chat_rate=0.5)
     limiter.acquire(5)
-    assert limiter.try_acquire(5) > 1.9
+    assert limiter.try_acquire(5) > 1.9  # 2.06 s
 
 
-def test_a_full_window_takes_nothing_from_the_other(make_limiter: Callable[..., SendLimiter]) -> None:
-    limiter = make_limiter(overall_rate=3, chat_rate=1, safety=1.0)
-    for chat_id in (1, 2, 3):
-        assert limiter.try_acquire(chat_id) == 0.0
-    assert limiter.try_acquire(4) > 0.5  # overall window full
-    assert limiter.window_stats(chat_id=4).remaining == 1  # chat 4's token was not taken
-    assert limiter.window_stats().remaining == 0
-    assert limiter.acquire(4) > 0.5
-    # and the other way round: chat 4's window is full, so the overall token stays
-    remaining = limiter.window_stats().remaining
+def test_a_refusal_takes_nothing(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
+    limiter = make_limiter(overall_rate=2, chat_rate=1)  # T = 0.515 s
+    assert limiter.try_acquire(4) == 0.0
+    overall = stored(redis_client, key_prefix, "overall")
+    chat = stored(redis_client, key_prefix, "chat/4")
+    # the chat's slot is not free: the overall slot is not taken
     assert limiter.try_acquire(4) > 0.5
-    assert limiter.window_stats().remaining == remaining
+    assert stored(redis_client, key_prefix, "overall") == overall
+    # the overall slot is not free now: try_acquire takes nothing, neither from the chat
+    assert 0 < limiter.try_acquire(5) <= limiter.overall_interval + 0.01
+    assert stored(redis_client, key_prefix, "chat/5") is None
+    assert stored(redis_client, key_prefix, "overall") == overall
+    assert stored(redis_client, key_prefix, "chat/4") == chat
 
 
-def test_penalize_blocks_everyone(make_limiter: Callable[..., SendLimiter]) -> None:
+def test_a_missed_slot_frees_its_chat(make_limiter: Callable[..., SendLimiter]) -> None:
+    limiter = make_limiter(overall_rate=20, chat_rate=1)
+    status, _, _, chat_tat = limiter._reserve(3, 10.0)
+    assert status == ratelimit.GRANTED
+    assert limiter._reserve(3, 10.0)[0] == ratelimit.CHAT_BUSY
+    status, _, _, again = limiter._reserve(3, 10.0, chat_tat)  # the caller gave its slot up
+    assert status == ratelimit.GRANTED and float(again) > float(chat_tat)
+    assert limiter._reserve(3, 10.0, chat_tat)[0] == ratelimit.CHAT_BUSY  # only the one it set is released
+
+
+def test_a_late_wakeup_gives_its_slot_up(
+    make_limiter: Callable[..., SendLimiter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = make_limiter(overall_rate=20, chat_rate=1)
+    real_sleep_until = ratelimit._sleep_until
+    late = [0.06]  # the first wake-up comes 60 ms late (a GC pause, a busy core), later ones on time
+
+    def oversleep(deadline: float) -> None:
+        real_sleep_until(deadline + (late.pop() if late else 0.0))
+
+    monkeypatch.setattr(ratelimit, "_sleep_until", oversleep)
+    waited = limiter.acquire(1)
+    assert limiter.missed_slots == 1
+    assert waited < 0.9  # far less than the chat interval: the missed slot's chat TAT was released
+
+    # a host that is always late: after MAX_MISSES slots given up, the send goes late anyway
+    monkeypatch.setattr(ratelimit, "_sleep_until", lambda deadline: real_sleep_until(deadline + 0.03))
+    limiter.acquire(2)
+    assert limiter.missed_slots == 1 + ratelimit.MAX_MISSES
+
+
+def test_penalize_blocks_everyone(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
     limiter = make_limiter()
     limiter.penalize(0.8)
-    assert 0.5 < limiter.try_acquire(1) <= 0.8
-    assert 0.5 < limiter.try_acquire(2) <= 0.8
-    assert limiter.window_stats().remaining == limiter.overall.amount  # nothing was taken
+    assert 0.5 < limiter.try_acquire(1) <= 0.85
+    assert 0.5 < limiter.try_acquire(2) <= 0.85
+    assert stored(redis_client, key_prefix, "chat/1") is None  # nothing was taken
+    assert 0.5 < limiter.blocked_for() <= 0.8
     assert limiter.acquire(3) >= 0.5
+    time.sleep(0.1)
     assert limiter.try_acquire(4) == 0.0  # the block is over
 
 
@@ -171,20 +252,51 @@ def test_penalize_one_chat(make_limiter: Callable[..., SendLimiter]) -> None:
     assert limiter.try_acquire(6) == 0.0
     limiter.penalize(0.1, chat_id=5)  # a shorter block does not shorten the longer one
     assert limiter.blocked_for(5) > 2.0
+    assert limiter.next_slot(5) > 2.0
     assert limiter.blocked_for() == 0.0
     limiter.penalize(0)  # no-op
     assert limiter.blocked_for() == 0.0
 
 
-def test_acquire_gives_up_past_max_wait(make_limiter: Callable[..., SendLimiter]) -> None:
+def test_penalize_holds_back_a_slot_reserved_before_it(make_limiter: Callable[..., SendLimiter]) -> None:
+    limiter = make_limiter(overall_rate=4, chat_rate=1)  # T = 0.2575 s
+    assert limiter.try_acquire(10) == 0.0
+    waited: list[float] = []
+    sender = threading.Thread(target=lambda: waited.append(limiter.acquire(11)))
+    sender.start()  # it reserves the next slot, about 0.26 s away, and sleeps
+    time.sleep(0.1)
+    limiter.penalize(1.0)  # a 429 before that slot: it must not be used
+    sender.join(timeout=10)
+    assert waited and waited[0] >= 0.95
+
+
+def test_acquire_gives_up_past_max_wait(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
     limiter = make_limiter()
     limiter.penalize(5)
     started = time.monotonic()
     with pytest.raises(LimiterTimeout) as caught:
         limiter.acquire(1, max_wait=0.5)
-    assert time.monotonic() - started < 0.5  # it did not sleep towards a wait it could not finish
+    assert time.monotonic() - started < 0.5  # it did not sleep towards a slot it could not use
     assert caught.value.retry_in > 4 and caught.value.chat_id == 1
     assert caught.value.retry_after == caught.value.retry_in
+    assert stored(redis_client, key_prefix, "chat/1") is None
+
+
+def test_acquire_gives_up_behind_a_long_queue(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
+    limiter = make_limiter(overall_rate=2, chat_rate=1)  # T = 0.515 s
+    for chat_id in (1, 2, 3):
+        assert limiter._reserve(chat_id, 10.0)[0] == ratelimit.GRANTED  # queued: slots to 1.03 s ahead
+    overall = stored(redis_client, key_prefix, "overall")
+    with pytest.raises(LimiterTimeout) as caught:
+        limiter.acquire(9, max_wait=0.5)
+    assert caught.value.retry_in > 0.5
+    assert stored(redis_client, key_prefix, "overall") == overall  # nothing reserved
+    assert stored(redis_client, key_prefix, "chat/9") is None
+    assert limiter.acquire(9, max_wait=5) >= 0.5
 
 
 def test_keys_live_under_the_prefix(
@@ -196,7 +308,8 @@ def test_keys_live_under_the_prefix(
     keys = set(redis_client.scan_iter(match=f"{key_prefix}*"))
     assert {f"{key_prefix}ratelimit:send/overall", f"{key_prefix}ratelimit:send/chat/11"} <= keys
     assert f"{key_prefix}ratelimit:send/blocked/chat/11" in keys
-    assert 0 < redis_client.pttl(f"{key_prefix}ratelimit:send/overall") <= 3000  # windows expire
+    assert 0 < redis_client.pttl(f"{key_prefix}ratelimit:send/overall") <= 3000  # TATs expire
+    assert 0 < redis_client.pttl(f"{key_prefix}ratelimit:send/chat/11") <= 3000
 
 
 def test_from_settings(settings_env: Callable[..., None], key_prefix: str) -> None:
@@ -204,9 +317,10 @@ def test_from_settings(settings_env: Callable[..., None], key_prefix: str) -> No
     settings_env(redis_key_prefix=key_prefix, telegram_global_rate=20, telegram_chat_rate=1)
     limiter = SendLimiter.from_settings()
     assert limiter is SendLimiter.from_settings()
-    assert (limiter.overall.amount, limiter.chat.amount, limiter.prefix) == (19, 1, key_prefix)
+    assert (limiter.overall_rate, limiter.chat_rate, limiter.prefix) == (20, 1, key_prefix)
+    assert limiter.overall_interval == pytest.approx(1.03 / 20)
     settings_env(telegram_paid_broadcast="true")
-    assert SendLimiter.from_settings().overall.amount == 970
+    assert SendLimiter.from_settings().overall_rate == 1000
     clear_cache()
 
 
@@ -218,18 +332,22 @@ def limited_tg() -> Iterator[TelegramServer]:
 
 
 def test_end_to_end_no_429(make_limiter: Callable[..., SendLimiter], limited_tg: TelegramServer) -> None:
+    """12 threads in two "processes" (limiter instances) send 60 messages to 20 chats through the real
+    client: no 429, the overall rate close to the limit. A chat's next message is 20 sends later, about
+    the chat interval at 19.4 sends/s, so the per-chat limit binds now and then too."""
     tg = limited_tg
-    chats = list(range(1001, 1016))  # 15 chats, 4 messages each
+    chats = list(range(1001, 1021))
     for chat_id in chats:
         tg.add_user(chat_id)
     api = BotAPI(token=tg.token, base_url=tg.base_url, timeout=10)
-    limiter = make_limiter(overall_rate=20, chat_rate=1)
+    limiters = [make_limiter(overall_rate=20, chat_rate=1), make_limiter(overall_rate=20, chat_rate=1)]
     work: queue.Queue[tuple[int, int]] = queue.Queue()
     for number in range(60):
         work.put((chats[number % len(chats)], number))
     throttled: list[RetryAfter] = []
 
-    def sender(_: int) -> None:
+    def sender(index: int) -> None:
+        limiter = limiters[index % 2]
         while True:
             try:
                 chat_id, number = work.get_nowait()
@@ -244,9 +362,23 @@ def test_end_to_end_no_429(make_limiter: Callable[..., SendLimiter], limited_tg:
                     throttled.append(exc)
                     limiter.penalize(exc.retry_after, chat_id)
 
-    run_threads(8, sender)
+    # The sandbox server runs in this process: a pause here (a full garbage collection of pytest's heap
+    # took 64 ms once) stalls it and the senders alike, and the requests it then admits in a burst are a
+    # jitter beyond any margin, which the real service would not add. So: warm keep-alive connections,
+    # and the heap built so far frozen out of the collector's way while the messages go.
+    run_threads(12, lambda _: api.get_me())
+    gc.collect()
+    gc.freeze()
+    try:
+        run_threads(12, sender)
+    finally:
+        gc.unfreeze()
     assert throttled == [] and tg.too_many_requests == 0
-    assert len(tg.all_messages()) == 60
     assert sorted(m.text for m in tg.all_messages()) == sorted(f"message {n}" for n in range(60))
     assert tg.max_sends_in_window(1.0) <= 20
-    assert all(tg.max_sends_in_window(1.0, chat_id=chat_id) <= 1 for chat_id in chats)
+    for chat_id in chats:
+        at = [s.at for s in tg.sends if s.chat_id == chat_id]
+        assert len(at) == 3 and min(b - a for a, b in itertools.pairwise(at)) >= 1.0
+    at = [s.at for s in tg.sends]
+    achieved = (len(at) - 1) / (at[-1] - at[0])
+    assert achieved >= 0.93 * 20, f"{achieved:.2f} sends/s at the server"
