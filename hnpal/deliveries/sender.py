@@ -207,7 +207,11 @@ _register()
 
 
 LOCK_SPACE = 0x6469  # "di": advisory locks of digest sends (summaries use (post id, style hash))
-RELOAD_UNSENT = "SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND message_id IS NOT NULL"
+RELOAD = (
+    "SELECT g.status, g.message_id, "
+    "ARRAY(SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND message_id IS NOT NULL) "
+    "FROM digests g WHERE g.id = %(digest_id)s"
+)
 
 
 def _locked_send(work: Work, send: Callable[..., dict], outcome: Outcome, conn: _Writer) -> None:
@@ -220,11 +224,11 @@ def _locked_send(work: Work, send: Callable[..., dict], outcome: Outcome, conn: 
         outcome.busy.append(work.digest_id)
         return
     try:
-        # Re-read what is sent now that the digest is ours: the previous holder may have sent more.
-        cursor.execute(RELOAD_UNSENT, {"ids": [c.delivery_id for c in work.cards]})
-        work.sent |= {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT status, message_id FROM digests WHERE id = %s", (work.digest_id,))
-        status, digest_message = cursor.fetchone()
+        # Re-read (in a statement that starts after the lock is ours) what is sent: the previous holder
+        # may have sent more.
+        cursor.execute(RELOAD, {"ids": [c.delivery_id for c in work.cards], "digest_id": work.digest_id})
+        status, digest_message, sent = cursor.fetchone()
+        work.sent |= set(sent or ())
         if status in ("sent", "empty", "failed"):
             outcome.done.append(work.digest_id)
             return
@@ -347,17 +351,28 @@ def send_digests(
     lock = threading.Lock()
 
     def drain() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                item = queue.pop()
-            try:  # a connection per digest: the pool bounds how many threads write at once
-                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    _locked_send(item, send, outcome, _Writer(conn))
-            except Exception:  # no connection (database down, pool exhausted): try this digest later
-                log.exception("digest %s: could not be sent now", item.digest_id)
-                outcome.retry[item.digest_id] = 30.0
+        conn = None
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    item = queue.pop()
+                try:  # one connection per sending thread, opened again if it broke
+                    if conn is None:
+                        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                        writer = _Writer(conn)
+                    _locked_send(item, send, outcome, writer)
+                except Exception:  # no connection (database down, pool exhausted): try this digest later
+                    log.exception("digest %s: could not be sent now", item.digest_id)
+                    outcome.retry[item.digest_id] = 30.0
+                    if conn is not None:
+                        conn.invalidate()
+                        conn.close()
+                        conn = None
+        finally:
+            if conn is not None:
+                conn.close()
 
     count = max(1, min(threads, len(work)))
     if count == 1:
