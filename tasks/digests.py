@@ -1,7 +1,7 @@
 """Digest tasks.
 
 ``hnpal.digests.schedule`` (beat, ``default``) creates the digests that are due and fans out
-``hnpal.digests.prepare`` per 1,000 of them (set-based selection and reservation, in parallel on the
+``hnpal.digests.prepare`` per 500 of them (set-based selection and reservation, in parallel on the
 workers), which fans out the sends on the ``telegram`` queue: one ``hnpal.digests.send`` task per user,
 or, with paid broadcasts (1000 messages/s), ``hnpal.digests.send_batch`` per 50 users, because at that
 rate the cost of a task per message would be the bottleneck.
@@ -18,7 +18,7 @@ from hnpal.db.session import session_scope
 from hnpal.deliveries import sender, service
 
 log = logging.getLogger(__name__)
-PREPARE_BATCH = 1000
+PREPARE_BATCH = 500  # digests per prepare task (one statement); tasks run in parallel on the workers
 PAID_SEND_BATCH = 50
 SEND_THREADS = 4  # per send_batch task; each sending thread holds a pooled connection while it sends
 
@@ -36,7 +36,7 @@ def schedule() -> int:
 # Idempotent: only digests still 'pending' are selected and reserved (row locks, skip locked).
 @app.task(name="hnpal.digests.prepare", acks_late=True, reject_on_worker_lost=True)
 def prepare(digest_ids: list[int]) -> int:
-    """Select and reserve the posts of up to 1,000 digests in one statement, then fan out the sends."""
+    """Select and reserve the posts of up to 500 digests in one statement, then fan out the sends."""
     with session_scope() as session:
         reserved = service.prepare(session=session, digest_ids=digest_ids)
     ready = [digest_id for digest_id, count in reserved.items() if count]
