@@ -66,10 +66,32 @@ def _check_content_worker(options: dict | None = None, **_: object) -> None:
     # Create the store on first start (and fail fast if another writer holds it); the lock is released
     # at once, and the task process opens the writer for good.
     from config.settings import get_settings
-    from hnpal.content import ContentStore
+    from hnpal.content.store import ContentStoreError
 
     settings = get_settings()
-    ContentStore.open_writer(settings.content_dir, block_cache_mb=settings.content_block_cache_mb).close()
+    # In a child process: RocksDB opened here would start its background threads in this (the parent)
+    # process, and a forked task process inherits RocksDB's state without them, so its flushes and
+    # close() would wait forever.
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(settings.content_dir), str(settings.content_block_cache_mb)],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        raise ContentStoreError(probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "probe failed")
+
+
+_PROBE = """
+import sys
+from hnpal.content import ContentStore
+try:
+    ContentStore.open_writer(sys.argv[1], block_cache_mb=int(sys.argv[2])).close()
+except Exception as exc:
+    sys.exit(f"{type(exc).__name__}: {exc}")
+"""
 
 
 @worker_process_init.connect

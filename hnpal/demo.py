@@ -19,13 +19,14 @@ exits 0 only when every step worked.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,24 @@ def _configure(data_dir: Path, api_url: str, telegram: TelegramServer | None = N
 def run_demo(*, timeout: float = 300.0, keep_data: bool = False) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     console = Console(width=None if Console().is_terminal else 140)
+    settings = get_settings()
+    # One demo at a time per data directory: a second one would stop the first one's servers and
+    # delete its data as it starts afresh.
+    lock_path = settings.data_dir.absolute() / "demo.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(
+                f"[bold red]another hnpal demo is running on {settings.data_dir.absolute()}[/]: wait for it to "
+                "finish, or give this one a data directory of its own (HNPAL_DATA_DIR)"
+            )
+            return 1
+        return _run_demo(console, timeout=timeout, keep_data=keep_data)
+
+
+def _run_demo(console: Console, *, timeout: float, keep_data: bool) -> int:
     started = time.monotonic()
     settings = get_settings()
     embedded = settings.embedded_database or settings.embedded_redis
@@ -143,15 +162,13 @@ def run_demo(*, timeout: float = 300.0, keep_data: bool = False) -> int:
     from hnpal.sandbox.telegram_api import TelegramServer
 
     hn = HNReplayServer().start()
-    # Telegram's flood control: 30 messages a second overall, one a second per chat.
-    tg = TelegramServer(enforce_limits=True, global_rate=30, per_chat_rate=1).start()
-    _configure(data_dir, hn.api_url, tg)
+    _configure(data_dir, hn.api_url)
     settings = get_settings()
     console.rule("[bold]HN Pal demo")
     console.print(f"sandbox HN API: {hn.api_url} (bundled snapshot, {len(hn.items)} items)")
-    console.print(f"sandbox Telegram Bot API: {tg.base_url} (flood control: 30 msg/s, 1 msg/s per chat)")
 
     children: list[Child] = []
+    tg: TelegramServer | None = None
     ok = False
     try:
         from hnpal import runtime
@@ -164,21 +181,37 @@ def run_demo(*, timeout: float = 300.0, keep_data: bool = False) -> int:
 
         migrate.upgrade()
         console.print(f"database at revision {migrate.current_revision()}; content store {settings.content_dir}")
+        first_update_id, users = _fresh_start()
+        # Telegram's flood control: 30 messages a second overall, one a second per chat.
+        tg = TelegramServer(enforce_limits=True, global_rate=30, per_chat_rate=1, first_update_id=first_update_id)
+        tg.start()
+        _configure(data_dir, hn.api_url, tg)
+        console.print(f"sandbox Telegram Bot API: {tg.base_url} (flood control: 30 msg/s, 1 msg/s per chat)")
 
         log_dir = data_dir / "logs"
         children = [
-            celery_worker("content", "content", concurrency=1, log_dir=log_dir),
+            # The single RocksDB writer runs its tasks in the worker process itself (solo pool): in a prefork
+            # pool the task process is forked after the worker's start-up check opened RocksDB, so its
+            # background threads are missing there and closing the store at shutdown hangs.
+            celery_worker("content", "content", concurrency=1, log_dir=log_dir, pool="solo"),
             celery_worker("pipeline", "default,crawl,llm", concurrency=2, log_dir=log_dir),
             celery_worker("telegram", "telegram", concurrency=8, log_dir=log_dir, pool="threads"),
             celery_beat(log_dir, data_dir / "celerybeat-schedule"),
             telegram_bot(log_dir),
         ]
-        env = {**os.environ, "HNPAL_LOG_LEVEL": "INFO"}  # the ready markers are INFO lines
+        env = {
+            **os.environ,
+            "HNPAL_LOG_LEVEL": "INFO",  # the ready markers are INFO lines
+            # The children get the embedded servers' addresses: they need not look for them (and the
+            # threads of the telegram worker must not race to start them).
+            "HNPAL_DATABASE_URL": runtime.database_url(settings),
+            "HNPAL_REDIS_URL": runtime.redis_url(settings),
+        }
         for child in children:
             child.start(env)
         wait_ready(children)
         console.print(f"started {', '.join(c.name for c in children)} (logs in {log_dir})")
-        ok = _main_job(console, tg, timeout)
+        ok = _main_job(console, tg, users, timeout)
     except (DemoError, TimeoutError) as exc:
         console.print(f"[bold red]demo failed:[/] {escape(str(exc))}")
         if children:
@@ -191,7 +224,8 @@ def run_demo(*, timeout: float = 300.0, keep_data: bool = False) -> int:
         for child in reversed(children):  # the bot first: no new updates while the workers finish
             child.stop()
         left = [c.name for c in children if c.proc is not None and group_alive(c.proc.pid)]
-        tg.stop()
+        if tg is not None:
+            tg.stop()
         hn.stop()
         stopped: list[str] = []
         if embedded:
@@ -209,20 +243,37 @@ def run_demo(*, timeout: float = 300.0, keep_data: bool = False) -> int:
     return 0 if ok else 1
 
 
-def _main_job(console: Console, tg: TelegramServer, timeout: float) -> bool:
+def _fresh_start() -> tuple[int, tuple[DemoUser, ...]]:
+    """Where this run starts on a database that may have seen a demo before (``--keep-data``, or configured
+    URLs): Telegram update ids above the stored ones (the bot resumes polling after the largest), and
+    users the bot has not met yet (a user gets one scheduled digest a day)."""
+    from hnpal.db.session import session_scope
+    from hnpal.telegram.models import TelegramUpdate
+    from hnpal.users.models import User
+
+    base = min(u.telegram_id for u in USERS) // 10 * 10
+    with session_scope() as session:
+        last_update = session.scalar(select(func.max(TelegramUpdate.update_id))) or 0
+        taken = session.scalar(select(func.max(User.telegram_id)).where(User.telegram_id.between(base, base + 99_999)))
+    offset = 0 if taken is None else ((taken - base) // 10 + 1) * 10
+    users = tuple(replace(u, telegram_id=u.telegram_id + offset) for u in USERS)
+    return last_update + 1, users
+
+
+def _main_job(console: Console, tg: TelegramServer, users: tuple[DemoUser, ...], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    chats = {user.first_name: UserChat(tg, user) for user in USERS}
+    chats = {user.first_name: UserChat(tg, user) for user in users}
     console.print(
         f"[bold]0. three Telegram users[/] meet the bot while the pipeline runs: "
-        f"{', '.join(escape(u.first_name) for u in USERS)}"
+        f"{', '.join(escape(u.first_name) for u in users)}"
     )
     onboarding = Parallel([(chat.user.first_name, chat.onboard) for chat in chats.values()])
-    if not _pipeline(console, timeout):
+    if not _pipeline(console, timeout, check=onboarding.check):
         return False
     _report(console)
     onboarding.join(max(5.0, deadline - time.monotonic()))
 
-    console.rule("[bold]Onboarding, through the real bot")
+    console.rule("[bold]0. onboarding (alongside the pipeline), through the real bot")
     for chat in chats.values():
         _print_transcript(console, chat)
         console.print(telegram_message(chat.last(), f"HN Pal → {chat.user.first_name}"))
@@ -250,8 +301,9 @@ def _main_job(console: Console, tg: TelegramServer, timeout: float) -> bool:
 
     console.rule("[bold]7. the database afterwards")
     _database_summary(console)
-    if tg.too_many_requests:
-        console.print(f"[yellow]Telegram's flood control refused {tg.too_many_requests} sends (429)")
+    if tg.throttled:
+        refused = ", ".join(f"{t.method} to {t.chat_id} ({t.scope} limit)" for t in tg.throttled[:5])
+        console.print(f"[yellow]Telegram's flood control refused {len(tg.throttled)} send(s) (429): {refused}")
     return True
 
 
@@ -267,7 +319,8 @@ def _counts() -> dict[str, int]:
     return dict(rows)
 
 
-def _pipeline(console: Console, timeout: float) -> bool:
+def _pipeline(console: Console, timeout: float, check: Callable[[], None] = lambda: None) -> bool:
+    """Run the pipeline and wait for it; ``check`` is called while waiting (it raises to stop early)."""
     from tasks.ingest import fetch_lists
 
     console.print("[bold]1. fetch[/] HN lists through the queue (hnpal.ingest.fetch)")
@@ -281,24 +334,26 @@ def _pipeline(console: Console, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        check()
         counts = _counts()
         if counts != last:
             console.print("   " + "  ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             last = counts
         if counts and all(k in TERMINAL for k in counts):
             console.print("[bold]4. summarize[/] (llm queue, offline extractive provider) and fetch comment threads")
-            if _comments_done(deadline) and _summaries_done(deadline):
+            if _comments_done(deadline, check) and _summaries_done(deadline, check):
                 return True
             break
         time.sleep(0.5)
     raise DemoError(f"the pipeline did not finish within {timeout:.0f}s")
 
 
-def _comments_done(deadline: float) -> bool:
+def _comments_done(deadline: float, check: Callable[[], None]) -> bool:
     from hnpal.db.session import session_scope
     from hnpal.posts.models import Post
 
     while time.monotonic() < deadline:
+        check()
         with session_scope() as session:
             waiting = session.scalar(
                 select(func.count()).where(
@@ -311,11 +366,12 @@ def _comments_done(deadline: float) -> bool:
     return False
 
 
-def _summaries_done(deadline: float) -> bool:
+def _summaries_done(deadline: float, check: Callable[[], None]) -> bool:
     from hnpal.db.session import session_scope
     from hnpal.posts.models import Post
 
     while time.monotonic() < deadline:
+        check()
         with session_scope() as session:
             waiting = session.scalar(
                 select(func.count()).where(Post.is_crawl_success, Post.summary_status == "pending")
@@ -427,25 +483,27 @@ class UserChat:
                 )
             time.sleep(0.1)
 
-    def _effect(self, before: dict[int, tuple[str, str]], count: int) -> str:
+    def _effect(self, before: dict[int, tuple[str, tuple[str, ...]]], count: int) -> str:
         """What changed in the chat since ``before`` (message id -> (text, keyboard labels))."""
         parts = []
         for message in self.messages():
-            labels = " ".join(b["text"] for b in message.buttons())
+            labels = tuple(b["text"] for b in message.buttons())
             if message.message_id not in before:
-                parts.append(f"sends “{_first_line(message.text)}”" + (f" [{labels[:60]}]" if labels else ""))
+                shown = " ".join(f"[{label}]" for label in labels)
+                parts.append(f"sends “{_first_line(message.text)}”" + (f" {_shorten(shown, 60)}" if labels else ""))
             elif before[message.message_id] != (message.text, labels):
                 if before[message.message_id][0] != message.text:
                     parts.append(f"edits it: “{_first_line(message.text)}”")
                 else:
-                    parts.append(f"edits the buttons: {labels[:70]}")
+                    changed = [label for label in labels if label not in before[message.message_id][1]]
+                    parts.append(f"edits the buttons: {' '.join(f'[{label}]' for label in changed) or 'unchanged'}")
         answer = [a.text for a in self.tg.callback_answers[count:] if a.user_id == self.uid and a.text]
         if answer:
             parts.append(f"answers “{answer[-1]}”")
         return "; ".join(parts) or "—"
 
-    def _snapshot(self) -> tuple[dict[int, tuple[str, str]], int]:
-        state = {m.message_id: (m.text, " ".join(b["text"] for b in m.buttons())) for m in self.messages()}
+    def _snapshot(self) -> tuple[dict[int, tuple[str, tuple[str, ...]]], int]:
+        state = {m.message_id: (m.text, tuple(b["text"] for b in m.buttons())) for m in self.messages()}
         return state, len(self.tg.callback_answers)
 
     def say(self, text: str) -> None:
@@ -523,8 +581,11 @@ def find_button(message: SentMessage, label: str) -> dict[str, Any]:
 
 
 def _first_line(value: str, limit: int = 70) -> str:
-    line = value.strip().splitlines()[0] if value.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return _shorten(value.strip().splitlines()[0] if value.strip() else "", limit)
+
+
+def _shorten(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 class Parallel:
@@ -545,13 +606,19 @@ class Parallel:
         except BaseException as exc:  # noqa: BLE001 - reported by join
             self.errors.append((name, exc))
 
+    def check(self) -> None:
+        """Raise the first failure now, if there is one."""
+        if self.errors:
+            name, exc = self.errors[0]
+            if isinstance(exc, DemoError):
+                raise exc
+            raise DemoError(f"{name}: {type(exc).__name__}: {exc}") from exc
+
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if self.errors:
-            name, exc = self.errors[0]
-            raise DemoError(f"{name}: {exc}") from exc
+        self.check()
         alive = [t.name for t in self.threads if t.is_alive()]
         if alive:
             raise DemoError(f"{', '.join(alive)} did not finish within {timeout:.0f}s")
@@ -755,47 +822,42 @@ def _print_digest(console: Console, chat: UserChat) -> None:
 
 
 def _press_buttons(console: Console, chats: dict[str, UserChat]) -> None:
+    """A few buttons through the sandbox (real callback queries); each effect is checked, then shown."""
     ada, linus, grace = chats["Ada"], chats["Linus"], chats["Grace"]
 
-    def show(chat: UserChat, query_id: str, what: str, message_id: int, full: bool = False) -> None:
-        answer = chat.answers.get(query_id)
-        console.print(
-            f"[cyan]{escape(chat.user.first_name)}[/] {escape(what)} → "
-            f"answer: [bold]{escape(answer or '(none)')}[/]; {escape(chat.steps[-1].effect)}"
-        )
-        message = chat.tg.message(chat.uid, message_id)
-        assert message is not None
+    def tap(chat: UserChat, message: SentMessage, label: str, what: str, *, mark: str | None = None,
+            answer: str | None = None, full: bool = False) -> None:  # fmt: skip
+        query_id = chat.press(message, label)
+        console.print(f"[cyan]{escape(chat.user.first_name)}[/] {escape(what)} → {escape(chat.steps[-1].effect)}")
+        now = chat.tg.message(chat.uid, message.message_id)
+        assert now is not None
+        if answer is not None and answer not in (chat.answers.get(query_id) or ""):
+            raise DemoError(f"{chat.user.first_name} tapped {label}: the answer was {chat.answers.get(query_id)!r}")
+        if mark is not None and mark not in [b["text"] for b in now.buttons()]:
+            raise DemoError(f"{chat.user.first_name} tapped {label}: the post does not show {mark}")
         if full:
-            console.print(telegram_message(message, f"HN Pal → {chat.user.first_name}"))
+            console.print(telegram_message(now, f"HN Pal → {chat.user.first_name}"))
         else:
-            keys = keyboard(message.reply_markup)
+            keys = keyboard(now.reply_markup)
             if keys is not None:
                 console.print(keys)
 
-    def message(chat: UserChat, n: int) -> SentMessage:
+    def post(chat: UserChat, n: int) -> SentMessage:
         ids = chat.digest_messages
         found = chat.tg.message(chat.uid, ids[min(n, len(ids) - 1)])
         assert found is not None
         return found
 
-    first, second = message(ada, 0), message(ada, 1)
-    show(ada, ada.press(first, "👍"), "taps 👍 under her first post", first.message_id)
-    show(ada, ada.press(second, "💾 Save"), "taps 💾 under her second post", second.message_id)
+    tap(ada, post(ada, 0), "👍", "taps 👍 under her first post", mark="👍✓", answer="more like this")
+    tap(ada, post(ada, 1), "💾 Save", "taps 💾 under her second post", mark="💾✓", answer="Saved")
     ada.say("/saved")
     console.print(f"[cyan]Ada[/] writes /saved → {escape(ada.steps[-1].effect)}")
     console.print(telegram_message(ada.last(), "HN Pal → Ada"))
 
-    brief = message(linus, 0)
-    show(linus, linus.press(brief, "2"), "taps 2 in his brief digest (the post opens in place)", brief.message_id, True)
-    show(linus, linus.press(brief, "👍"), "taps 👍 under it", brief.message_id)
-    if not any(b["text"] == "👍✓" for b in (linus.tg.message(linus.uid, brief.message_id) or brief).buttons()):
-        raise DemoError("Linus's 👍 is not shown on his brief digest")
-
-    last = message(grace, 2)
-    show(grace, grace.press(last, "👎"), "taps 👎 under her last post", last.message_id)
-    for chat, mark in ((ada, "👍✓"), (ada, "💾✓"), (grace, "👎✓")):
-        if not any(any(b["text"] == mark for b in m.buttons()) for m in chat.messages()):
-            raise DemoError(f"{chat.user.first_name}'s {mark} is not shown on the post")
+    brief = post(linus, 0)
+    tap(linus, brief, "2", "taps 2 in his brief digest: the post opens in place", mark="·2·", full=True)
+    tap(linus, brief, "👍", "taps 👍 under it", mark="👍✓", answer="more like this")
+    tap(grace, post(grace, 2), "👎", "taps 👎 under her last post", mark="👎✓", answer="less like this")
 
 
 # --- the database in brief --------------------------------------------------------------------------
@@ -805,7 +867,7 @@ USERS_SQL = text(
 )
 DIGESTS_SQL = text(
     "SELECT u.first_name, g.batch_id, g.manual, g.status, g.style, g.post_count, g.sent_at "
-    "FROM digests g JOIN users u ON u.id = g.user_id ORDER BY g.id"
+    "FROM digests g JOIN users u ON u.id = g.user_id ORDER BY u.telegram_id, g.id"
 )
 DELIVERIES_SQL = text(
     "SELECT u.first_name, count(d.id) AS reserved, count(d.message_id) AS delivered, "
@@ -883,7 +945,7 @@ def _database_summary(console: Console) -> None:
             [tuple(d) for d in deliveries],
         )
     )
-    console.print(table("telegram_updates by status", ("status", "updates"), [tuple(u) for u in updates]))
+    console.print(table("telegram_updates", ("status", "updates"), [tuple(u) for u in updates]))
     console.print(
         table("summaries by style", ("style", "summaries", "models", "output tokens"), [tuple(s) for s in summaries])
     )

@@ -56,9 +56,11 @@ class Child:
             except subprocess.TimeoutExpired:
                 _kill_group(self.proc.pid)
                 self.proc.wait()
-        if group_alive(self.proc.pid):  # the leader is gone; a straggler of its group is not
-            time.sleep(0.5)
+        # The leader is gone; give the rest of its group (pool processes finishing) a moment, then kill
+        # what is left, and wait until it is gone.
+        if not _group_gone(self.proc.pid, timeout=10):
             _kill_group(self.proc.pid)
+            _group_gone(self.proc.pid, timeout=5)
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
         return self.proc.returncode
@@ -72,6 +74,15 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:  # pragma: no cover - the group's id was reused by another user's process
         return False
+    return True
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 

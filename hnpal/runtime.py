@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class EmbeddedServer:
 
 
 _cache: dict[str, EmbeddedServer] = {}
+_start_lock = threading.RLock()  # threads of one worker must not start the same server twice
 
 
 def _pg_dir(settings: Settings) -> Path:
@@ -50,6 +52,11 @@ def _redis_dir(settings: Settings) -> Path:
 
 def ensure_embedded_postgres(settings: Settings | None = None) -> EmbeddedServer:
     """Start (or find) the embedded PostgreSQL and make sure the ``hnpal`` database exists."""
+    with _start_lock:
+        return _ensure_embedded_postgres(settings)
+
+
+def _ensure_embedded_postgres(settings: Settings | None) -> EmbeddedServer:
     settings = settings or get_settings()
     pgdata = _pg_dir(settings)
     key = f"pg:{pgdata}"
@@ -108,6 +115,11 @@ def _redis_executable() -> str:
 
 def ensure_embedded_redis(settings: Settings | None = None) -> EmbeddedServer:
     """Start (or find) the embedded Redis on ``<data_dir>/redis/redis.sock``."""
+    with _start_lock:
+        return _ensure_embedded_redis(settings)
+
+
+def _ensure_embedded_redis(settings: Settings | None) -> EmbeddedServer:
     import redis
 
     settings = settings or get_settings()

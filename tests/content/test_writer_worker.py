@@ -92,3 +92,23 @@ def _children(pid: int) -> list[int]:
     import psutil
 
     return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def test_content_worker_writes_and_stops_cleanly(tmp_path: Path, spawn_worker) -> None:
+    """The task process flushes (a checkpoint backup) and closes the store on a warm shutdown. (The store
+    is created by a probe process, never opened in the worker's main process: a task process forked from
+    a parent that had RocksDB open would lack RocksDB's background threads.)"""
+    import signal
+
+    store_path = tmp_path / "content.rocksdb"
+    env = {"HNPAL_CONTENT_PATH": str(store_path)}
+    worker = spawn_worker("content", env=env)
+    worker.wait_ready()
+    _wait_for_task_process_lock(store_path, worker.proc.pid)
+    backup = hnpal("content", "backup", str(tmp_path / "backup"), env=env)  # a flush in the task process
+    assert backup.returncode == 0, backup.stderr
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=60) == 0, worker.log()[-3000:]
+    assert "Warm shutdown" in worker.log()
+    with ContentStore.open_reader(store_path) as store:  # closed cleanly, readable
+        assert store.stats()["path"] == str(store_path)
