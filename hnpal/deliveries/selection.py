@@ -52,8 +52,11 @@ WITH d AS (
                  CASE WHEN jsonb_typeof(u.digest_preferences->'muted_domains') = 'array'
                       THEN u.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
                  WHERE x IS NOT NULL) AS muted_dom,
-           ARRAY(SELECT DISTINCT w FROM jsonb_array_elements_text(u.interests) i,
-                 regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w
+           -- each interest word with its plural or singular ("databases" also meets "database")
+           ARRAY(SELECT DISTINCT f FROM jsonb_array_elements_text(u.interests) i,
+                 regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w,
+                 unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
+                             WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
                  WHERE w <> '' AND w <> ALL(:stopwords)) AS interest_words,
            coalesce((SELECT max(p.created_at) FROM digests p
                      WHERE p.user_id = g.user_id AND p.status = 'sent' AND p.id <> g.id

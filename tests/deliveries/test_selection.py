@@ -212,6 +212,20 @@ def test_interest_words_multiply_the_score(db_session, make) -> None:
     assert pick(db_session, make.digest(make.user()))[0] == "Cooking pasta at home"
 
 
+def test_an_interest_meets_its_singular_and_plural(db_session, make) -> None:
+    make.post("Cooking pasta at home", score=90)
+    make.post("A database in one file", score=50)  # interest "Databases": 50 x 2 = 100
+    make.post("Compilers for everyone", score=48)  # interest "compiler": 48 x 2 = 96
+    make.post("Gas prices", score=47)  # "gas" is too short to lose its s: no hit
+    user = make.user(interests=["Databases", "compiler", "ga"])
+    assert pick(db_session, make.digest(user)) == [
+        "A database in one file",
+        "Compilers for everyone",
+        "Cooking pasta at home",
+        "Gas prices",
+    ]
+
+
 def test_interest_hits_reach_posts_far_below_the_top_by_score(db_session, make) -> None:
     for n in range(40):
         make.post(f"Popular thing {n}", score=1000 + n)
