@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/digest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
