@@ -92,3 +92,12 @@ def last_line(**figures: object) -> str:
     for key, value in figures.items():
         parts.append(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process and its waited-for children so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")

@@ -32,7 +32,7 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, last_line, use_settings
+from _common import REDIS_URL, REPO, bench_database, cpu_seconds, last_line, use_settings
 
 TOPICS = (
     "rust python postgres databases ai llm security linux kernel compilers startups hardware gpu web "
@@ -61,15 +61,6 @@ def _serve(rate: float, first_tid: int, users: int, urls, stop, results) -> None
         }
     )
     server.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process and its children so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def seed_posts(session, count: int) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, last_line, shared_pages, use_settings
+from _common import REDIS_URL, REPO, bench_database, cpu_seconds, last_line, shared_pages, use_settings
 
 STYLES = ("technical", "business", "concise")
 WARMUP = 16
@@ -39,15 +39,6 @@ def _serve(latency: float, urls, stop) -> None:  # type: ignore[no-untyped-def]
     print(f"sandbox LLM: max concurrent requests {server.max_concurrent}, total {len(server.requests)}")
     urls.put(len(server.requests))
     server.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (Linux /proc), to show where each summary's CPU goes."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def article_texts(count: int) -> list[str]:

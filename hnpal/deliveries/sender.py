@@ -19,13 +19,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine
-from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, digest_heading, preferences
+from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, digest_heading, make_card, preferences
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram import render
 from hnpal.telegram.client import BadRequest, Forbidden, NetworkError, RetryAfter
@@ -136,20 +137,16 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
             outcome.waiting[digest_id] = missing
             continue
         cards = [
-            render.PostCard(
-                delivery_id=r["delivery_id"],
-                hn_id=r["hn_id"],
-                title=r["title"],
-                url=r["url"],
-                domain=r["domain"],
-                score=r["score"],
-                comments=r["comment_count"],
-                summary=styled.get((r["post_id"], style, variant)) or r["summary"],
+            make_card(
+                SimpleNamespace(id=r["delivery_id"], reaction=r["reaction"], is_saved=r["is_saved"]),
+                SimpleNamespace(
+                    **{k: r[k] for k in ("hn_id", "title", "url", "domain", "score", "comment_count")},
+                    summary=r["summary"],
+                ),
+                styled.get((r["post_id"], style, variant)),
                 position=n,
                 total=len(reserved),
-                reaction=r["reaction"],
-                saved=r["is_saved"],
-            )
+            )  # fmt: skip
             for n, r in enumerate(reserved, start=1)
         ]
         prefs_style = head["digest_style"] or preferences(head["digest_preferences"]).style

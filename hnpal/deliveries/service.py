@@ -138,23 +138,27 @@ def digest_cards(
     for n, (delivery, post, text) in enumerate(rows, start=1):
         if text is None and style != default_style:
             missing.append(post.id)
-        cards.append(
-            render.PostCard(
-                delivery_id=delivery.id,
-                hn_id=post.hn_id,
-                title=post.title,
-                url=post.url,
-                domain=post.domain,
-                score=post.score,
-                comments=post.comment_count,
-                summary=text or post.summary,
-                position=n,
-                total=len(rows),
-                reaction=delivery.reaction,
-                saved=delivery.is_saved,
-            )
-        )
+        cards.append(make_card(delivery, post, text, position=n, total=len(rows)))
     return cards, missing
+
+
+def make_card(delivery: Any, post: Any, styled: str | None, *, position: int, total: int) -> render.PostCard:
+    """A delivered post as the message shows it: ``styled`` is its summary in the user's style, when
+    there is one (the default summary stands in). Takes ORM rows or result rows alike."""
+    return render.PostCard(
+        delivery_id=delivery.id,
+        hn_id=post.hn_id,
+        title=post.title,
+        url=post.url,
+        domain=post.domain,
+        score=post.score,
+        comments=post.comment_count,
+        summary=styled or post.summary,
+        position=position,
+        total=total,
+        reaction=delivery.reaction,
+        saved=delivery.is_saved,
+    )
 
 
 def digest_heading(digest: Digest, count: int) -> str:
@@ -226,20 +230,7 @@ def card_for(*, session: Session, delivery: Delivery, position: int = 1, total: 
             Summary.post_id == post.id, Summary.style == prefs.summary_style, Summary.variant == variant
         )
     )
-    return render.PostCard(
-        delivery_id=delivery.id,
-        hn_id=post.hn_id,
-        title=post.title,
-        url=post.url,
-        domain=post.domain,
-        score=post.score,
-        comments=post.comment_count,
-        summary=text or post.summary,
-        position=position,
-        total=total,
-        reaction=delivery.reaction,
-        saved=delivery.is_saved,
-    )
+    return make_card(delivery, post, text, position=position, total=total)
 
 
 def saved_page(

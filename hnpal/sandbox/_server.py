@@ -3,10 +3,14 @@ hanging up, bound at construction (so its URL is known before start), served fro
 
 from __future__ import annotations
 
+import socket
+import struct
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
 class QuietThreadingServer(ThreadingHTTPServer):
@@ -18,6 +22,61 @@ class QuietThreadingServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], OSError):  # the client went away: not the server's error
             return
         super().handle_error(request, client_address)
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    """The request plumbing of every sandbox: keep-alive HTTP/1.1, quiet, tolerant of clients that hang
+    up, bodies read whole (Content-Length or chunked). Subclasses implement ``_serve(method)``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body may go out in separate writes
+    sys_version = ""
+    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except CONNECTION_ERRORS:
+            self.close_connection = True
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve("HEAD")
+
+    def _serve(self, method: str) -> None:
+        raise NotImplementedError
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _drop(self, mode: str) -> None:
+        """Hang up without an answer: ``close`` (FIN) or ``reset`` (RST)."""
+        self.close_connection = True
+        if mode == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
 
 class LoopbackServer:

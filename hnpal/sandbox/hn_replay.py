@@ -36,19 +36,17 @@ import json
 import mimetypes
 import random
 import re
-import socket
-import struct
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hnpal.sandbox._server import LoopbackServer
+from hnpal.sandbox._server import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshot"
 BASE_PLACEHOLDER = "{base}"
@@ -74,7 +72,6 @@ HTML_UTF8 = "text/html; charset=utf-8"
 JSON_UTF8 = "application/json; charset=utf-8"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
 _META_CHARSET_TAG = re.compile(r"""<meta[^>]+charset\s*=[^>]*>\s*""", re.I)
-_CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -786,31 +783,17 @@ def _from_directory(directory: Path, rel: str) -> Reply | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
+class _Handler(SandboxHandler):
     server_version = "HNReplay/1.0"
-    sys_version = ""
-    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def do_POST(self) -> None:  # noqa: N802 - the replay serves GET and HEAD only
+        self.send_error(501)
 
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except _CONNECTION_ERRORS:
-            self.close_connection = True
+    do_DELETE = do_POST
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(head=True)
-
-    def _serve(self, *, head: bool) -> None:
+    def _serve(self, method: str) -> None:
         replay = self.server.replay
-        method = "HEAD" if head else "GET"
+        head = method == "HEAD"
         reply = replay.respond(method, self.path)
         stopping = replay._stopping
         if reply.delay > 0 and stopping.wait(reply.delay):
@@ -818,10 +801,7 @@ class _Handler(BaseHTTPRequestHandler):
             replay._log(method, self.path, 0)
             return
         if reply.drop is not None:
-            self.close_connection = True
-            if reply.drop == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
+            self._drop(reply.drop)
             replay._log(method, self.path, 0)
             return
         replay._log(method, self.path, reply.status)

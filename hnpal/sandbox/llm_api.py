@@ -30,18 +30,16 @@ import functools
 import json
 import re
 import secrets
-import socket
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from hnpal.sandbox._server import LoopbackServer
+from hnpal.sandbox._server import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 FAULT_KINDS = (
     "rate_limit",
@@ -63,7 +61,6 @@ REPLY_PRIMING_TOKENS = 3  # every reply is primed with <|start|>assistant<|messa
 MAX_ANSWER_CHARS = 600
 MAX_STRING_CHARS = 120
 BAD_JSON_CONTENT = '{"summary": "unterminated'
-_CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _LABEL_LINE = re.compile(r"^\s*(#|[A-Za-z][\w()/&-]*(?: [\w()/&-]+){0,2}:(\s|$))")
 _INSTRUCTION_LINE = re.compile(
@@ -849,44 +846,8 @@ class LLMServer(LoopbackServer):
         raise ValueError(f"unknown fault kind {kind!r}")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
+class _Handler(SandboxHandler):
     server_version = "LLMSandbox/1.0"
-    sys_version = ""
-    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except _CONNECTION_ERRORS:
-            self.close_connection = True
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._serve("DELETE")
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
     def _serve(self, method: str) -> None:
         llm = self.server.llm
@@ -897,10 +858,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply = llm.respond(method, self.path, self.headers, body)
         if reply.drop is not None:
-            self.close_connection = True
-            if reply.drop == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
+            self._drop(reply.drop)
             llm._log(method, self.path, 0)
             return
         llm._log(method, self.path, reply.status)

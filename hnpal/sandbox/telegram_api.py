@@ -46,8 +46,6 @@ import json
 import math
 import mimetypes
 import re
-import socket
-import struct
 import sys
 import threading
 import time
@@ -56,12 +54,12 @@ import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from types import EllipsisType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hnpal.sandbox._server import LoopbackServer
+from hnpal.sandbox._server import CONNECTION_ERRORS as _CONNECTION_ERRORS
+from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 DEFAULT_TOKEN = "123456:sandbox-token"
 FAULT_KINDS = ("error_500", "bad_gateway", "too_many_requests", "timeout", "drop")
@@ -101,7 +99,6 @@ BUTTON_ACTIONS = (
 )
 # update types Telegram does not send unless asked for by name in allowed_updates
 DEFAULT_EXCLUDED_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
-_CONNECTION_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _PATH = re.compile(r"^/bot(?P<token>[^/]*)/(?P<method>[^/]*)$")
 _FILE_PATH = re.compile(r"^/file/bot(?P<token>[^/]*)/(?P<path>.+)$")
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -2157,41 +2154,8 @@ class TelegramServer(LoopbackServer):
         return full
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
+class _Handler(SandboxHandler):
     server_version = "TelegramSandbox/1.0"
-    sys_version = ""
-    server: Any  # QuietThreadingServer with the owning sandbox as an attribute
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except _CONNECTION_ERRORS:
-            self.close_connection = True
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve("POST")
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
 
     def _serve(self, method: str) -> None:
         telegram = self.server.telegram
@@ -2202,10 +2166,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         name, reply = telegram.respond(method, self.path, self.headers, body)
         if reply.drop is not None:
-            self.close_connection = True
-            if reply.drop == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
+            self._drop(reply.drop)
             telegram._log(name, 0)
             return
         telegram._log(name, reply.status)
