@@ -49,6 +49,16 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,.;:") + "…"
 
 
+_MD_MARKS = re.compile(r"(\*\*|`+|^#{1,6}\s+|^\s*[*+-]\s+(?=\S))", re.MULTILINE)
+_MD_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
+
+
+def plain_summary(text: str) -> str:
+    """A summary as readable text: Markdown marks (the offline summarizer quotes the article's markdown)
+    would show literally in an HTML message; links keep their text."""
+    return _MD_MARKS.sub("", _MD_LINK.sub(r"\1", text))
+
+
 @dataclass
 class PostCard:
     delivery_id: int
@@ -86,7 +96,7 @@ def post_message(card: PostCard) -> str:
         link = f'\n\n🔗 <a href="{esc(card.url)}">{esc(card.domain or card.url)}</a>'
     stats = f"\n⬆️ {card.score} · 💬 {card.comments} · {card.position}/{card.total}"
     fixed = visible_length(head + link + stats) + 4
-    summary = card.summary or "No summary yet."
+    summary = plain_summary(card.summary or "No summary yet.")
     budget = MAX_MESSAGE - fixed - 10
     body = esc(shorten(summary, budget))
     return f"{head}\n\n{body}{link}{stats}"
