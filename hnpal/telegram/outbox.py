@@ -23,14 +23,23 @@ class TelegramOutbox:
         self.api = api or BotAPI.from_settings(settings)
         self.limiter = limiter or SendLimiter.from_settings(settings)
         self.max_wait = 30.0
+        self.max_inline_retry = 5.0  # a short 429 is waited out here; a longer one goes back to the task
 
     def _paced(self, chat_id: int, call):  # type: ignore[no-untyped-def]
-        self.limiter.acquire(chat_id, max_wait=self.max_wait)
-        try:
-            return call()
-        except RetryAfter as exc:
-            self.limiter.penalize(exc.retry_after or 1.0)
-            raise
+        """Send after taking a slot. A 429 holds every sender off for ``retry_after``; when that is short
+        this message is sent again here, so a reply of several messages does not start over (and repeat
+        the ones already sent) because one of them was refused."""
+        for attempt in range(2):
+            self.limiter.acquire(chat_id, max_wait=self.max_wait)
+            try:
+                return call()
+            except RetryAfter as exc:
+                wait = exc.retry_after or 1.0
+                self.limiter.penalize(wait)
+                if attempt or wait > self.max_inline_retry:
+                    raise
+                log.info("Telegram asked to wait %.1fs (429); sending again after that", wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict:
         return self._paced(chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup))

@@ -308,20 +308,37 @@ def test_a_429_surfaces_as_retry_after_and_records_nothing_for_that_message(comm
     def throttled_third(chat_id, text, reply_markup=None):
         calls.append(chat_id)
         if len(calls) == 3:
-            tg.set_fault("sendMessage", "too_many_requests", count=1, retry_after=1)
+            # longer than the outbox waits out in place: the task must come back later
+            tg.set_fault("sendMessage", "too_many_requests", count=1, retry_after=6)
         return send(chat_id, text, reply_markup=reply_markup)
 
     outcome = send_now(digest.id, throttled_third)
-    assert set(outcome.retry) == {digest.id} and outcome.retry[digest.id] >= 1  # at least Telegram's retry_after
+    assert set(outcome.retry) == {digest.id} and outcome.retry[digest.id] >= 6  # at least Telegram's retry_after
     assert not (outcome.done or outcome.blocked)
     assert ("sendMessage", 429) in tg.request_log
     assert len(tg.messages(user.telegram_id)) == 2
     assert sent_flags(digest) == [True, True, False, False, False]
     assert reload(digest).status == "sending"
 
-    # the retry (after the limiter's hold-off) sends the other three, the throttled one included
+    # the retry (after the limiter's hold-off, which this call waits out) sends the other three, the throttled one included
     assert only_sent(send_now(digest.id, send), digest.id, 3)
     assert [title_of(m.text) for m in tg.messages(user.telegram_id)] == [p.title for p in posts]
+
+
+def test_a_short_429_is_waited_out_in_place_without_repeating_anything(committed, tg, send) -> None:
+    with committed() as make:
+        user, posts, digest = setup_digest(make, tg, count=4)
+    calls = []
+
+    def throttled_second(chat_id, text, reply_markup=None):
+        calls.append(chat_id)
+        if len(calls) == 2:
+            tg.set_fault("sendMessage", "too_many_requests", count=1, retry_after=1)
+        return send(chat_id, text, reply_markup=reply_markup)
+
+    assert only_sent(send_now(digest.id, throttled_second), digest.id, 4)
+    assert ("sendMessage", 429) in tg.request_log
+    assert [title_of(m.text) for m in tg.messages(user.telegram_id)] == [p.title for p in posts]  # no repeat
 
 
 # --- summary styles ------------------------------------------------------------------------------------
