@@ -20,6 +20,8 @@ from hnpal.users.models import User
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, NetworkError, RetryAfter, LimiterTimeout)
 MAX_ATTEMPTS = 4
+ORDER_WAITS = 10  # at most this many short waits for an earlier update of the same chat
+ORDER_WAIT_SECONDS = 0.5
 
 
 def _outbox():  # type: ignore[no-untyped-def]
@@ -39,6 +41,10 @@ def handle(self, update_id: int) -> str:
             return "missing-or-busy"
         if row.status in ("processed", "quarantined"):
             return row.status
+        if row.chat_id is not None and self.request.retries < ORDER_WAITS and _earlier_pending(session, row):
+            # One chat's updates in the order they were sent (a typed answer after its button press):
+            # an earlier one of this chat is still being handled, so this one waits a moment.
+            raise self.retry(countdown=ORDER_WAIT_SECONDS)
         payload = dict(row.payload)
         row.attempts += 1
         attempts = row.attempts
@@ -66,6 +72,21 @@ def handle(self, update_id: int) -> str:
     for digest_id in effects.digests:
         send.delay(digest_id)
     return "processed"
+
+
+def _earlier_pending(session, row: TelegramUpdate) -> bool:  # type: ignore[no-untyped-def]
+    return bool(
+        session.scalar(
+            select(TelegramUpdate.update_id)
+            .where(
+                TelegramUpdate.chat_id == row.chat_id,
+                TelegramUpdate.update_id < row.update_id,
+                TelegramUpdate.status.in_(("received", "failed")),
+                TelegramUpdate.received_at > datetime.now(UTC) - timedelta(minutes=2),
+            )
+            .limit(1)
+        )
+    )
 
 
 def _record(update_id: int, status: str, error: str) -> None:
