@@ -214,7 +214,8 @@ def cmd_start(ctx: Ctx, user: User, _: str) -> None:
         f"Hi {name}! I'm <b>HN Pal</b>: I read Hacker News for you, summarize what matters and send you a "
         "digest on your schedule. Tap 👍/👎 under posts and I learn what you like.",
     )
-    ctx.store.set_fsm(ctx.telegram_id, FsmState(state=BotState.ONBOARDING))
+    # What the interests were before, so that Skip can put them back (Redis lost: Skip keeps the taps).
+    ctx.store.set_fsm(ctx.telegram_id, FsmState(state=BotState.ONBOARDING, data={"before": list(user.interests)}))
     ctx.out.send(
         ctx.chat_id,
         "Which topics interest you? Pick any, then tap Done.",
@@ -527,8 +528,12 @@ def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
     arg = cb.arg(0)
     message_id = _message_id(message)
     if arg in ("done", "skip"):
+        state = ctx.store.get_fsm(ctx.telegram_id)
         ctx.store.clear_fsm(ctx.telegram_id)
-        if arg == "done" and user.interests:
+        before = state.data.get("before") if state is not None else None
+        if arg == "skip" and isinstance(before, list):
+            user.interests = [str(i) for i in before][:50]  # Skip: the topics tapped just now are dropped
+        if arg == "done":
             _remember_interests(ctx.session, user)
         chosen = ", ".join(user.interests) if user.interests else "none yet (👍/👎 teach me)"
         text = (
@@ -555,13 +560,16 @@ def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
 
 
 def _remember_interests(session: Session, user: User) -> None:
-    """Chosen interests also become memory rows (type interest), once each."""
-    existing = {
-        content.casefold()
-        for content in session.scalars(
-            select(Memory.content).where(Memory.user_id == user.id, Memory.type == "interest", Memory.active)
-        )
-    }
+    """The chosen interests as memory rows (type interest, from onboarding), once each; an interest
+    unticked since is no longer active (interests learned elsewhere are left alone)."""
+    chosen = {interest.casefold() for interest in user.interests}
+    rows = session.scalars(
+        select(Memory).where(Memory.user_id == user.id, Memory.type == "interest", Memory.active)
+    ).all()
+    existing = {row.content.casefold() for row in rows}
+    for row in rows:
+        if row.source_type == "onboarding" and row.content.casefold() not in chosen:
+            row.active = False
     for interest in user.interests:
         if interest.casefold() not in existing:
             session.add(Memory(user_id=user.id, type="interest", content=interest, source_type="onboarding"))

@@ -214,6 +214,16 @@ def test_start_welcomes_and_onboards_interests(tg: Stack) -> None:
     assert len(rows("SELECT id FROM users WHERE telegram_id = :t", t=uid)) == 1
     assert len(rows("SELECT m.id FROM memory m JOIN users u ON u.id = m.user_id WHERE u.telegram_id = :t", t=uid)) == 2
 
+    # unticking a topic on a later /start retires its memory row
+    _, third = tg.send(uid, "/start", replies=2)
+    tg.press(uid, third, "✅ Rust")
+    assert tg.press(uid, third, "Done") == "Saved"
+    active = rows(
+        "SELECT m.content FROM memory m JOIN users u ON u.id = m.user_id WHERE u.telegram_id = :t AND m.active", t=uid
+    )
+    assert active == [{"content": "Databases"}]
+    assert user_row(uid)["interests"] == ["Databases"]
+
 
 def test_start_skip_stores_nothing(tg: Stack) -> None:
     uid = tg.new_user()
@@ -224,6 +234,13 @@ def test_start_skip_stores_nothing(tg: Stack) -> None:
     assert skipped.reply_markup is None
     assert user_row(uid)["interests"] == []
     assert rows("SELECT m.id FROM memory m JOIN users u ON u.id = m.user_id WHERE u.telegram_id = :t", t=uid) == []
+
+    # topics tapped and then skipped are dropped: Skip keeps the interests as they were
+    _, again = tg.send(uid, "/start", replies=2)
+    tg.press(uid, again, "Rust")
+    assert user_row(uid)["interests"] == ["Rust"]
+    assert tg.press(uid, again, "Skip") == "Skipped"
+    assert user_row(uid)["interests"] == []
 
 
 # --- simple commands --------------------------------------------------------------------------------
