@@ -375,6 +375,10 @@ def _answer_prompt(ctx: Ctx, user: User, field_name: str, text: str) -> None:
                 value = int(text.strip())
             except ValueError:
                 raise ValueError("that is not a whole number") from None
+            if field_name == "max_posts" and not 1 <= value <= 30:
+                raise ValueError("a digest holds from 1 to 30 posts")
+            if field_name == "min_score" and value < 0:
+                raise ValueError("a score cannot be negative")
             _update_prefs(ctx, user, **{field_name: value})
         else:
             items = [] if text.strip() in ("-", "") else [p.strip() for p in text.split(",") if p.strip()]

@@ -320,7 +320,8 @@ def test_a_429_surfaces_as_retry_after_and_records_nothing_for_that_message(comm
     assert sent_flags(digest) == [True, True, False, False, False]
     assert reload(digest).status == "sending"
 
-    # the retry (after the limiter's hold-off, which this call waits out) sends the other three, the throttled one included
+    # the retry (after the limiter's hold-off, which this call waits out) sends the other three, the
+    # throttled one included
     assert only_sent(send_now(digest.id, send), digest.id, 3)
     assert [title_of(m.text) for m in tg.messages(user.telegram_id)] == [p.title for p in posts]
 
