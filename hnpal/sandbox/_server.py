@@ -7,6 +7,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -26,7 +27,10 @@ class QuietThreadingServer(ThreadingHTTPServer):
 
 class SandboxHandler(BaseHTTPRequestHandler):
     """The request plumbing of every sandbox: keep-alive HTTP/1.1, quiet, tolerant of clients that hang
-    up, bodies read whole (Content-Length or chunked). Subclasses implement ``_serve(method)``."""
+    up, bodies read whole (Content-Length or chunked). Each sandbox's handler defines
+    ``_serve(method)``, which every ``do_*`` calls."""
+
+    _serve: Callable[[str], None]
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body may go out in separate writes
@@ -53,9 +57,6 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._serve("HEAD")
-
-    def _serve(self, method: str) -> None:
-        raise NotImplementedError
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

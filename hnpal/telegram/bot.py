@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import signal
+import threading
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -149,11 +150,9 @@ class BotProcess:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-                pass
         application = self._application()
         async with application:
             bot = application.bot
