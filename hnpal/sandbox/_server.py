@@ -72,6 +72,20 @@ class SandboxHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    def _reply(self, status: int, content_type: str | None, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Answer: status line, headers and body in one write (one syscall)."""
+        try:
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self._headers_buffer.append(b"\r\n" + body)  # what end_headers() adds, with the body
+            self.flush_headers()
+        except CONNECTION_ERRORS:
+            self.close_connection = True
+
     def _drop(self, mode: str) -> None:
         """Hang up without an answer: ``close`` (FIN) or ``reset`` (RST)."""
         self.close_connection = True
@@ -112,6 +126,17 @@ class LoopbackServer:
     def serve_forever(self) -> None:
         """Serve in the calling thread (the command line)."""
         self._httpd.serve_forever(poll_interval=0.2)
+
+    def serve_cli(self, url: str) -> int:
+        """The command line's loop: print ``url``, serve until Ctrl-C, stop. Returns the exit code."""
+        print(url, flush=True)
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+        return 0
 
     def stop(self) -> None:
         self._stopping.set()

@@ -876,14 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         shift_times=not args.no_shift_times,
         verbose=args.verbose,
     )
-    print(server.api_url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return server.serve_cli(server.api_url)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from hnpal.sandbox._server import CONNECTION_ERRORS as _CONNECTION_ERRORS
 from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 FAULT_KINDS = (
@@ -862,17 +861,7 @@ class _Handler(SandboxHandler):
             llm._log(method, self.path, 0)
             return
         llm._log(method, self.path, reply.status)
-        try:
-            self.send_response(reply.status)
-            if reply.content_type:
-                self.send_header("Content-Type", reply.content_type)
-            for key, value in reply.headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-        except _CONNECTION_ERRORS:
-            self.close_connection = True
+        self._reply(reply.status, reply.content_type, list(reply.headers), reply.body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -902,14 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         context_tokens=args.context_tokens,
         verbose=args.verbose,
     )
-    print(server.base_url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return server.serve_cli(server.base_url)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ from types import EllipsisType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hnpal.sandbox._server import CONNECTION_ERRORS as _CONNECTION_ERRORS
 from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 DEFAULT_TOKEN = "123456:sandbox-token"
@@ -2170,18 +2169,7 @@ class _Handler(SandboxHandler):
             telegram._log(name, 0)
             return
         telegram._log(name, reply.status)
-        try:
-            self.send_response(reply.status)
-            if reply.content_type:
-                self.send_header("Content-Type", reply.content_type)
-            for key, value in reply.headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            # Headers and body in one write (one syscall): end_headers() would flush them on their own.
-            self._headers_buffer.append(b"\r\n" + reply.body)
-            self.flush_headers()
-        except _CONNECTION_ERRORS:
-            self.close_connection = True
+        self._reply(reply.status, reply.content_type, list(reply.headers), reply.body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -2223,14 +2211,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.user:
         user_id, _, name = spec.partition(":")
         server.add_user(int(user_id), first_name=name or "Test")
-    print(server.base_url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return server.serve_cli(server.base_url)
 
 
 if __name__ == "__main__":
