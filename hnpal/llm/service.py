@@ -9,6 +9,8 @@ an increment and the two rows never disagree.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -219,6 +221,10 @@ def call(
     (saves a pool checkout per attempt); by default each row takes its own."""
     assert agent_type in AGENT_TYPES, agent_type
     settings = settings or get_settings()
+    account = functools.partial(
+        record, agent_type=agent_type, model=provider.model, user_id=user_id, conversation_id=conversation_id,
+        post_id=post_id, purpose=purpose, settings=settings, connection=connection,
+    )  # fmt: skip
     attempt = 0
     while True:
         attempt += 1
@@ -226,10 +232,7 @@ def call(
         try:
             result = provider.complete(request)
         except LLMError as exc:
-            latency = int((time.perf_counter() - started) * 1000)
-            record(agent_type=agent_type, model=provider.model, result=None, error=exc, latency_ms=latency,
-                   user_id=user_id, conversation_id=conversation_id, post_id=post_id, purpose=purpose,
-                   settings=settings, connection=connection)  # fmt: skip
+            account(result=None, error=exc, latency_ms=int((time.perf_counter() - started) * 1000))
             if not exc.transient or attempt >= settings.llm_attempts:
                 raise
             wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
@@ -242,15 +245,5 @@ def call(
             log.info("LLM call failed (%s), attempt %d, retrying in %.1fs", exc, attempt, wait)
             time.sleep(wait)
             continue
-        cost = record(agent_type=agent_type, model=provider.model, result=result, error=None,
-                      latency_ms=result.latency_ms, user_id=user_id, conversation_id=conversation_id,
-                      post_id=post_id, purpose=purpose, settings=settings, connection=connection)  # fmt: skip
-        return LLMResult(
-            text=result.text,
-            model=result.model,
-            provider=result.provider,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            latency_ms=result.latency_ms,
-            cost_usd=cost,
-        )
+        cost = account(result=result, error=None, latency_ms=result.latency_ms)
+        return dataclasses.replace(result, cost_usd=cost)
