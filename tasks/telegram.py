@@ -67,10 +67,8 @@ def handle(self, update_id: int) -> str:
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
         log.exception("update %s could not be handled", update_id)
         return _quarantine(update_id, payload, exc)
-    from tasks.digests import send
-
-    for digest_id in effects.digests:
-        send.delay(digest_id)
+    for task_name, args in effects.tasks:  # after the commit: the rows these ids name exist
+        app.send_task(task_name, args=list(args))
     return "processed"
 
 

@@ -4,13 +4,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, func, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
 MAX_MESSAGES = 1000
+END_REASONS = ("done", "switch", "timeout", "cleared", "deleted")
 
 
 class Conversation(Base):
@@ -23,6 +24,8 @@ class Conversation(Base):
             name="totals_nonnegative",
         ),
         CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ended_after_started"),
+        CheckConstraint("summarized_count >= 0", name="summarized_count_nonnegative"),
+        CheckConstraint(f"end_reason IS NULL OR end_reason IN {END_REASONS!r}", name="end_reason_valid"),
         Index("ix_conversations_user_started", "user_id", text("started_at DESC")),
         Index("ix_conversations_post_id", "post_id"),
         Index("ix_conversations_active", "user_id", "ended_at", postgresql_where=text("ended_at IS NULL")),
@@ -39,6 +42,10 @@ class Conversation(Base):
 
     agent_model: Mapped[str | None] = mapped_column(String(50))
     context_loaded: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The conversation window: messages[:summarized_count] are folded into ``summary``; the rest go verbatim.
+    summary: Mapped[str | None] = mapped_column(Text)
+    summarized_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    end_reason: Mapped[str | None] = mapped_column(String(20))
 
     started_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     ended_at: Mapped[datetime | None]

@@ -23,6 +23,7 @@ from hnpal.deliveries import service as deliveries
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import next_delivery
 from hnpal.memory.models import Memory
+from hnpal.state.service import current_state
 from hnpal.state.store import BotState, FsmState, StateStore
 from hnpal.telegram import render
 from hnpal.telegram.callbacks import BadCallback, Callback, sign, verify
@@ -77,9 +78,13 @@ class Outbox(Protocol):
 
 @dataclass
 class Effects:
-    """What handling an update asks for after commit (tasks to enqueue)."""
+    """What handling an update asks for after commit: tasks to enqueue, by name, with their arguments
+    (ids only). The ``hnpal.telegram.handle`` task sends them once the update's work is committed."""
 
-    digests: list[int] = field(default_factory=list)
+    tasks: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def enqueue(self, task_name: str, *args: Any) -> None:
+        self.tasks.append((task_name, args))
 
 
 @dataclass
@@ -145,6 +150,7 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
     if not isinstance(text, str):
         out.send(ctx.chat_id, "I can read text messages and commands only. Try /help.")
         return
+    full_text = text  # a discussion message is taken whole (its own cap applies), a command is not
     text = text[:MAX_TEXT].strip()
     if text.startswith("/"):
         command = text.split()[0][1:].split("@")[0].lower()
@@ -155,12 +161,15 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
         store.clear_fsm(ctx.telegram_id) if command != "start" else None
         handler(ctx, user, text)
         return
-    state = store.get_fsm(ctx.telegram_id)
-    awaiting = state.data.get("awaiting") if state else None
+    state = current_state(session=session, store=store, telegram_id=ctx.telegram_id)  # Redis lost: from PG
+    awaiting = state.data.get("awaiting")
     if awaiting in PROMPTS:
         _answer_prompt(ctx, user, awaiting, text)
         return
-    out.send(ctx.chat_id, "Send a command, for example /digest. /help lists them all.")
+    if state.state == BotState.DISCUSSION:
+        discuss.on_text(ctx, user, full_text, state)
+        return
+    discuss.on_idle_text(ctx, user, full_text)
 
 
 def _touch_user(session: Session, sender: dict[str, Any]) -> User:
@@ -254,7 +263,7 @@ def cmd_pause(ctx: Ctx, user: User, _: str) -> None:
 
 def cmd_digest(ctx: Ctx, user: User, _: str) -> None:
     digest_id = deliveries.create_manual_digest(session=ctx.session, user_id=user.id)
-    ctx.effects.digests.append(digest_id)
+    ctx.effects.enqueue("hnpal.digests.send", digest_id)
     ctx.out.send(ctx.chat_id, "Putting your digest together…")
 
 
@@ -648,3 +657,12 @@ BUTTONS = {
 
 def quarantine_expiry(now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) + timedelta(days=7)
+
+
+# The discussion, memory and privacy commands live in modules of their own (they use Ctx and the helpers
+# above, so they are imported last) and register their commands and buttons here.
+from hnpal.telegram import discuss, privacy  # noqa: E402
+
+for _module in (discuss, privacy):
+    COMMANDS.update(_module.COMMANDS)
+    BUTTONS.update(_module.BUTTONS)
