@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pkgutil
 
+from celery.schedules import crontab as _crontab
+
 import tasks as _tasks
 from config.settings import get_settings
 from hnpal.runtime import broker_url as _broker_url
@@ -87,4 +89,6 @@ beat_schedule = {
     "digests-due": {"task": "hnpal.digests.schedule", "schedule": _settings.digest_due_interval},
     "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": 5 * 60},
     "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
+    # Operations: retention (agent_calls older than HNPAL_AGENT_CALLS_RETENTION_DAYS), daily at a quiet hour.
+    "ops-prune": {"task": "hnpal.ops.prune", "schedule": _crontab(hour=3, minute=17)},
 }

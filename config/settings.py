@@ -191,6 +191,19 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(
         default=None, description="user:password for Flower; required when it listens beyond loopback."
     )
+    # --- operations: hnpal up, Flower, metrics, retention (issue 7, "Running it") -----------------
+    flower_address: str = Field(
+        default="127.0.0.1", min_length=1, description="Address Flower binds under `hnpal up` (beyond loopback: auth)."
+    )
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Port Flower listens on under `hnpal up`.")
+    metrics_address: str = Field(default="127.0.0.1", min_length=1, description="Address `hnpal metrics serve` binds.")
+    metrics_port: int = Field(default=9808, ge=1, le=65535, description="Port of the pipeline's Prometheus metrics.")
+    agent_calls_retention_days: int = Field(
+        default=90, ge=1, le=3650, description="agent_calls rows older than this are pruned daily (hnpal.ops.prune)."
+    )
+    prune_batch_size: int = Field(
+        default=5000, ge=100, le=100000, description="Rows deleted per statement (and transaction) by the prune."
+    )
 
     @field_validator("crawl_allow_hosts", mode="before")
     @classmethod

@@ -24,6 +24,11 @@ def _setup_logging(**_: object) -> None:
     configure_logging()
 
 
+from hnpal.ops import tasklog  # noqa: E402  one structured line per task outcome (operations)
+
+tasklog.connect()
+
+
 CONTENT_QUEUE = "content"
 LLM_QUEUE = "llm"
 _warm: dict[str, object] = {}  # set by celeryd_init on workers that consume the llm queue

@@ -25,10 +25,13 @@ class Child:
     ready_marker: str = " ready."  # the log line that says the child is ready (see wait_ready)
     proc: subprocess.Popen | None = None
     _log: object = field(default=None, repr=False)
+    _log_start: int = field(default=0, repr=False)  # where this start's output begins in the log file
 
     def start(self, env: dict[str, str], cwd: Path | None = None) -> Child:
+        """Start the child (again, after it exited: its output is appended to the same log)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()  # type: ignore[attr-defined]
         self.proc = subprocess.Popen(
             self.cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -44,7 +47,17 @@ class Child:
             return ""
 
     def ready(self) -> bool:
-        return self.ready_marker in self.log_text()
+        """Whether the current start has logged its ready marker (an earlier start's does not count)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                return self.ready_marker in log.read().decode(errors="replace")
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def stop(self, timeout: float = 60) -> int | None:
         if self.proc is None:
@@ -63,6 +76,7 @@ class Child:
             _group_gone(self.proc.pid, timeout=5)
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
+            self._log = None
         return self.proc.returncode
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from config.settings import SettingsError, get_settings
+from hnpal.cli.ops import ops_app
 
 app = typer.Typer(help="HN Pal: a Hacker News companion for Telegram.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
@@ -18,6 +19,7 @@ embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis under HNPAL_D
 app.add_typer(db_app, name="db")
 app.add_typer(content_app, name="content")
 app.add_typer(embedded_app, name="embedded")
+app.add_typer(ops_app)  # up, metrics, quarantine (hnpal/cli/ops.py)
 
 
 def _err(message: str, code: int = 1) -> typer.Exit:

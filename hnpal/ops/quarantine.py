@@ -1,0 +1,191 @@
+"""Work that failed for good, listed for an operator to retry or drop (``hnpal quarantine``).
+
+========  =====================================  ===========================  ========================
+kind      what                                   retry                        drop
+========  =====================================  ===========================  ========================
+update    a poison Telegram update               status back to ``received``  the row is deleted (the
+          (``telegram_updates.status =           and ``hnpal.telegram.handle``  payload is user data)
+          'quarantined'``)                       enqueued
+crawl     a post whose crawl failed permanently  ``queued`` with no attempts   kept ``failed``; its
+          (``posts.crawl_status = 'failed'``)    counted, ``hnpal.crawl.post``  error says it was dropped
+                                                 enqueued                     and it leaves the list
+digest    a digest that failed                   ``sending`` (posts reserved:  as for crawl
+          (``digests.status = 'failed'``)        ``hnpal.digests.send``) or
+                                                 ``pending`` (``.prepare``)
+========  =====================================  ===========================  ========================
+
+A reference is ``KIND:ID`` (``update:812``, ``crawl:45`` — a post id —, ``digest:9``); a bare number means
+an update. Functions take a session and return the task to enqueue, which the caller sends after the
+commit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from hnpal.deliveries.models import Delivery, Digest
+from hnpal.posts.models import Post
+from hnpal.telegram.models import TelegramUpdate
+
+KINDS = ("update", "crawl", "digest")
+DROPPED = "dropped by operator: "
+
+
+class QuarantineError(ValueError):
+    """A reference that is malformed, or names nothing that failed for good (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: str
+    id: int
+    when: datetime | None
+    error: str
+    detail: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    task: str
+    args: tuple
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(?:(update|crawl|digest):)?(\d{1,19})", ref.strip())
+    if match is None:
+        raise QuarantineError(f"{ref!r} is not a reference: use KIND:ID with KIND one of {', '.join(KINDS)}")
+    return match.group(1) or "update", int(match.group(2))
+
+
+def _not_dropped(column):  # type: ignore[no-untyped-def]
+    return or_(column.is_(None), ~column.startswith(DROPPED))
+
+
+def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) -> list[Failed]:
+    """What failed for good, newest first within each kind."""
+    if kind is not None and kind not in KINDS:
+        raise QuarantineError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
+    out: list[Failed] = []
+    if kind in (None, "update"):
+        rows = session.execute(
+            select(TelegramUpdate)
+            .where(TelegramUpdate.status == "quarantined")
+            .order_by(TelegramUpdate.received_at.desc())
+            .limit(limit)
+        ).scalars()
+        out += [
+            Failed(
+                "update",
+                r.update_id,
+                r.received_at,
+                r.error or "",
+                f"chat {r.chat_id}, attempts {r.attempts}, expires {r.expires_at:%Y-%m-%d %H:%M}",
+            )
+            for r in rows
+        ]
+    if kind in (None, "crawl"):
+        rows = session.execute(
+            select(Post)
+            .where(Post.crawl_status == "failed", _not_dropped(Post.crawl_error))
+            .order_by(Post.crawled_at.desc().nulls_last(), Post.id.desc())
+            .limit(limit)
+        ).scalars()
+        out += [
+            Failed(
+                "crawl",
+                p.id,
+                p.crawled_at,
+                p.crawl_error or "",
+                f"HN {p.hn_id}, attempts {p.crawl_retry_count}, {p.url or '(no url)'}",
+            )
+            for p in rows
+        ]
+    if kind in (None, "digest"):
+        rows = session.execute(
+            select(Digest)
+            .where(Digest.status == "failed", _not_dropped(Digest.error))
+            .order_by(Digest.created_at.desc())
+            .limit(limit)
+        ).scalars()
+        out += [
+            Failed("digest", d.id, d.created_at, d.error or "", f"user {d.user_id}, batch {d.batch_id}") for d in rows
+        ]
+    return out
+
+
+def retry(*, session: Session, ref: str) -> Enqueue:
+    """Reset the row so the pipeline takes it again; returns the task to enqueue after the commit."""
+    kind, ident = parse_ref(ref)
+    if kind == "update":
+        done = session.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == ident, TelegramUpdate.status == "quarantined")
+            .values(status="received", attempts=0, error=None, expires_at=None)
+        )
+        _found(done.rowcount, kind, ident)
+        return Enqueue("hnpal.telegram.handle", (ident,))
+    if kind == "crawl":
+        done = session.execute(
+            update(Post)
+            .where(Post.id == ident, Post.crawl_status == "failed")
+            .values(crawl_status="queued", crawl_retry_count=0, crawl_error=None, crawl_enqueued_at=func.now())
+        )
+        _found(done.rowcount, kind, ident)
+        return Enqueue("hnpal.crawl.post", (ident,))
+    digest = session.get(Digest, ident, with_for_update=True)
+    if digest is None or digest.status != "failed":
+        _found(0, kind, ident)
+    assert digest is not None
+    reserved = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(and_(Delivery.user_id == digest.user_id, Delivery.batch_id == digest.batch_id))
+    )
+    digest.error, digest.attempts = None, 0
+    if reserved:
+        digest.status = "sending"
+        return Enqueue("hnpal.digests.send", (ident,))
+    digest.status = "pending"
+    return Enqueue("hnpal.digests.prepare", ([ident],))
+
+
+def drop(*, session: Session, ref: str) -> str:
+    """Set the item aside for good; returns what was done, in words."""
+    kind, ident = parse_ref(ref)
+    if kind == "update":
+        done = session.execute(
+            delete(TelegramUpdate).where(TelegramUpdate.update_id == ident, TelegramUpdate.status == "quarantined")
+        )
+        _found(done.rowcount, kind, ident)
+        return f"update {ident} deleted"
+    now = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+    if kind == "crawl":
+        done = session.execute(
+            update(Post)
+            .where(Post.id == ident, Post.crawl_status == "failed", _not_dropped(Post.crawl_error))
+            .values(crawl_error=DROPPED + now + func.coalesce(Post.crawl_error, ""))
+        )
+        _found(done.rowcount, kind, ident)
+        return f"crawl of post {ident} stays failed and leaves the list"
+    done = session.execute(
+        update(Digest)
+        .where(Digest.id == ident, Digest.status == "failed", _not_dropped(Digest.error))
+        .values(error=DROPPED + now + func.coalesce(Digest.error, ""))
+    )
+    _found(done.rowcount, kind, ident)
+    return f"digest {ident} stays failed and leaves the list"
+
+
+def _found(rowcount: int, kind: str, ident: int) -> None:
+    if not rowcount:
+        what = {"update": "quarantined update", "crawl": "post with a failed crawl", "digest": "failed digest"}[kind]
+        raise QuarantineError(f"no {what} with id {ident} (see `hnpal quarantine list`)")
