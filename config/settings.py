@@ -205,6 +205,36 @@ class Settings(BaseSettings):
         default=5000, ge=100, le=100000, description="Rows deleted per statement (and transaction) by the prune."
     )
 
+    # --- memory and privacy (issue 6, "Memory" and "Privacy") -----------------------------------
+    memory_min_confidence: float = Field(
+        default=0.6, ge=0, le=1, description="Extracted memory items below this confidence (0-1) are dropped."
+    )
+    memory_duplicate_similarity: float = Field(
+        default=0.85,
+        ge=0.5,
+        le=1,
+        description="An extracted item this similar (0-1, normalized text) to an active memory item is dropped.",
+    )
+    memory_extraction_max_chars: int = Field(
+        default=24000, ge=1000, le=400000, description="Conversation characters sent to memory extraction (the end)."
+    )
+    memory_reaction_likes: int = Field(
+        default=3, ge=2, le=100, description="Liked posts sharing a title keyword or domain that make an interest."
+    )
+    memory_reaction_window_days: int = Field(
+        default=30, ge=1, le=365, description="How far back liked posts count towards a learned interest."
+    )
+    privacy_grace_days: int = Field(
+        default=30, ge=1, le=365, description="Days a /deletemydata account can be restored before it is purged."
+    )
+    privacy_purge_interval: float = Field(
+        default=3600.0, ge=60, le=86400, description="Seconds between purges of accounts past the grace period."
+    )
+    privacy_audit_salt: SecretStr | None = Field(
+        default=None,
+        description="Key of the anonymized subject hash in audit_log. Empty: derived from the bot token.",
+    )
+
     @field_validator("crawl_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, v: object) -> object:

@@ -11,6 +11,7 @@ import typer
 
 from config.settings import SettingsError, get_settings
 from hnpal.cli.ops import ops_app
+from hnpal.cli.users import users_app
 
 app = typer.Typer(help="HN Pal: a Hacker News companion for Telegram.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
@@ -19,6 +20,7 @@ embedded_app = typer.Typer(help="The embedded PostgreSQL and Redis under HNPAL_D
 app.add_typer(db_app, name="db")
 app.add_typer(content_app, name="content")
 app.add_typer(embedded_app, name="embedded")
+app.add_typer(users_app, name="user")  # export (hnpal/cli/users.py)
 app.add_typer(ops_app)  # up, metrics, quarantine (hnpal/cli/ops.py)
 
 

@@ -133,6 +133,18 @@ class OfflineProvider:
         started = time.perf_counter()
         hints = request.hints
         task = hints.get("task", "summary")
+        if task == "memory_extraction":  # memory after a discussion (hnpal/memory/offline.py)
+            from hnpal.memory.offline import extract as extract_memory
+
+            answer = extract_memory(hints)
+            return LLMResult(
+                text=answer,
+                model=MODEL,
+                provider=self.name,
+                input_tokens=count_messages(request.messages, MODEL),
+                output_tokens=count_tokens(answer, MODEL),
+                latency_ms=int((time.perf_counter() - started) * 1000),
+            )
         if request.json_schema is not None and task not in ("summary", "comments"):
             raise LLMError(f"the offline provider has no handler for {task!r}", transient=False, kind="unsupported")
         if task == "comments":

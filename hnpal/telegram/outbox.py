@@ -9,6 +9,7 @@ answers are not rate-limited by Telegram and go straight out.
 from __future__ import annotations
 
 import logging
+import mimetypes
 
 from config.settings import Settings, get_settings
 from hnpal.telegram.client import BadRequest, BotAPI, RetryAfter, is_not_modified
@@ -61,6 +62,13 @@ class TelegramOutbox:
             if is_not_modified(exc):
                 return {}
             raise
+
+    def send_document(self, chat_id: int, filename: str, data: bytes, caption: str | None = None) -> dict:
+        """Upload ``data`` as a file named ``filename`` (paced like a message; the caption is plain text)."""
+        mime_type = mimetypes.guess_type(filename)[0]
+        return self._paced(
+            chat_id, lambda: self.api.send_document(chat_id, filename, data, caption, mime_type=mime_type)
+        )
 
     def answer(self, callback_query_id: str, text: str | None = None) -> None:
         try:

@@ -22,6 +22,7 @@ from config.settings import get_settings
 from hnpal.deliveries import service as deliveries
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import next_delivery
+from hnpal.memory import service as memory_service
 from hnpal.memory.models import Memory
 from hnpal.state.service import current_state
 from hnpal.state.store import BotState, FsmState, StateStore
@@ -44,6 +45,8 @@ HELP = (
     "/saved — your bookmarks\n"
     "/pause — pause or resume scheduled digests\n"
     "/token — your LLM usage\n"
+    "/memory — what I remember about you (pause, forget, clear)\n"
+    "/export — a copy of your data · /deletemydata — delete it\n"
     "/start — pick your interests again\n"
     "/help — this message\n\n"
     "Under every post: 💬 discuss it, 👍/👎 to teach me your taste, 💾 to save it."
@@ -74,6 +77,7 @@ class Outbox(Protocol):
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict: ...
     def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict: ...
     def answer(self, callback_query_id: str, text: str | None = None) -> None: ...
+    def send_document(self, chat_id: int, filename: str, data: bytes, caption: str | None = None) -> dict: ...
 
 
 @dataclass
@@ -146,6 +150,9 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
         return
     ctx = Ctx(session, out, store, effects, sender["id"], chat["id"])
     user = _touch_user(session, sender)
+    if user.status == "deleted" and _command_of(message.get("text")) != "start":  # /deletemydata grace period
+        out.send(ctx.chat_id, privacy.deleted_notice(user))
+        return
     text = message.get("text")
     if not isinstance(text, str):
         out.send(ctx.chat_id, "I can read text messages and commands only. Try /help.")
@@ -170,6 +177,13 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
         discuss.on_text(ctx, user, full_text, state)
         return
     discuss.on_idle_text(ctx, user, full_text)
+
+
+def _command_of(text: Any) -> str | None:
+    """The command a message starts with (``/start@HNPalBot now`` → ``start``), or None."""
+    if not isinstance(text, str) or not text.strip().startswith("/"):
+        return None
+    return text.strip().split()[0][1:].split("@")[0].lower()
 
 
 def _touch_user(session: Session, sender: dict[str, Any]) -> User:
@@ -217,6 +231,9 @@ def _membership(session: Session, member: dict[str, Any]) -> None:
 
 
 def cmd_start(ctx: Ctx, user: User, _: str) -> None:
+    if user.status == "deleted":  # within the grace period of /deletemydata: restore the account
+        privacy.restore(ctx, user)
+        return
     name = esc(user.first_name or "there")
     ctx.out.send(
         ctx.chat_id,
@@ -431,6 +448,9 @@ def _callback(session: Session, out: Outbox, store: StateStore, effects: Effects
         out.answer(query_id, "HN Pal works in private chats only.")
         return
     user = _touch_user(session, sender)
+    if user.status == "deleted":  # /deletemydata grace period: buttons do nothing
+        out.answer(query_id, privacy.deleted_notice(user))
+        return
     ctx = Ctx(session, out, store, effects, sender["id"], chat.get("id", sender["id"]))
     handler = BUTTONS.get(callback.action)
     if handler is None:
@@ -464,6 +484,9 @@ def btn_reaction(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
         notice = {"up": "Noted: more like this 👍", "down": "Noted: less like this 👎", None: "Reaction removed"}[
             delivery.reaction
         ]
+        if delivery.reaction == "up":  # enough 👍 on one topic: remember it as an interest
+            learned = memory_service.learn_from_reaction(session=ctx.session, user=user, delivery_id=delivery.id)
+            notice += f" · I'll remember you like {render.shorten(', '.join(learned), 80)}" if learned else ""
     message_id = _message_id(message)
     if message_id is not None:
         card = deliveries.card_for(session=ctx.session, delivery=delivery)
