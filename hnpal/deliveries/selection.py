@@ -6,14 +6,21 @@ match none of their muted keywords or domains. Reposts are collapsed: a repost i
 its original is neither delivered nor itself in the window.
 
 Ranking: ``score x (1 + interest words in the title) x domain affinity x topic affinity``, where the
-affinities come from the user's 👍/👎 (domain: +-25% per net reaction, at most +-50%; topic: +25% when
-the title shares a word that two or more of their liked titles have, -25% likewise for dislikes).
+interest words are the user's ``interests`` and their active ``memory`` rows of type ``interest`` (what
+onboarding, reactions and discussions taught), and the affinities come from the user's 👍/👎 (domain:
++-25% per net reaction, at most +-50%; topic: +25% when the title shares a word that two or more of
+their liked titles have, -25% likewise for dislikes).
 
-Only plausible candidates are ranked: the top eligible posts by score (three times the digest size, per
-user), posts whose title has an interest word or a liked topic (one hash join of (digest, word) pairs
-with (post, title word) pairs), and posts from liked domains. A post outside those three sets has no boost
-above 1, so it cannot outrank the top posts by score unless most of those are demoted by dislikes;
-this bound keeps selection fast for many users and is documented in the README.
+Only posts that can make the digest are ranked, and the result is exact: every post whose factor is not
+1 (an interest word or a liked or disliked topic in the title: one hash join of (digest, word) with
+(post, title word) pairs; a domain the user reacted to), plus, per digest, the ``max_posts`` best by
+(score, id) among the eligible posts that no dislike demotes. Each of those ranks at least at its
+score, so any post left out (factor 1, rank = its score, below all of them by (score, id)) cannot beat
+them: ties go to the higher post id, as in the final order.
+
+Per candidate row the statement does little: each user's exclusions (posts already delivered among
+those in reach, mutes, reacted domains and topics) are small arrays on the digest's row, checked only
+for users who have any.
 """
 
 from __future__ import annotations
@@ -32,11 +39,10 @@ STOPWORDS = sorted(
         "show hn ask tell the their this to use using vs was we what when why will with you your".split()
     )
 )
-CANDIDATE_FACTOR = 3
 
 SELECT_SQL = text(
     r"""
-WITH d AS (
+WITH d AS MATERIALIZED (
     SELECT g.id AS digest_id, g.user_id,
            -- a stored value of the wrong type (a row of an older version) counts as unset, as in
            -- service.preferences: one user's bad row must not fail the statement for every digest
@@ -52,8 +58,13 @@ WITH d AS (
                  CASE WHEN jsonb_typeof(u.digest_preferences->'muted_domains') = 'array'
                       THEN u.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
                  WHERE x IS NOT NULL) AS muted_dom,
-           -- each interest word with its plural or singular ("databases" also meets "database")
-           ARRAY(SELECT DISTINCT f FROM jsonb_array_elements_text(u.interests) i,
+           -- each interest word (of users.interests and of the active 'interest' memory: what onboarding,
+           -- reactions and discussions taught) with its plural or singular ("databases" also meets "database")
+           ARRAY(SELECT DISTINCT f FROM (
+                     SELECT i FROM jsonb_array_elements_text(u.interests) i
+                     UNION ALL
+                     SELECT m.content FROM memory m WHERE m.user_id = g.user_id AND m.active AND m.type = 'interest'
+                 ) i(i),
                  regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w,
                  unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
                              WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
@@ -67,86 +78,100 @@ WITH d AS (
     FROM digests g JOIN users u ON u.id = g.user_id
     WHERE g.id = ANY(:digest_ids)
 ),
-reacted AS (
+-- the posts any of these digests may take, once
+wp AS MATERIALIZED (
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at FROM posts
+    WHERE summarized_at > (SELECT min(since) FROM d)
+),
+-- what each user was sent already, among those posts and the originals of their reposts
+seen AS (
+    SELECT x.user_id, array_agg(x.post_id) AS posts
+    FROM deliveries x
+    WHERE x.user_id = ANY(ARRAY(SELECT user_id FROM d))
+      AND x.post_id IN (SELECT id FROM wp
+                        UNION ALL SELECT repost_of_post_id FROM wp WHERE repost_of_post_id IS NOT NULL)
+    GROUP BY x.user_id
+),
+reacted AS MATERIALIZED (
     SELECT x.user_id, p.domain, p.keywords, CASE x.reaction WHEN 'up' THEN 1 ELSE -1 END AS s
     FROM deliveries x JOIN posts p ON p.id = x.post_id
-    WHERE x.reaction IS NOT NULL AND x.user_id IN (SELECT user_id FROM d)
+    WHERE x.reaction IS NOT NULL AND x.user_id = ANY(ARRAY(SELECT user_id FROM d))
 ),
 dom AS (
-    SELECT user_id, array_agg(domain) FILTER (WHERE w > 0) AS liked, jsonb_object_agg(domain, w) AS weights
-    FROM (SELECT user_id, domain, sum(s) AS w FROM reacted WHERE domain IS NOT NULL GROUP BY 1, 2) t
+    SELECT user_id, array_agg(domain) FILTER (WHERE w < 0) AS disliked,
+           array_agg(domain) AS names, array_agg(GREATEST(-2, LEAST(2, w))) AS weights
+    FROM (SELECT user_id, domain, sum(s)::int AS w FROM reacted WHERE domain IS NOT NULL GROUP BY 1, 2) t
+    WHERE w <> 0
     GROUP BY user_id
 ),
 topic AS (
     SELECT user_id,
            coalesce(array_agg(k) FILTER (WHERE w >= 2), '{}') AS liked,
            coalesce(array_agg(k) FILTER (WHERE w <= -2), '{}') AS disliked
-    FROM (SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k
-          WHERE k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
-          GROUP BY 1, 2) t
+    FROM (SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k GROUP BY 1, 2) t
+    WHERE (w >= 2 OR w <= -2)
+      AND k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
     GROUP BY user_id
 ),
 du AS MATERIALIZED (
-    SELECT d.*, coalesce(dom.liked, '{}') AS liked_domains, coalesce(dom.weights, '{}') AS domain_weights,
+    SELECT d.*, coalesce(seen.posts, '{}') AS seen,
+           -- what applies to this user at all: the per-candidate checks below skip the rest
+           seen.posts IS NOT NULL OR d.muted_kw <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
+               OR topic.user_id IS NOT NULL AS particular,
+           coalesce(dom.disliked, '{}') AS disliked_domains, coalesce(dom.names, '{}') AS domain_names,
+           coalesce(dom.weights, '{}') AS domain_weights,
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
-    FROM d LEFT JOIN dom ON dom.user_id = d.user_id LEFT JOIN topic ON topic.user_id = d.user_id
-),
--- the posts any of these digests may take, once
-wp AS MATERIALIZED (
-    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at FROM posts
-    WHERE summarized_at > (SELECT min(since) FROM du)
+    FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
+    LEFT JOIN topic ON topic.user_id = d.user_id
 ),
 wk AS (SELECT wp.id AS post_id, k FROM wp, unnest(wp.keywords) k),
--- candidates with their interest hits: title words met by interest words or liked topics (one hash
--- join of (digest, word) with (post, word) pairs), the best by score, and posts from liked domains
+-- candidates with their interest hits: title words met by interest words or reacted topics (one hash
+-- join of (digest, word) with (post, word) pairs), the best by score that no dislike demotes, and the
+-- posts of the domains the user reacted to
 candidates AS (
-    SELECT digest_id, post_id, max(interest_hits) AS interest_hits FROM (
-        SELECT uw.digest_id, wk.post_id, count(*) FILTER (WHERE uw.interest) AS interest_hits
-        FROM (SELECT digest_id, w, true AS interest FROM du, unnest(du.interest_words) w
-              UNION ALL SELECT digest_id, w, false FROM du, unnest(du.liked_topics) w) uw
+    SELECT digest_id, post_id, sum(hit)::int AS interest_hits FROM (
+        SELECT uw.digest_id, wk.post_id, uw.hit
+        FROM (SELECT digest_id, w, 1 AS hit FROM du, unnest(du.interest_words) w
+              UNION ALL SELECT digest_id, w, 0 FROM du, unnest(du.liked_topics || du.disliked_topics) w) uw
         JOIN wk ON wk.k = uw.w
-        GROUP BY 1, 2
         UNION ALL
         SELECT du.digest_id, c.id, 0 FROM du CROSS JOIN LATERAL (
             -- every eligibility rule here too, so muted posts and reposts cannot take the places
             SELECT p.id FROM posts p
             WHERE p.summarized_at > du.since AND p.score >= du.min_score
-              AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.user_id = du.user_id AND x.post_id = p.id)
-              AND NOT (p.keywords && du.muted_kw)
-              AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+              AND (NOT du.particular OR (p.id <> ALL(du.seen)
+                   AND NOT (p.keywords && du.muted_kw)
+                   AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+                   -- and not demoted: then every post left out ranks below all of these (see above)
+                   AND NOT (coalesce(p.domain, '') = ANY(du.disliked_domains))
+                   AND NOT (p.keywords && du.disliked_topics)))
               AND (p.repost_of_post_id IS NULL OR (
-                    NOT EXISTS (SELECT 1 FROM deliveries x
-                                WHERE x.user_id = du.user_id AND x.post_id = p.repost_of_post_id)
+                    p.repost_of_post_id <> ALL(du.seen)
                     AND NOT EXISTS (SELECT 1 FROM posts o
                                     WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
-            ORDER BY p.score DESC LIMIT du.max_posts * :factor) c
+            ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
         UNION ALL
-        SELECT du.digest_id, wp.id, 0 FROM du CROSS JOIN unnest(du.liked_domains) ld JOIN wp ON wp.domain = ld
+        SELECT du.digest_id, wp.id, 0 FROM du CROSS JOIN unnest(du.domain_names) ld JOIN wp ON wp.domain = ld
     ) c
     GROUP BY 1, 2
 ),
-delivered AS MATERIALIZED (
-    SELECT x.user_id, x.post_id FROM deliveries x WHERE x.user_id IN (SELECT user_id FROM du)
-),
 ranked AS (
     SELECT du.digest_id, du.user_id, du.max_posts, p.id AS post_id,
-           p.score::float8
-             * (1 + c.interest_hits)
-             * (1 + 0.25 * GREATEST(-2, LEAST(2, coalesce((du.domain_weights->>p.domain)::int, 0))))
-             * (1 + 0.25 * ((p.keywords && du.liked_topics)::int - (p.keywords && du.disliked_topics)::int))
-             AS rank
+           p.score::float8 * (1 + c.interest_hits) * CASE WHEN NOT du.particular THEN 1 ELSE
+               (1 + 0.25::float8 * coalesce(du.domain_weights[array_position(du.domain_names, p.domain::text)], 0))
+               * (1 + 0.25::float8 * ((p.keywords && du.liked_topics)::int - (p.keywords && du.disliked_topics)::int))
+           END AS rank
     FROM candidates c
     JOIN du ON du.digest_id = c.digest_id
     JOIN wp p ON p.id = c.post_id
-    LEFT JOIN delivered dv ON dv.user_id = du.user_id AND dv.post_id = p.id
-    WHERE dv.post_id IS NULL
-      AND p.summarized_at > du.since
+    WHERE p.summarized_at > du.since
       AND p.score >= du.min_score
-      AND NOT (p.keywords && du.muted_kw)
-      AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+      AND (NOT du.particular OR (p.id <> ALL(du.seen)
+           AND NOT (p.keywords && du.muted_kw)
+           AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))))
       AND (p.repost_of_post_id IS NULL OR (
-            NOT EXISTS (SELECT 1 FROM delivered x WHERE x.user_id = du.user_id AND x.post_id = p.repost_of_post_id)
-            AND NOT EXISTS (SELECT 1 FROM wp o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
+            p.repost_of_post_id <> ALL(du.seen)
+            AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
 )
 SELECT digest_id, user_id, post_id, rank, position FROM (
     SELECT ranked.*, row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
@@ -212,7 +237,6 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             "digest_ids": list(digest_ids),
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
-            "factor": CANDIDATE_FACTOR,
         },
     )
     picks: dict[int, list[Pick]] = {}
@@ -235,7 +259,6 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
             "digest_ids": list(digest_ids),
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
-            "factor": CANDIDATE_FACTOR,
         },
     )
     return {row.id: row.post_count for row in rows}

@@ -226,6 +226,51 @@ def test_an_interest_meets_its_singular_and_plural(db_session, make) -> None:
     ]
 
 
+def test_interests_learned_into_memory_feed_the_ranking(db_session, make) -> None:
+    from hnpal.memory.models import Memory
+
+    make.post("Cooking pasta at home", score=90)
+    make.post("Zig comptime explained", score=50)  # memory "Zig" (from reactions): 50 x 2 = 100
+    make.post("Elixir at scale", score=48)  # memory "elixir" (a discussion): 48 x 2 = 96
+    make.post("Haskell type classes", score=47)  # forgotten (inactive): no hit
+    make.post("OCaml effects", score=46)  # a memory of another type: no hit
+    user = make.user(interests=["rust"])
+    db_session.add_all(
+        [
+            Memory(user_id=user.id, type="interest", content="Zig", source_type="reaction"),
+            Memory(user_id=user.id, type="interest", content="elixir", source_type="discussion"),
+            Memory(user_id=user.id, type="interest", content="Haskell", source_type="onboarding", active=False),
+            Memory(user_id=user.id, type="preference", content="Likes OCaml", source_type="explicit"),
+        ]
+    )
+    other = make.user(interests=["rust"])
+    db_session.add(Memory(user_id=other.id, type="interest", content="cooking", source_type="explicit"))
+    db_session.flush()
+    assert pick(db_session, make.digest(user)) == [
+        "Zig comptime explained",
+        "Elixir at scale",
+        "Cooking pasta at home",
+        "Haskell type classes",
+        "OCaml effects",
+    ]
+    # another user's memory is theirs alone: "cooking" lifts only their pasta (90 x 2)
+    assert pick(db_session, make.digest(other))[:2] == ["Cooking pasta at home", "Zig comptime explained"]
+
+
+def test_posts_beyond_the_best_by_score_win_when_dislikes_demote_those(db_session, make) -> None:
+    t = make.epoch
+    user = make.user(prefs={"max_posts": 2})
+    for n in range(2):
+        old = make.post(f"Old {n}", domain="meh.example", summarized_at=t - timedelta(days=30))
+        make.delivery(user, old, reaction="down")
+    for n in range(6):
+        make.post(f"Meh {n}", domain="meh.example", score=200 + n)  # x0.5: at most 102.5
+    make.post("Plain one", domain="a.example", score=120)
+    make.post("Plain two", domain="b.example", score=110)
+    make.post("Plain three", domain="c.example", score=100)
+    assert pick(db_session, make.digest(user)) == ["Plain one", "Plain two"]
+
+
 def test_interest_hits_reach_posts_far_below_the_top_by_score(db_session, make) -> None:
     for n in range(40):
         make.post(f"Popular thing {n}", score=1000 + n)
