@@ -72,6 +72,8 @@ task_routes = {
     "hnpal.llm.*": {"queue": "llm"},
     "hnpal.summaries.*": {"queue": "llm"},
     "hnpal.memory.extract": {"queue": "llm"},
+    "hnpal.discussions.sweep": {"queue": "default"},
+    "hnpal.discussions.*": {"queue": "llm"},
     "hnpal.privacy.*": {"queue": "default"},
     "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
@@ -90,6 +92,8 @@ beat_schedule = {
     "digests-due": {"task": "hnpal.digests.schedule", "schedule": _settings.digest_due_interval},
     "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": 5 * 60},
     "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
+    # Discussions: close those silent for HNPAL_DISCUSSION_IDLE_MINUTES (issue 6).
+    "discussions-sweep": {"task": "hnpal.discussions.sweep", "schedule": 60},
     # Privacy: accounts deleted more than HNPAL_PRIVACY_GRACE_DAYS ago are purged (issue 6).
     "privacy-purge": {"task": "hnpal.privacy.purge", "schedule": _settings.privacy_purge_interval},
     # Operations: retention (agent_calls older than HNPAL_AGENT_CALLS_RETENTION_DAYS), daily at a quiet hour.

@@ -235,6 +235,29 @@ class Settings(BaseSettings):
         description="Key of the anonymized subject hash in audit_log. Empty: derived from the bot token.",
     )
 
+    # --- discussions (issue 6, "Discussion flow") ----------------------------------------------
+    discussion_context_tokens: int = Field(
+        default=6000, ge=500, le=100000, description="Tokens of context (article, comments, memory, past talks)."
+    )
+    discussion_prompt_max_bytes: int = Field(
+        default=100_000, ge=20_000, le=2_000_000, description="Largest discussion prompt (UTF-8 bytes, all parts)."
+    )
+    discussion_window_messages: int = Field(
+        default=10, ge=2, le=100, description="Latest messages sent verbatim; older ones are folded into a summary."
+    )
+    discussion_comments: int = Field(default=20, ge=0, le=200, description="Top HN comments loaded as context.")
+    discussion_related: int = Field(default=3, ge=0, le=20, description="Related past conversations loaded.")
+    discussion_max_tokens: int = Field(default=600, ge=50, le=4000, description="Longest discussion answer.")
+    discussion_idle_minutes: int = Field(
+        default=30, ge=1, le=1440, description="Minutes of silence after which a discussion is closed."
+    )
+    discussion_daily_messages: int = Field(
+        default=100, ge=1, le=100000, description="Discussion (and idle) answers per user per day (UTC)."
+    )
+    discussion_daily_usd: Decimal = Field(
+        default=Decimal("0.50"), ge=0, description="Discussion spend per user per day (USD, UTC day)."
+    )
+
     @field_validator("crawl_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, v: object) -> object:

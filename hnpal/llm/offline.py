@@ -133,6 +133,10 @@ class OfflineProvider:
         started = time.perf_counter()
         hints = request.hints
         task = hints.get("task", "summary")
+        if task in ("discussion", "fold"):  # discussions (hnpal/conversations/offline.py)
+            from hnpal.conversations.offline import complete as discuss
+
+            return self._result(request, discuss(task, hints), started)
         if task == "memory_extraction":  # memory after a discussion (hnpal/memory/offline.py)
             from hnpal.memory.offline import extract as extract_memory
 
@@ -160,6 +164,16 @@ class OfflineProvider:
         prefix = hints.get("prefix")
         if prefix:
             text = f"{prefix} {text}"
+        return LLMResult(
+            text=text,
+            model=MODEL,
+            provider=self.name,
+            input_tokens=count_messages(request.messages, MODEL),
+            output_tokens=count_tokens(text, MODEL),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+        )
+
+    def _result(self, request: LLMRequest, text: str, started: float) -> LLMResult:
         return LLMResult(
             text=text,
             model=MODEL,

@@ -41,6 +41,7 @@ TOPICS = (
 HELP = (
     "<b>HN Pal</b> brings you the best of Hacker News, summarized, on your schedule.\n\n"
     "/digest — a digest now\n"
+    "/discuss HN_ID — talk about a post (or tap 💬 under it); /done ends the talk\n"
     "/settings — style, summary style, time, time zone, frequency, filters\n"
     "/saved — your bookmarks\n"
     "/pause — pause or resume scheduled digests\n"
@@ -555,11 +556,6 @@ def btn_expand(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) -> s
     return None
 
 
-def btn_discuss(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) -> str | None:
-    deliveries.own_delivery(session=ctx.session, telegram_id=ctx.telegram_id, delivery_id=cb.int_arg(0))
-    return "Discussions are coming in the next version of HN Pal: not available yet."
-
-
 def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) -> str | None:
     arg = cb.arg(0)
     message_id = _message_id(message)
@@ -670,7 +666,6 @@ BUTTONS = {
     "dn": btn_reaction,
     "sv": btn_reaction,
     "ex": btn_expand,
-    "ds": btn_discuss,
     "in": btn_interest,
     "st": btn_settings,
     "set": btn_set,

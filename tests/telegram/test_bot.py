@@ -280,7 +280,7 @@ def test_unknown_command_and_plain_text(tg: Stack) -> None:
     (reply,) = tg.send(uid, "/Help@hnpal_sandbox_bot")  # a command addressed to the bot, any case
     assert reply.text.startswith("HN Pal brings you")
     (reply,) = tg.send(uid, "hello there")
-    assert reply.text == "Send a command, for example /digest. /help lists them all."
+    assert reply.text == service.discuss.IDLE_HINT
 
 
 def test_token_shows_usage(tg: Stack) -> None:
@@ -450,7 +450,7 @@ def test_settings_time(tg: Stack) -> None:
     assert prefs(uid)["time"] == "07:30"
 
     # the prompt is answered: plain text is not a time any more
-    assert answer(tg, uid, "08:00") == "Send a command, for example /digest. /help lists them all."
+    assert answer(tg, uid, "08:00") == service.discuss.IDLE_HINT
     assert prefs(uid)["time"] == "07:30"
 
     ask(tg, uid, menu, "Time", "time")
@@ -481,7 +481,7 @@ def test_settings_time(tg: Stack) -> None:
     # a command cancels the question
     (help_,) = tg.send(uid, "/help")
     assert help_.text.startswith("HN Pal brings you")
-    assert answer(tg, uid, "09:00, 21:00") == "Send a command, for example /digest. /help lists them all."
+    assert answer(tg, uid, "09:00, 21:00") == service.discuss.IDLE_HINT
     assert prefs(uid)["time"] == "07:30"
 
 
@@ -593,11 +593,8 @@ def test_digest_flat_scroll_and_post_buttons(tg: Stack) -> None:
 
     before = len(tg.server.messages(uid))
     snapshot = row(second)
-    assert (
-        tg.press(uid, second, "💬 Discuss")
-        == "Discussions are coming in the next version of HN Pal: not available yet."
-    )
-    assert len(tg.server.messages(uid)) == before  # an answer, no message
+    assert tg.press(uid, second, "💬 Discuss", replies=1) == "Let's discuss it 💬"  # tests/conversations: the rest
+    assert tg.server.messages(uid)[before].text.startswith(f"📖 Discussing: {posts[1]['title']}")
     assert row(second) == snapshot
     assert deliveries(uid)[2]["reaction"] is None and not deliveries(uid)[2]["is_saved"]  # the third untouched
 
@@ -704,7 +701,7 @@ def test_long_text_is_handled_and_stored_intact(tg: Stack) -> None:
     assert row["payload"]["message"]["text"] == long_text
     assert row["telegram_user_id"] == uid and row["chat_id"] == uid
     (reply,) = tg.wait_messages(uid, 1)
-    assert reply.text == "Send a command, for example /digest. /help lists them all."
+    assert reply.text == service.discuss.IDLE_HINT
 
     (reply,) = tg.send(uid, "/" + "a" * 20_000)
     assert reply.text.startswith("I don't know /" + "a" * 40 + ". Here is what I can do:")

@@ -1,0 +1,68 @@
+"""Discussion tasks: answers on the ``llm`` queue (a thread pool overlaps the model's latency); the idle
+sweep on ``default``."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import OperationalError
+
+from hnpal.celery import app
+from hnpal.conversations import service
+from hnpal.db.session import session_scope
+from hnpal.state.store import StateStore
+from hnpal.telegram.client import NetworkError, RetryAfter
+from hnpal.telegram.ratelimit import LimiterTimeout
+
+log = logging.getLogger(__name__)
+TRANSIENT = (OperationalError, NetworkError, RetryAfter, LimiterTimeout)
+MAX_TRANSIENT_RETRIES = 6
+
+
+# Idempotent: an answered message is not answered again (see hnpal.conversations.service.reply).
+@app.task(name="hnpal.discussions.reply", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def reply(self, conversation_id: int, message_index: int) -> str:
+    """Answer one user message of a conversation. Returns what happened."""
+    try:
+        return service.reply(conversation_id=conversation_id, message_index=message_index)
+    except service.Busy:  # the previous answer in this conversation is still being made
+        raise self.retry(countdown=0.3) from None
+    except TRANSIENT as exc:
+        if self.request.retries >= MAX_TRANSIENT_RETRIES:
+            raise
+        countdown = getattr(exc, "retry_after", None) or min(60, 2 ** (self.request.retries + 1))
+        log.info("answer in conversation %s failed (%s); retrying in %ss", conversation_id, exc, countdown)
+        raise self.retry(countdown=countdown) from None
+
+
+@app.task(name="hnpal.discussions.idle", bind=True, max_retries=3)
+def idle(self, user_id: int, text: str) -> str:
+    """A short general answer to free text outside a discussion (not idempotent: no late ack)."""
+    try:
+        return service.idle_answer(user_id=user_id, text=text)
+    except TRANSIENT as exc:
+        raise self.retry(countdown=getattr(exc, "retry_after", None) or 2 ** (self.request.retries + 1)) from None
+
+
+@app.task(name="hnpal.discussions.sweep")
+def sweep() -> list[int]:
+    """Close discussions silent for HNPAL_DISCUSSION_IDLE_MINUTES; tell the users; start the extraction."""
+    with session_scope() as session:
+        ended = service.close_idle(session=session)
+    if not ended:
+        return []
+    store = StateStore()
+    outbox = None
+    for item in ended:  # after the commit
+        service.clear_fsm_if(store, item.telegram_id, item.hn_id)
+        if item.memory_enabled:
+            app.send_task("hnpal.memory.extract", args=[item.conversation_id])
+        try:
+            if outbox is None:
+                from hnpal.telegram.outbox import TelegramOutbox
+
+                outbox = TelegramOutbox()
+            outbox.send(item.telegram_id, service.closed_notice(item.title))
+        except Exception as exc:  # noqa: BLE001 - the notice is a courtesy; the discussion is closed anyway
+            log.warning("closing notice to %s not sent: %s", item.telegram_id, exc)
+    return [item.conversation_id for item in ended]
