@@ -80,6 +80,7 @@ def ds_stack() -> Iterator[DiscussionStack]:
         "HNPAL_LLM_RETRY_BACKOFF": "0.05",
         "HNPAL_LLM_ATTEMPTS": "2",
         "HNPAL_CONTENT_PATH": str(content_path),
+        "HNPAL_DISCUSSION_MAX_TOKENS": "2500",  # room for an answer longer than one Telegram message
     }
     patch = pytest.MonkeyPatch()
     for key, value in env.items():

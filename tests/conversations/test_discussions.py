@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -44,11 +45,15 @@ COMMENTS = [
 
 @pytest.fixture
 def ds(ds_stack: DiscussionStack) -> DiscussionStack:
-    def respond(body: dict[str, Any]) -> str:
+    def respond(body: dict[str, Any]) -> str | None:
+        if body.get("response_format"):  # structured calls (memory extraction): the sandbox's valid JSON
+            return None
         system = str(body["messages"][0].get("content") or "")
         last = str(body["messages"][-1].get("content") or "")
         if system.startswith("You keep the running summary"):
             return "Folded: the user and HN Pal talked about the kernel."
+        if last.startswith("The long version"):
+            return "<b>not bold</b> & " + "word " * 1000 + "end."
         return f"Answer to «{' '.join(last.split())[:60]}»"
 
     ds_stack.llm.clear_faults()
@@ -152,8 +157,9 @@ def wait_answers(uid: int, count: int) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
-def worker_mentions(ds: DiscussionStack, needle: str) -> int:
-    return ds.worker.log().count(needle)
+def worker_mentions(ds: DiscussionStack, task: str) -> int:
+    """How many ``task`` messages the worker has received (it reaches the broker only after the commit)."""
+    return len(re.findall(rf"Task {re.escape(task)}\[[^\]]+\] received", ds.worker.log()))
 
 
 def enqueue(ds: DiscussionStack, task: str, *args: Any, queue: str = "default") -> None:
@@ -535,3 +541,19 @@ def test_answer_task_is_idempotent(ds: DiscussionStack) -> None:
     ds.wait_until(lambda: ds.worker.log().count("'already-answered'") >= done + 2, what="the tasks")
     assert len(conversations(uid)[0]["messages"]) == 2
     assert len(ds.server.messages(uid)) == before and len(ds.llm.requests) == requests
+
+
+def test_long_answer_is_split_and_escaped(ds: DiscussionStack) -> None:
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    ds.send(uid, "The long version, please?", replies=2)
+    wait_answers(uid, 1)
+    first, second = ds.server.messages(uid)[-2:]
+    assert first.text.startswith("<b>not bold</b> & word word")  # shown literally, not as markup
+    assert second.text.endswith("word end.")
+    assert len(first.text) <= 4096 and len(second.text) <= 4096
+    (stored,) = conversations(uid)
+    answer = stored["messages"][1]["content"]
+    assert answer == "<b>not bold</b> & " + "word " * 1000 + "end."
+    assert (first.text + " " + second.text).split() == answer.split()
