@@ -174,8 +174,9 @@ class Purged:
 def purge(*, session: Session, now: datetime | None = None, settings: Settings | None = None) -> Purged:
     """Hard-delete users deleted more than the grace period ago (a batch per call). The foreign keys
     cascade to deliveries, digests, conversations, memory and token usage; agent_calls and earlier audit
-    rows keep their numbers with the user reference set to NULL. The user's stored Telegram updates go
-    too. One anonymized audit row per purged user stays."""
+    rows keep their numbers with the user reference set to NULL. The user's handled Telegram updates go
+    too (one still being handled stays; the sweep drops it after 7 days). One anonymized audit row per
+    purged user stays."""
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=settings.privacy_grace_days)
@@ -188,41 +189,54 @@ def purge(*, session: Session, now: datetime | None = None, settings: Settings |
     ).all()
     totals: dict[str, int] = {}
     for user in users:
-        counts = {
-            name: int(session.scalar(select(func.count()).select_from(model).where(model.user_id == user.id)) or 0)
-            for name, model in (
-                ("deliveries", Delivery),
-                ("digests", Digest),
-                ("conversations", Conversation),
-                ("memory", Memory),
-                ("usage_days", UserTokenUsage),
-            )
-        }
-        counts["telegram_updates"] = int(
-            session.execute(delete(TelegramUpdate).where(TelegramUpdate.telegram_user_id == user.telegram_id)).rowcount
-            or 0
-        )
-        session.add(
-            AuditLog(
-                actor_type="system",
-                actor_id=None,
-                action="account.purge",
-                subject_user_id=None,  # the row outlives the user
-                subject_ref=subject_ref(user.telegram_id, settings),
-                details={
-                    "deleted_at": user.deleted_at.isoformat() if user.deleted_at else None,
-                    "grace_days": settings.privacy_grace_days,
-                    "rows": counts,
-                },
-            )
-        )
-        session.delete(user)
-        for name, count in counts.items():
+        for name, count in purge_user(session=session, user=user, settings=settings).items():
             totals[name] = totals.get(name, 0) + count
     session.flush()
     if users:
         log.info("purged %d deleted accounts past the %d-day grace period", len(users), settings.privacy_grace_days)
     return Purged(users=len(users), rows=totals)
+
+
+def purge_user(*, session: Session, user: User, settings: Settings | None = None) -> dict[str, int]:
+    """Hard-delete one user now (the database cascades) and leave one anonymized audit row. Returns how
+    many rows of each kind went with them."""
+    settings = settings or get_settings()
+    counts = {
+        name: int(session.scalar(select(func.count()).select_from(model).where(model.user_id == user.id)) or 0)
+        for name, model in (
+            ("deliveries", Delivery),
+            ("digests", Digest),
+            ("conversations", Conversation),
+            ("memory", Memory),
+            ("usage_days", UserTokenUsage),
+        )
+    }
+    counts["telegram_updates"] = int(
+        session.execute(
+            delete(TelegramUpdate).where(
+                TelegramUpdate.telegram_user_id == user.telegram_id,
+                TelegramUpdate.status.in_(("processed", "quarantined")),  # not one being handled (this one)
+            )
+        ).rowcount
+        or 0
+    )
+    session.add(
+        AuditLog(
+            actor_type="system",
+            actor_id=None,
+            action="account.purge",
+            subject_user_id=None,  # the row outlives the user
+            subject_ref=subject_ref(user.telegram_id, settings),
+            details={
+                "deleted_at": user.deleted_at.isoformat() if user.deleted_at else None,
+                "grace_days": settings.privacy_grace_days,
+                "rows": counts,
+            },
+        )
+    )
+    session.delete(user)
+    session.flush()
+    return counts
 
 
 # --- export -----------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from config.settings import get_settings
 from hnpal.memory import service as memory
 from hnpal.privacy import service as privacy
 from hnpal.telegram.callbacks import BadCallback, Callback, sign
-from hnpal.telegram.render import esc, shorten
+from hnpal.telegram.render import esc, shorten, visible_length
 
 if TYPE_CHECKING:
     from hnpal.memory.models import Memory
@@ -29,6 +30,7 @@ CONFIRM_SECONDS = 10 * 60
 FORGET_PER_PAGE = 8
 SHOWN_PER_GROUP = 10
 ITEM_CHARS = 160  # one remembered item in the /memory overview
+MESSAGE_BUDGET = 4000  # of Telegram's 4096 characters
 BUTTON_CHARS = 48  # an item's text on its forget button
 MAX_DOCUMENT_BYTES = 45 * 1024 * 1024  # Telegram takes 50 MB from a bot
 GROUP_TITLES = {
@@ -73,15 +75,29 @@ def _fresh(cb: Callback, index: int) -> bool:
     return 0 <= time.time() - shown <= CONFIRM_SECONDS
 
 
+def _past_grace(user: User) -> bool:
+    when = privacy.deletion_date(user)
+    return when is not None and when <= datetime.now(UTC)
+
+
 def deleted_notice(user: User) -> str:
     """What a deleted account hears instead of having a command or button act."""
     when = privacy.deletion_date(user)
-    day = f"{when:%d %B %Y}" if when is not None else "soon"
-    return f"Your account is scheduled for deletion on {day}. /start restores it."
+    if when is None or _past_grace(user):
+        return "Your account has been deleted. /start begins afresh."
+    return f"Your account is scheduled for deletion on {when:%d %B %Y}. /start restores it."
 
 
 def restore(ctx: Ctx, user: User) -> None:
-    """``/start`` from an account in its grace period: it is active again, with everything it had."""
+    """``/start`` from an account in its grace period: it is active again, with everything it had. Past
+    the grace period (the hourly purge has not come yet) the account is erased now instead."""
+    if _past_grace(user):
+        privacy.purge_user(session=ctx.session, user=user)
+        ctx.out.send(
+            ctx.chat_id,
+            "Your data was erased at the end of the grace period. Send /start again to begin afresh.",
+        )
+        return
     privacy.restore_account(session=ctx.session, user=user)
     ctx.out.send(
         ctx.chat_id,
@@ -119,17 +135,32 @@ def _pause_text(user: User) -> str:
     )
 
 
-def _item_line(item: Memory) -> str:
+def _item_line(item: Memory, chars: int) -> str:
     source = SOURCES.get(item.source_type or "", "")
     suffix = f" <i>· {source}</i>" if source and item.type == "interest" else ""
-    return f"• {esc(shorten(item.content, ITEM_CHARS))}{suffix}"
+    return f"• {esc(shorten(item.content, chars))}{suffix}"
 
 
 def _overview(ctx: Ctx, user: User) -> tuple[str, dict]:
     groups = memory.grouped(session=ctx.session, user_id=user.id, per_group=SHOWN_PER_GROUP)
+    total = sum(count for _, count in groups.values())
+    # Fewer and shorter items until the message fits in one Telegram message.
+    for shown, chars in ((SHOWN_PER_GROUP, ITEM_CHARS), (6, 100), (3, 60), (1, 40)):
+        text = _overview_text(user, groups, total, shown, chars)
+        if visible_length(text) <= MESSAGE_BUDGET:
+            break
+    tid = ctx.telegram_id
+    toggle = "⏸ Pause memory" if user.memory_enabled else "▶️ Resume memory"
+    rows = [[_button(tid, toggle, "mmp")]]
+    if total:
+        rows[0].append(_button(tid, "🗑 Forget an item", "mml", 0))
+        rows.append([_button(tid, "🧹 Clear everything", "mmc")])
+    return text, {"inline_keyboard": rows}
+
+
+def _overview_text(user: User, groups: dict, total: int, shown: int, chars: int) -> str:
     state = "<b>ON</b>" if user.memory_enabled else "<b>paused</b> (I'm not learning anything new)"
     lines = ["🧠 <b>What I remember about you</b>", f"Memory: {state}"]
-    total = sum(count for _, count in groups.values())
     if total == 0:
         lines += [
             "",
@@ -140,17 +171,11 @@ def _overview(ctx: Ctx, user: User) -> tuple[str, dict]:
         if not count:
             continue
         lines += ["", f"<b>{GROUP_TITLES[name]}</b> ({count})"]
-        lines += [_item_line(item) for item in items]
-        if count > len(items):
-            lines.append(f"… and {count - len(items)} more (/export has them all)")
+        lines += [_item_line(item, chars) for item in items[:shown]]
+        if count > min(shown, len(items)):
+            lines.append(f"… and {count - min(shown, len(items))} more (/export has them all)")
     lines += ["", MEMORY_USAGE]
-    tid = ctx.telegram_id
-    toggle = "⏸ Pause memory" if user.memory_enabled else "▶️ Resume memory"
-    rows = [[_button(tid, toggle, "mmp")]]
-    if total:
-        rows[0].append(_button(tid, "🗑 Forget an item", "mml", 0))
-        rows.append([_button(tid, "🧹 Clear everything", "mmc")])
-    return "\n".join(lines), {"inline_keyboard": rows}
+    return "\n".join(lines)
 
 
 def _forget_view(ctx: Ctx, user: User, page: int, note: str = "") -> tuple[str, dict | None]:

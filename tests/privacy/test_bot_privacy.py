@@ -306,3 +306,32 @@ def test_liking_posts_on_one_topic_teaches_an_interest(tg: Stack, make: Factory)
     tg.press(uid, messages[2], "👍✓")  # clearing and liking again learns nothing twice
     assert tg.press(uid, messages[2], "👍") == "Noted: more like this 👍"
     assert len(rows(every, t=uid)) == before
+
+
+def test_start_after_the_grace_period_erases_at_once(tg: Stack, make: Factory) -> None:
+    uid, user = member(tg, make)
+    make.memory(user, "Rust")
+    execute("UPDATE users SET status = 'deleted', deleted_at = now() - interval '31 days' WHERE id = :u", u=user["id"])
+    [reply] = tg.send(uid, "/digest")  # the hourly purge has not run yet
+    assert reply.text == "Your account has been deleted. /start begins afresh."
+    [reply] = tg.send(uid, "/start")
+    assert reply.text == "Your data was erased at the end of the grace period. Send /start again to begin afresh."
+    assert one("SELECT id FROM users WHERE id = :u", u=user["id"]) is None
+    assert memory_rows(user["id"]) == []
+    purged = one("SELECT * FROM audit_log WHERE action = 'account.purge' AND subject_ref = :r", r=subject_ref(uid))
+    assert purged is not None and purged["details"]["rows"]["memory"] == 1
+    welcome, _topics = tg.send(uid, "/start", replies=2)  # a new account, from scratch
+    assert welcome.text.startswith("Hi Ada!")
+    fresh = user_row(uid)
+    assert fresh["id"] != user["id"] and fresh["status"] == "active"
+
+
+def test_a_long_memory_still_fits_one_message(tg: Stack, make: Factory) -> None:
+    uid, user = member(tg, make)
+    for kind in ("interest", "discussion_note", "work_context", "fact"):
+        for n in range(12):
+            make.memory(user, f"{kind} {n} " + "long words & <markup> " * 60, type=kind, source="discussion")
+    [overview] = tg.send(uid, "/memory")
+    assert len(overview.text) <= 4096
+    assert "Interests (12)" in overview.text and "Notes, facts and opinions (12)" in overview.text
+    assert "more (/export has them all)" in overview.text
