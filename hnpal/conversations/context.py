@@ -124,7 +124,13 @@ def _related(
     if not wanted:
         return []
     rows = session.execute(
-        select(Conversation.id, Conversation.summary, Conversation.messages, Post.title, Post.hn_id)
+        select(
+            Conversation.id,
+            Conversation.summary,
+            Conversation.messages[0]["content"].astext.label("first"),  # not the whole talk: it may be large
+            Post.title,
+            Post.hn_id,
+        )
         .join(Post, Post.id == Conversation.post_id)
         .where(Conversation.user_id == user_id, Conversation.post_id != post.id)
         .where(Conversation.id != exclude if exclude is not None else true())
@@ -148,8 +154,7 @@ def _related(
             continue
         about = notes.get(row.id) or row.summary
         if not about:
-            asked = [str(m.get("content") or "") for m in row.messages if m.get("role") == "user"][:2]
-            about = "The user asked: " + " / ".join(a[:200] for a in asked) if asked else ""
+            about = f"The user asked: {row.first[:300]}" if row.first else ""
         if not about:
             continue
         scored.append((-overlap, order, row.id, f"“{row.title}” (HN {row.hn_id}): {about[:800]}"))

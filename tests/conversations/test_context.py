@@ -73,6 +73,19 @@ def test_context_is_cut_to_the_budget_and_recorded(db_session, store, settings_e
             {"u": uid, "p": past.id, "s": summary},
         ).scalar_one()
 
+    asked = _post(db_session, 940_000_005, "Databases on tiny machines")  # related through the interest
+    ids[asked.hn_id] = db_session.execute(
+        text(
+            "INSERT INTO conversations (user_id, post_id, messages, started_at, ended_at, end_reason) VALUES "
+            "(:u, :p, CAST(:m AS jsonb), now() - interval '1 day', now(), 'timeout') RETURNING id"
+        ),
+        {
+            "u": uid,
+            "p": asked.id,
+            "m": json.dumps([{"role": "user", "content": "Is SQLite enough?", "timestamp": "x"}]),
+        },
+    ).scalar_one()
+
     context = load(session=db_session, user_id=uid, post=post, interests=["Databases"], store=store)
     loaded = context.loaded
     assert json.loads(json.dumps(loaded)) == loaded  # stored as JSONB as it is
@@ -83,8 +96,10 @@ def test_context_is_cut_to_the_budget_and_recorded(db_session, store, settings_e
     assert loaded["comments"]["available"] == 50 and 0 < loaded["comments"]["count"] < 50
     assert loaded["comments"]["truncated"]
     assert sorted(loaded["memory"]["ids"]) == sorted(memory_ids) and loaded["memory"]["count"] == 2
-    assert loaded["related"]["conversation_ids"] == [ids[related.hn_id]]
+    # best keyword overlap first ("postgresql" and "logging"), then the one sharing the interest
+    assert loaded["related"]["conversation_ids"] == [ids[related.hn_id], ids[asked.hn_id]]
     assert "Talked about WAL archiving." in context.text and "tomatoes" not in context.text
+    assert "“Databases on tiny machines” (HN 940000005): The user asked: Is SQLite enough?" in context.text
     assert "Forgotten fact" not in context.text
     assert "Paragraph 0 explains" in context.text and "Paragraph 1999" not in context.text
     assert context.text.index("## The article") < context.text.index("## Top HN comments")
