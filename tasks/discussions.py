@@ -11,7 +11,7 @@ from hnpal.celery import app
 from hnpal.conversations import service
 from hnpal.db.session import session_scope
 from hnpal.state.store import StateStore
-from hnpal.telegram.client import NetworkError, RetryAfter
+from hnpal.telegram.client import Forbidden, NetworkError, RetryAfter
 from hnpal.telegram.ratelimit import LimiterTimeout
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,10 @@ def reply(self, conversation_id: int, message_index: int) -> str:
     """Answer one user message of a conversation. Returns what happened."""
     try:
         return service.reply(conversation_id=conversation_id, message_index=message_index)
+    except Forbidden as exc:  # the user blocked the bot: as a digest send does, mark them blocked
+        service.mark_blocked(conversation_id=conversation_id)
+        log.info("answer in conversation %s refused (%s); user marked blocked", conversation_id, exc)
+        return "forbidden"
     except service.Busy:  # the previous answer in this conversation is still being made
         raise self.retry(countdown=0.3) from None
     except TRANSIENT as exc:

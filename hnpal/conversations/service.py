@@ -511,6 +511,19 @@ def _send(outbox: Any, chat_id: int, text: str) -> None:
         outbox.send(chat_id, esc(part))
 
 
+def mark_blocked(*, conversation_id: int) -> None:
+    """Telegram refused an answer (403): the user blocked the bot; writing to it again unblocks them."""
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        session.execute(
+            update(User)
+            .where(User.id == select(Conversation.user_id).where(Conversation.id == conversation_id).scalar_subquery())
+            .where(User.status != "deleted")
+            .values(status="blocked")
+        )
+
+
 def idle_answer(*, user_id: int, text: str, outbox: Any = None, settings: Settings | None = None) -> str:
     """A short general answer to free text outside a discussion."""
     settings = settings or get_settings()

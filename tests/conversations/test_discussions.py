@@ -557,3 +557,18 @@ def test_long_answer_is_split_and_escaped(ds: DiscussionStack) -> None:
     answer = stored["messages"][1]["content"]
     assert answer == "<b>not bold</b> & " + "word " * 1000 + "end."
     assert (first.text + " " + second.text).split() == answer.split()
+
+
+def test_answer_to_a_user_who_blocked_the_bot(ds: DiscussionStack) -> None:
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    ds.server.block(uid)
+    update = ds.server.send_user_message(uid, "Are you there?")  # writing unblocks in the sandbox: block again
+    ds.server.block(uid)
+    ds.wait_handled(update["update_id"])
+    ds.wait_until(
+        lambda: one("SELECT status FROM users WHERE telegram_id = :t", t=uid)["status"] == "blocked",
+        what="the user marked blocked",
+    )
+    assert [m["role"] for m in conversations(uid)[0]["messages"]] == ["user"]  # kept; not answered
