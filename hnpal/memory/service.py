@@ -460,13 +460,32 @@ def _store(
 REACTION_NOISE = frozenset(
     """show ask tell hn launch launched introducing announcing release released why how what guide using use
     built build building first year years day days week part via better best faster new now need needs
-    get got make made way vs people thing things time good bad just like one two more less""".split()
+    get got make made way vs people thing things time good bad just like one two more less story stories
+    free simple small big fast slow modern old future state life world home work working real full hard
+    easy inside behind beyond through toward towards""".split()
 )
 SHORT_TOPICS = frozenset({"ai", "go", "ml", "ui", "ux", "vr", "ar", "os", "c", "r"})
 GENERIC_DOMAINS = frozenset(
     """github.com gitlab.com youtube.com youtu.be medium.com twitter.com x.com reddit.com
     news.ycombinator.com docs.google.com substack.com en.wikipedia.org""".split()
 )
+_HN_PREFIX = re.compile(r"^\s*(?:show|ask|tell|launch)\s+hn\s*:\s*", re.IGNORECASE)
+
+
+def _named(word: str, post: Post) -> bool:
+    """Whether the title names ``word`` as a topic: a known topic, or spelled like a name or a term
+    ("Rust", "SQLite", "C++") somewhere other than the title's first word (capitalized by grammar)."""
+    from hnpal.memory.offline import VOCABULARY
+
+    if word in SHORT_TOPICS or word in {v.casefold() for v in VOCABULARY}:
+        return True
+    title = _HN_PREFIX.sub("", post.title)
+    for match in re.finditer(r"(?<![a-z0-9+#])" + re.escape(word) + r"(?![a-z0-9+#])", title, flags=re.IGNORECASE):
+        surface = match.group(0)
+        first = not title[: match.start()].strip()
+        if any(c in surface for c in "+#") or (surface[0].isupper() and not first):
+            return True
+    return False
 
 
 def _candidates(post: Post) -> list[str]:
@@ -485,7 +504,8 @@ def _candidates(post: Post) -> list[str]:
             continue
         if re.fullmatch(r"[\d.]+[a-z]{0,2}", word):  # 3.12, 2024, 10x, 5k
             continue
-        words.append(word)
+        if _named(word, post):
+            words.append(word)
     return list(dict.fromkeys(words))
 
 

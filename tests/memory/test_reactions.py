@@ -91,3 +91,11 @@ def test_noise_words_and_numbers_are_not_topics(make: Factory) -> None:
     titles = ["Show HN: How I built 2024 tools", "Show HN: How we built 2024 apps", "Show HN: How they built 2024"]
     ids = [make.delivery(user, make.post(t), reaction="up") for t in titles]
     assert like(user, ids[-1]) == []
+
+
+def test_only_named_topics_count(make: Factory) -> None:
+    """Plain words shared by liked titles are not topics; names and terms are, wherever they stand."""
+    user = make.user()
+    titles = ["Kafka streams for tiny teams", "Building streams with Kafka", "Why streams beat batches: Kafka"]
+    ids = [make.delivery(user, make.post(t), reaction="up") for t in titles]
+    assert like(user, ids[-1]) == ["Kafka"]  # "streams" is shared too, but it is an ordinary word
