@@ -334,3 +334,37 @@ def test_a_long_memory_still_fits_one_message(tg: Stack, make: Factory) -> None:
     assert len(overview.text) <= 4096
     assert "Interests (12)" in overview.text and "Notes, facts and opinions (12)" in overview.text
     assert "more (/export has them all)" in overview.text
+
+
+# --- the whole chain: discussion → /done → extraction on the llm queue → /memory ----------------------
+
+
+def test_a_discussion_ends_in_memory_the_user_can_see_and_erase(tg: Stack, make: Factory, spawn_worker) -> None:
+    """With an llm worker beside the stack's (offline provider: no key), a discussion ended with /done is
+    extracted, and /memory shows the note and the interests; /memory clear removes it all."""
+    llm_worker = spawn_worker("llm", env=tg.env, pool="threads", concurrency=2)
+    llm_worker.wait_ready()
+    uid, user = member(tg, make)
+    post = make.post("Rust in the Linux kernel")
+    tg.send(uid, f"/discuss {post['hn_id']}")
+    tg.send(uid, "I work on embedded drivers. Is Rust really safer than C for drivers?", replies=1, timeout=60)
+    tg.send(uid, "/done")
+    tg.wait_until(
+        lambda: any(r["type"] == "discussion_note" for r in memory_rows(user["id"])),
+        timeout=60,
+        what="the extracted memory",
+    )
+    stored = {(r["type"], r["content"]) for r in memory_rows(user["id"])}
+    ended = one("SELECT ended_at FROM conversations WHERE user_id = :u", u=user["id"])["ended_at"]
+    day = f"{ended:%Y-%m-%d}"
+    assert any(
+        t == "discussion_note" and c.startswith(f"Discussed “Rust in the Linux kernel” on {day}") for t, c in stored
+    )
+    assert ("interest", "Rust") in stored and ("work_context", "Works on embedded drivers") in stored
+    [overview] = tg.send(uid, "/memory")
+    assert "Recent discussions (1)\n• Discussed “Rust in the Linux kernel”" in overview.text
+    assert "• Rust" in overview.text and "Works on embedded drivers" in overview.text
+    tg.press(uid, overview, "🧹 Clear everything")
+    assert tg.press(uid, overview, "Yes, forget everything") == "Memory cleared"
+    assert not any(r["active"] for r in memory_rows(user["id"]))
+    assert rows("SELECT id FROM conversations WHERE user_id = :u", u=user["id"]) == []
