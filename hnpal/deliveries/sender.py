@@ -26,10 +26,11 @@ from sqlalchemy import Connection, text
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine
-from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, digest_heading, make_card, preferences
+from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, digest_heading, preferences
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram import render
 from hnpal.telegram.client import BadRequest, Forbidden, NetworkError, RetryAfter
+from hnpal.telegram.outbox import TelegramOutbox
 from hnpal.telegram.ratelimit import LimiterTimeout
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ SELECT g.id AS digest_id, g.status, g.manual, g.batch_id, g.style AS digest_styl
            AS digest_preferences,
        CASE WHEN d.id IS NULL OR d.id = min(d.id) OVER (PARTITION BY g.id) THEN u.interests END AS interests,
        d.id AS delivery_id, d.message_id, d.reaction, d.is_saved,
-       p.id AS post_id, p.hn_id, p.title, p.url, p.domain, p.score, p.comment_count, p.summary
+       p.id AS post_id, p.hn_id, p.title, p.url, p.domain, p.score, p.comment_count,
+       CASE WHEN g.style IS DISTINCT FROM 'brief' THEN p.summary END AS summary  -- a brief lists titles only
 FROM digests g
 JOIN users u ON u.id = g.user_id
 LEFT JOIN deliveries d ON d.user_id = g.user_id AND d.batch_id = g.batch_id
@@ -51,6 +53,10 @@ WHERE g.id = ANY(:ids)
 ORDER BY g.id, d.id
 """
 )
+# LOAD_SQL's columns, by position (read as tuples)
+(_DIGEST, _STATUS, _MANUAL, _BATCH, _STYLE, _DIGEST_MESSAGE, _ATTEMPTS, _USER, _CHAT, _USER_STATUS, _PREFS) = range(11)
+(_INTERESTS, _DELIVERY, _MESSAGE, _REACTION, _SAVED, _POST, _HN_ID, _TITLE) = range(11, 19)
+(_URL, _DOMAIN, _SCORE, _COMMENTS, _SUMMARY) = range(19, 24)
 STYLED_SQL = text(
     "SELECT post_id, style, variant, text FROM summaries "
     "WHERE post_id = ANY(:posts) AND style = ANY(:styles) AND variant = ANY(:variants)"
@@ -99,16 +105,19 @@ class Outcome:
 
 
 def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: Outcome) -> list[Work]:
-    rows = conn.execute(LOAD_SQL, {"ids": digest_ids}).mappings().all()
-    digests: dict[int, list[Any]] = {}
-    for row in rows:
-        digests.setdefault(row["digest_id"], []).append(row)
+    # Through the DBAPI cursor, as tuples: at paid-broadcast rates the result layers would cost more
+    # than the rows (ten per digest).
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(_LOAD, {"ids": list(digest_ids)})
+    digests: dict[int, list[tuple]] = {}
+    for row in cursor.fetchall():
+        digests.setdefault(row[0], []).append(row)
     wanted: dict[int, tuple[str, str]] = {}  # digest id -> (summary style, variant)
     for digest_id, group in digests.items():
-        prefs = preferences(group[0]["digest_preferences"])
-        variant = interest_variant(group[0]["interests"]) if prefs.summary_style == "personalized" else ""
+        prefs = preferences(group[0][_PREFS])
+        variant = interest_variant(group[0][_INTERESTS]) if prefs.summary_style == "personalized" else ""
         wanted[digest_id] = (prefs.summary_style, variant)
-    posts = sorted({r["post_id"] for r in rows if r["post_id"] is not None})
+    posts = sorted({r[_POST] for group in digests.values() for r in group if r[_POST] is not None})
     styles = sorted({s for s, _ in wanted.values()})
     variants = sorted({v for _, v in wanted.values()})
     styled: dict[tuple[int, str, str], str] = {}
@@ -118,60 +127,61 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
     work = []
     for digest_id, group in digests.items():
         head = group[0]
-        if head["status"] in ("sent", "empty", "failed"):
+        if head[_STATUS] in ("sent", "empty", "failed"):
             outcome.done.append(digest_id)
             continue
-        if head["user_status"] in ("blocked", "deleted"):
-            conn.execute(MARK_FAILED, {"digest_id": digest_id, "error": f"user {head['user_status']}"})
+        if head[_USER_STATUS] in ("blocked", "deleted"):
+            conn.execute(MARK_FAILED, {"digest_id": digest_id, "error": f"user {head[_USER_STATUS]}"})
             outcome.done.append(digest_id)
             continue
-        reserved = [r for r in group if r["delivery_id"] is not None]
+        reserved = [r for r in group if r[_DELIVERY] is not None]
         if not reserved:
             conn.execute(MARK_EMPTY, {"digest_id": digest_id})
             outcome.done.append(digest_id)
             continue
         style, variant = wanted[digest_id]
-        missing = [r["post_id"] for r in reserved if (r["post_id"], style, variant) not in styled]
-        if missing and style != settings.summary_default_style and head["attempts"] < SUMMARY_WAIT_ATTEMPTS:
+        missing = [r[_POST] for r in reserved if (r[_POST], style, variant) not in styled]
+        if missing and style != settings.summary_default_style and head[_ATTEMPTS] < SUMMARY_WAIT_ATTEMPTS:
             conn.execute(MARK_WAITING, {"digest_id": digest_id})
             outcome.waiting[digest_id] = missing
             continue
+        total = len(reserved)
         cards = [
-            make_card(
-                SimpleNamespace(id=r["delivery_id"], reaction=r["reaction"], is_saved=r["is_saved"]),
-                SimpleNamespace(
-                    **{k: r[k] for k in ("hn_id", "title", "url", "domain", "score", "comment_count")},
-                    summary=r["summary"],
-                ),
-                styled.get((r["post_id"], style, variant)),
+            render.PostCard(
+                delivery_id=r[_DELIVERY],
+                hn_id=r[_HN_ID],
+                title=r[_TITLE],
+                url=r[_URL],
+                domain=r[_DOMAIN],
+                score=r[_SCORE],
+                comments=r[_COMMENTS],
+                summary=styled.get((r[_POST], style, variant)) or r[_SUMMARY],
                 position=n,
-                total=len(reserved),
-            )  # fmt: skip
+                total=total,
+                reaction=r[_REACTION],
+                saved=r[_SAVED],
+            )
             for n, r in enumerate(reserved, start=1)
         ]
-        prefs_style = head["digest_style"] or preferences(head["digest_preferences"]).style
-        heading = digest_heading_for(head, len(cards))
+        prefs_style = head[_STYLE] or preferences(head[_PREFS]).style
+        heading = digest_heading(SimpleNamespace(manual=head[_MANUAL], batch_id=head[_BATCH]), total)  # type: ignore[arg-type]
         work.append(
             Work(
                 digest_id=digest_id,
-                user_id=head["user_id"],
-                chat_id=head["telegram_id"],
+                user_id=head[_USER],
+                chat_id=head[_CHAT],
                 style=prefs_style,
                 heading=heading,
                 cards=cards,
-                sent={r["delivery_id"] for r in reserved if r["message_id"] is not None},
-                digest_message=head["digest_message"],
+                sent={r[_DELIVERY] for r in reserved if r[_MESSAGE] is not None},
+                digest_message=head[_DIGEST_MESSAGE],
             )
         )
     return work
 
 
 def digest_heading_for(head: Any, count: int) -> str:
-    class _D:  # the attributes digest_heading reads
-        manual = head["manual"]
-        batch_id = head["batch_id"]
-
-    return digest_heading(_D, count)  # type: ignore[arg-type]
+    return digest_heading(SimpleNamespace(manual=head["manual"], batch_id=head["batch_id"]), count)  # type: ignore[arg-type]
 
 
 class _Writer:
@@ -184,6 +194,9 @@ class _Writer:
 
     def execute(self, statement: Any, params: dict[str, Any]) -> None:
         self.cursor.execute(_PYFORMAT[statement], params)
+
+    def execute_raw(self, sql: str, params: dict[str, Any]) -> None:
+        self.cursor.execute(sql, params)
 
 
 def _pyformat(statement: Any) -> str:
@@ -201,38 +214,94 @@ def _register() -> None:
 
 
 _register()
+_LOAD = _pyformat(LOAD_SQL)
 
 
 LOCK_SPACE = 0x6469  # "di": advisory locks of digest sends (summaries use (post id, style hash))
-RELOAD = (
-    "SELECT g.status, g.message_id, "
-    "ARRAY(SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND message_id IS NOT NULL) "
-    "FROM digests g WHERE g.id = %(digest_id)s"
+LOCK_ALL = "SELECT id FROM unnest(%(ids)s::int[]) AS id WHERE pg_try_advisory_lock(%(space)s, id)"
+UNLOCK_ALL = "SELECT count(pg_advisory_unlock(%(space)s, id)) FROM unnest(%(ids)s::int[]) AS id"
+# A group of brief digests, one message each: their message ids and statuses in one statement.
+MARK_BRIEFS = (
+    "WITH x AS (UPDATE deliveries SET message_id = v.m "
+    "FROM unnest(%(deliveries)s::int[], %(delivery_messages)s::bigint[]) AS v(id, m) WHERE deliveries.id = v.id) "
+    "UPDATE digests SET status = 'sent', sent_at = now(), message_id = v.m "
+    "FROM unnest(%(digests)s::int[], %(messages)s::bigint[]) AS v(id, m) WHERE digests.id = v.id"
 )
+GROUP = 4  # brief digests sent per limiter round trip and recorded per statement, by one sending thread
 
 
-def _locked_send(work: Work, send: Callable[..., dict], outcome: Outcome, conn: _Writer) -> None:
-    """One sender per digest at a time: a redelivered or swept task that starts while another is still
-    sending the same digest backs off (the other one finishes it). The lock is session-level on this
-    connection and released at the end (or with the connection, if the process dies)."""
-    cursor = conn.cursor
-    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, work.digest_id))
-    if not cursor.fetchone()[0]:
-        outcome.busy.append(work.digest_id)
-        return
+def _lock(conn: Connection, digest_ids: list[int], outcome: Outcome) -> list[int]:
+    """One sender per digest at a time: the digests another sender holds right now (a redelivered or
+    swept task that starts while the first is still sending) are left to it (``outcome.busy``). The locks
+    are session-level on ``conn``, held while sending and released at the end (or with the connection,
+    if the process dies); what is sent is read after they are taken."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(LOCK_ALL, {"ids": list(digest_ids), "space": LOCK_SPACE})
+    locked = {row[0] for row in cursor.fetchall()}
+    outcome.busy.extend(d for d in digest_ids if d not in locked)
+    return [d for d in digest_ids if d in locked]
+
+
+def _unlock(conn: Connection, digest_ids: list[int]) -> None:
+    if digest_ids:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(UNLOCK_ALL, {"ids": list(digest_ids), "space": LOCK_SPACE})
+
+
+def _send_briefs(
+    group: list[Work], send: Callable[..., dict], outcome: Outcome, conn: _Writer, outbox: TelegramOutbox | None
+) -> None:
+    """Brief digests, one message each (to distinct chats): rendered first, their slots taken in one
+    limiter round trip (with the outbox), sent in slot order, and recorded together in one statement.
+    Each digest has at most its one message unrecorded at any time, so a crash repeats at most the
+    message in flight of each digest, never a whole digest."""
+    messages = [
+        (
+            work.chat_id,
+            render.brief_message(work.cards, work.heading),
+            render.brief_keyboard(work.digest_id, len(work.cards), work.chat_id),
+        )
+        for work in group
+    ]
+    reservations: list[Any] = [None] * len(group)
+    if outbox is not None and len({w.chat_id for w in group}) == len(group):
+        try:
+            reservations = outbox.limiter.reserve_many([w.chat_id for w in group], max_wait=outbox.max_wait)
+        except Exception:  # noqa: BLE001 - Redis trouble: each send then asks on its own (and fails alike)
+            log.warning("limiter: group reservation failed; sending one by one", exc_info=True)
+    sent: list[tuple[Work, int]] = []
+    stop: float | None = None  # Telegram asked every sender to wait: the rest of the group waits too
     try:
-        # Re-read (in a statement that starts after the lock is ours) what is sent: the previous holder
-        # may have sent more.
-        cursor.execute(RELOAD, {"ids": [c.delivery_id for c in work.cards], "digest_id": work.digest_id})
-        status, digest_message, sent = cursor.fetchone()
-        work.sent |= set(sent or ())
-        if status in ("sent", "empty", "failed"):
-            outcome.done.append(work.digest_id)
-            return
-        work.digest_message = digest_message
-        _send_one(work, send, outcome, conn)
+        for work, (chat_id, text, markup), reservation in zip(group, messages, reservations, strict=True):
+            if stop is not None:
+                outcome.retry[work.digest_id] = stop
+                continue
+            try:
+                if reservation is not None:
+                    message = outbox.send_reserved(reservation, text, reply_markup=markup)  # type: ignore[union-attr]
+                else:
+                    message = send(chat_id, text, reply_markup=markup)
+            except RetryAfter as exc:
+                stop = max(1.0, exc.retry_after or 1.0)
+                outcome.retry[work.digest_id] = stop
+                continue
+            except Exception as exc:  # noqa: BLE001 - one digest's trouble, settled as _send_one does
+                _settle(work, exc, outcome, conn)
+                continue
+            sent.append((work, message["message_id"]))
     finally:
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, work.digest_id))
+        if sent:
+            conn.execute_raw(
+                MARK_BRIEFS,
+                {
+                    "deliveries": [c.delivery_id for work, _ in sent for c in work.cards],
+                    "delivery_messages": [mid for work, mid in sent for _ in work.cards],
+                    "digests": [work.digest_id for work, _ in sent],
+                    "messages": [mid for _, mid in sent],
+                },
+            )
+            for work, _ in sent:
+                outcome.sent[work.digest_id] = 1
 
 
 def _send_one(work: Work, send: Callable[..., dict], outcome: Outcome, conn: _Writer) -> None:
@@ -273,21 +342,27 @@ def _send_one(work: Work, send: Callable[..., dict], outcome: Outcome, conn: _Wr
         if not todo:
             conn.execute(MARK_SENT, {"message_id": None, "digest_id": work.digest_id})
         outcome.sent[work.digest_id] = count
-    except Forbidden as exc:
+    except Exception as exc:  # noqa: BLE001 - settled by kind
+        _settle(work, exc, outcome, conn)
+
+
+def _settle(work: Work, exc: Exception, outcome: Outcome, conn: _Writer) -> None:
+    """What a failed send means for its digest."""
+    if isinstance(exc, Forbidden):
         conn.execute(MARK_BLOCKED, {"user_id": work.user_id, "digest_id": work.digest_id,
                                     "error": f"blocked: {exc.description}"[:2000]})  # fmt: skip
         outcome.blocked.append(work.digest_id)
-    except RetryAfter as exc:
+    elif isinstance(exc, RetryAfter):
         outcome.retry[work.digest_id] = max(1.0, exc.retry_after or 1.0)
-    except (NetworkError, LimiterTimeout) as exc:
+    elif isinstance(exc, NetworkError | LimiterTimeout):
         log.warning("digest %s: %s; it will be retried", work.digest_id, exc)
         outcome.retry[work.digest_id] = float(getattr(exc, "retry_after", None) or 5.0)
-    except BadRequest as exc:  # the brief message itself was refused: nothing to retry
+    elif isinstance(exc, BadRequest):  # the brief message itself was refused: nothing to retry
         log.error("digest %s refused: %s", work.digest_id, exc)
         conn.execute(MARK_FAILED_RAW, {"digest_id": work.digest_id, "error": f"refused: {exc}"[:2000]})
         outcome.done.append(work.digest_id)
-    except Exception:  # a bug or an outage we did not foresee: the digest stays half-sent, the sweep retries
-        log.exception("digest %s: sending failed", work.digest_id)
+    else:  # a bug or an outage we did not foresee: the digest stays half-sent, the sweep retries
+        log.error("digest %s: sending failed", work.digest_id, exc_info=exc)
         outcome.retry[work.digest_id] = 60.0
 
 
@@ -317,6 +392,60 @@ def _tell_empty(digest_ids: list[int], send: Callable[..., dict]) -> None:
             log.info("empty-digest note to %s not sent: %s", chat_id, exc)
 
 
+def _send_all(
+    work: list[Work], send: Callable[..., dict], outcome: Outcome, threads: int, outbox: TelegramOutbox | None
+) -> None:
+    """Send the loaded digests from ``threads`` threads, each with a connection of its own for the
+    records: brief digests waiting for their message go ``GROUP`` at a time (:func:`_send_briefs`), the
+    others (flat_scroll: a digest's messages in order, each recorded before the next) one by one."""
+    briefs = [w for w in work if w.style == "brief" and w.digest_message is None]
+    singles = [w for w in work if not (w.style == "brief" and w.digest_message is None)]
+    batches: list[list[Work]] = [briefs[i : i + GROUP] for i in range(0, len(briefs), GROUP)]
+    batches += [[w] for w in singles]
+    batches.reverse()
+    lock = threading.Lock()
+    engine = get_engine()
+
+    def drain() -> None:
+        conn = None
+        try:
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    batch = batches.pop()
+                try:  # one connection per sending thread, opened again if it broke
+                    if conn is None:
+                        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                        writer = _Writer(conn)
+                    if len(batch) > 1 or (batch[0].style == "brief" and batch[0].digest_message is None):
+                        _send_briefs(batch, send, outcome, writer, outbox)
+                    else:
+                        _send_one(batch[0], send, outcome, writer)
+                except Exception:  # no connection (database down, pool exhausted): try these digests later
+                    log.exception("digests %s: could not be sent now", [w.digest_id for w in batch])
+                    for item in batch:
+                        if item.digest_id not in outcome.sent:
+                            outcome.retry[item.digest_id] = 30.0
+                    if conn is not None:
+                        conn.invalidate()
+                        conn.close()
+                        conn = None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    count = max(1, min(threads, len(batches)))
+    if count == 1:
+        drain()
+    else:
+        pool = [threading.Thread(target=drain, name=f"digest-send-{n}") for n in range(count)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+
+
 def send_digests(
     *,
     digest_ids: list[int],
@@ -342,43 +471,19 @@ def send_digests(
         with session_scope() as session:
             reserved = prepare(session=session, digest_ids=pending, settings=settings)
         _tell_empty([d for d in pending if reserved.get(d) == 0], send)
+    outbox = getattr(send, "__self__", None)
+    if not (isinstance(outbox, TelegramOutbox) and getattr(send, "__func__", None) is TelegramOutbox.send):
+        outbox = None  # a plain callable (tests wrap the outbox's send): one limiter call per message
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        work = _load(conn, digest_ids, settings, outcome)
-    queue = list(reversed(work))
-    lock = threading.Lock()
-
-    def drain() -> None:
-        conn = None
+        locked = _lock(conn, list(dict.fromkeys(digest_ids)), outcome)
         try:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    item = queue.pop()
-                try:  # one connection per sending thread, opened again if it broke
-                    if conn is None:
-                        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                        writer = _Writer(conn)
-                    _locked_send(item, send, outcome, writer)
-                except Exception:  # no connection (database down, pool exhausted): try this digest later
-                    log.exception("digest %s: could not be sent now", item.digest_id)
-                    outcome.retry[item.digest_id] = 30.0
-                    if conn is not None:
-                        conn.invalidate()
-                        conn.close()
-                        conn = None
+            work = _load(conn, locked, settings, outcome) if locked else []
+            _send_all(work, send, outcome, threads, outbox)
         finally:
-            if conn is not None:
-                conn.close()
-
-    count = max(1, min(threads, len(work)))
-    if count == 1:
-        drain()
-    else:
-        pool = [threading.Thread(target=drain, name=f"digest-send-{n}") for n in range(count)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
+            try:
+                _unlock(conn, locked)
+            except Exception:  # noqa: BLE001 - the locks go with the connection
+                log.warning("digest locks not released; dropping the connection", exc_info=True)
+                conn.invalidate()
     log.debug("sent %s at %s", outcome.sent, datetime.now(UTC))
     return outcome

@@ -802,6 +802,16 @@ def _too_many(retry_after: int) -> TelegramError:
     )
 
 
+class _Serialized(str):
+    """A method's result already as JSON text (a send's answer: serialized once, under the lock)."""
+
+
+def _ok_reply(result: Any) -> Reply:
+    if isinstance(result, _Serialized):
+        return Reply(200, ('{"ok": true, "result": ' + result + "}").encode("utf-8"), JSON_UTF8, [])
+    return _json_reply(200, {"ok": True, "result": result})
+
+
 def _json_reply(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), JSON_UTF8, headers or [])
 
@@ -1478,14 +1488,15 @@ class TelegramServer(LoopbackServer):
             return name, error
         if isinstance(result, _Described):
             return name, _json_reply(200, {"ok": True, "result": result.result, "description": result.description})
-        return name, _json_reply(200, {"ok": True, "result": result})
+        return name, _ok_reply(result)
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         """Run an API method in-process (no HTTP, no faults); raises :class:`TelegramError`."""
         known = self._methods.get(method.lower())
         if known is None:
             raise TelegramError(404, "Not Found")
-        return known[1](params, {})
+        result = known[1](params, {})
+        return json.loads(result) if isinstance(result, _Serialized) else result
 
     def _fault_reply(self, fault: Fault) -> Reply | None:
         kind, params = fault.kind, fault.params
@@ -1579,7 +1590,9 @@ class TelegramServer(LoopbackServer):
         self._next_message_id[chat_id] += 1
         return self._next_message_id[chat_id]
 
-    def _sent_object(self, sent: SentMessage) -> dict[str, Any]:
+    def _sent_object(self, sent: SentMessage, *, copy: bool = True) -> dict[str, Any]:
+        """The Message object of a sent message; ``copy=False`` when it is only serialized at once (the
+        answer to a send: it shares the stored lists, so it must not be kept or changed)."""
         message: dict[str, Any] = {
             "message_id": sent.message_id,
             "from": self._bot_user(),
@@ -1606,7 +1619,7 @@ class TelegramServer(LoopbackServer):
                 message["link_preview_options"] = sent.link_preview_options
         if sent.reply_markup and "inline_keyboard" in sent.reply_markup:
             message["reply_markup"] = {"inline_keyboard": sent.reply_markup["inline_keyboard"]}
-        return json.loads(json.dumps(message))
+        return json.loads(json.dumps(message)) if copy else message
 
     def _message_object(self, chat_id: int, message_id: int, *, nested: bool = True) -> dict[str, Any] | None:
         sent = self._sent.get((chat_id, message_id))
@@ -1880,7 +1893,7 @@ class TelegramServer(LoopbackServer):
 
         sent = self._record_send("sendMessage", chat, build)
         with self._lock:
-            return self._sent_object(sent)
+            return _Serialized(json.dumps(self._sent_object(sent, copy=False), ensure_ascii=False))
 
     def _editable(self, params: dict[str, Any]) -> tuple[dict[str, Any], SentMessage]:
         if params.get("inline_message_id"):

@@ -22,6 +22,7 @@ transport). The token never appears in an exception, and the HTTP libraries' req
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -140,6 +141,7 @@ class _TokenFilter(logging.Filter):
 _token_filter = _TokenFilter()
 logging.getLogger("httpx").addFilter(_token_filter)
 logging.getLogger("urllib3.connectionpool").addFilter(_token_filter)
+log.addFilter(_token_filter)
 
 _pools: dict[tuple[str, str], httpx.Client] = {}
 _apis: dict[tuple[str, str, float], BotAPI] = {}
@@ -249,27 +251,34 @@ class BotAPI:
         return f"{self.base_url}{self._token}/{method}"
 
     def _post_json(self, method: str, payload: dict[str, Any]) -> Any:
-        """The common case on urllib3 (about 0.3 ms less CPU per call than httpx, which counts at
-        paid-broadcast rates); uploads go through :meth:`_post`."""
+        """The common case, on a keep-alive ``http.client`` connection of this thread (about 0.2 ms less
+        CPU per call than urllib3's pool and 0.5 ms less than httpx, which counts at paid-broadcast
+        rates); uploads go through :meth:`_post`. Only a connection that could not be opened is tried
+        again (nothing was sent); a kept-alive connection the server closed is replaced before use."""
+        body = json.dumps(payload).encode()
+        conn, path = _json_connection(self.base_url, self.timeout)
         try:
-            raw = _json_pool().request(
-                "POST",
-                self._url(method),
-                body=json.dumps(payload).encode(),
-                headers=_JSON_HEADERS,
-                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
-                retries=_CONNECT_ONCE_MORE,
-                redirect=False,
-            )
-        except urllib3.exceptions.TimeoutError as exc:
+            if conn.sock is None:
+                try:
+                    conn.connect()
+                except OSError:
+                    conn.close()
+                    conn.connect()  # once more: nothing was sent
+            conn.request("POST", path + self._token + "/" + method, body=body, headers=_JSON_HEADERS)
+            response = conn.getresponse()
+            answer = _Answer(response.status, response.headers, response.read())
+        except TimeoutError as exc:
+            conn.close()
             raise NetworkError(method, _mask(f"timed out ({type(exc).__name__})", self._token)) from None
-        except urllib3.exceptions.LocationValueError:
-            raise TelegramError(method, "invalid Bot API URL (check HNPAL_TELEGRAM_BASE_URL)") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:  # connect errors, dropped connections
-            reason = getattr(exc, "reason", None) or exc
-            detail = _mask(str(reason) or type(reason).__name__, self._token)
-            raise NetworkError(method, f"{type(reason).__name__}: {detail}") from None
-        return self._result(method, _Answer(raw))
+        except (http.client.HTTPException, OSError) as exc:  # refused, dropped, reset, a broken answer
+            conn.close()
+            detail = _mask(str(exc) or type(exc).__name__, self._token)
+            raise NetworkError(method, f"{type(exc).__name__}: {detail}") from None
+        if response.will_close:
+            conn.close()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("HTTP POST %s%s/%s %s", self.base_url, MASK, method, answer.status_code)
+        return self._result(method, answer)
 
     def _post(self, method: str, **kwargs: Any) -> Any:
         try:
@@ -407,29 +416,43 @@ class BotAPI:
 
 
 class _Answer:
-    """The parts of a urllib3 response that :meth:`BotAPI._result` reads, shaped like httpx's."""
+    """The parts of an ``http.client`` response that :meth:`BotAPI._result` reads, shaped like httpx's."""
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse) -> None:
-        self.status_code = raw.status
-        self.headers = raw.headers
-        self._data = raw.data
+    __slots__ = ("_data", "headers", "status_code")
+
+    def __init__(self, status: int, headers: Any, data: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self._data = data
 
     def json(self) -> Any:
         return json.loads(self._data)
 
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "HNPal"}
-# Only a connection that could not be opened is tried again: nothing was sent (see the module docstring).
-_CONNECT_ONCE_MORE = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, raise_on_status=False)
-_json_pools: dict[int, urllib3.PoolManager] = {}
+_local = threading.local()
 
 
-def _json_pool() -> urllib3.PoolManager:
-    pid = os.getpid()  # a forked child opens its own sockets
-    pool = _json_pools.get(pid)
-    if pool is None:
-        pool = _json_pools.setdefault(pid, urllib3.PoolManager(num_pools=4, maxsize=64, block=False))
-    return pool
+def _json_connection(base_url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """This thread's keep-alive connection to ``base_url``'s host (a forked child opens its own), and the
+    path prefix of the Bot API methods. A kept-alive connection the server has closed meanwhile (it is
+    readable: end of file) is dropped first, so a request never goes out on a dead socket."""
+    pid = os.getpid()
+    if getattr(_local, "pid", None) != pid:
+        _local.pid, _local.conns = pid, {}
+    key = (base_url, timeout)
+    entry = _local.conns.get(key)
+    if entry is None:
+        parts = urllib3.util.parse_url(base_url)
+        if parts.scheme not in ("http", "https") or not parts.host:
+            raise TelegramError("call", "invalid Bot API URL (check HNPAL_TELEGRAM_BASE_URL)")
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = kind(parts.host, parts.port, timeout=timeout)
+        entry = _local.conns[key] = (conn, parts.path or "/")
+    conn = entry[0]
+    if conn.sock is not None and urllib3.util.wait_for_read(conn.sock, timeout=0.0):
+        conn.close()
+    return entry
 
 
 def _retry_after(parameters: dict[str, Any] | None, response: httpx.Response | _Answer) -> float:

@@ -13,7 +13,7 @@ import mimetypes
 
 from config.settings import Settings, get_settings
 from hnpal.telegram.client import BadRequest, BotAPI, RetryAfter, is_not_modified
-from hnpal.telegram.ratelimit import SendLimiter
+from hnpal.telegram.ratelimit import Reservation, SendLimiter
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,16 @@ class TelegramOutbox:
         self.max_wait = 30.0
         self.max_inline_retry = 5.0  # a short 429 is waited out here; a longer one goes back to the task
 
-    def _paced(self, chat_id: int, call):  # type: ignore[no-untyped-def]
-        """Send after taking a slot. A 429 holds every sender off for ``retry_after``; when that is short
-        this message is sent again here, so a reply of several messages does not start over (and repeat
-        the ones already sent) because one of them was refused."""
+    def _paced(self, chat_id: int, call, reservation: Reservation | None = None):  # type: ignore[no-untyped-def]
+        """Send after taking a slot (``reservation``: one taken beforehand with ``limiter.reserve_many``).
+        A 429 holds every sender off for ``retry_after``; when that is short this message is sent again
+        here, so a reply of several messages does not start over (and repeat the ones already sent)
+        because one of them was refused."""
         for attempt in range(2):
-            self.limiter.acquire(chat_id, max_wait=self.max_wait)
+            if reservation is not None and not attempt:
+                self.limiter.wait_for(reservation, max_wait=self.max_wait)
+            else:
+                self.limiter.acquire(chat_id, max_wait=self.max_wait)
             try:
                 return call()
             except RetryAfter as exc:
@@ -44,6 +48,13 @@ class TelegramOutbox:
 
     def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict:
         return self._paced(chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup))
+
+    def send_reserved(self, reservation: Reservation, text: str, reply_markup: dict | None = None) -> dict:
+        """:meth:`send` in the slot of a ``limiter.reserve_many`` reservation (digest batches)."""
+        chat_id = reservation.chat_id
+        return self._paced(
+            chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup), reservation
+        )
 
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict:
         try:

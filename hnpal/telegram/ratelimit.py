@@ -71,6 +71,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -123,6 +124,43 @@ redis.call('SET', KEYS[2], chat_raw, 'PX', math.ceil((chat - now) * 1000) + 1000
 return {'ok', string.format('%.6f', slot - now), stamp, chat_raw}
 """
 
+# Several sends in one run (reserve_many): KEYS: overall TAT, then one chat TAT per send (distinct chats);
+# ARGV: T, chat interval, burst allowance, max seconds ahead. Returns {now, then per send: status, seconds,
+# chat TAT}: the same answers as _RESERVE_LUA, the granted slots consecutive; after the first "far" every
+# later send is "far" too (nothing reserved for them).
+_RESERVE_MANY_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {t[1] .. '.' .. string.format('%06d', tonumber(t[2]))}
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local interval, chat_interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local allowance, ahead = tonumber(ARGV[3]), tonumber(ARGV[4])
+local granted, far = false, false
+for i = 2, #KEYS do
+    local chat_tat = tonumber(redis.call('GET', KEYS[i]))
+    local slot = tat - allowance
+    if slot < now then slot = now end
+    if chat_tat and chat_tat > now then
+        table.insert(out, 'chat'); table.insert(out, string.format('%.6f', chat_tat - now)); table.insert(out, '')
+    elseif far or slot - now > ahead then
+        far = true
+        table.insert(out, 'far'); table.insert(out, string.format('%.6f', slot - now)); table.insert(out, '')
+    else
+        granted = true
+        tat = tat + interval
+        local chat_raw = string.format('%.6f', slot + chat_interval)
+        redis.call('SET', KEYS[i], chat_raw, 'PX', math.ceil((slot + chat_interval - now) * 1000) + 1000)
+        table.insert(out, 'ok'); table.insert(out, string.format('%.6f', slot - now)); table.insert(out, chat_raw)
+    end
+end
+if granted then
+    redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+return out
+"""
+
 # KEYS: TAT key, block key; ARGV: seconds, burst allowance (s). Neither is ever moved backwards.
 _PENALIZE_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -155,6 +193,17 @@ class LimiterTimeout(Exception):  # noqa: N818 - the name the callers use
         self.waited = waited
         self.retry_in = retry_in
         self.retry_after = retry_in
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slot :meth:`SendLimiter.reserve_many` took for one chat: ``slot`` on this process's monotonic
+    clock, the chat TAT it set (to release it if the slot is given up), and when it was reserved."""
+
+    chat_id: int
+    slot: float
+    chat_tat: str
+    reserved_at: float
 
 
 class _RedisClock:
@@ -255,6 +304,7 @@ class SendLimiter:
         self.redis = get_redis(redis_url)  # the app's shared pool; every key is "<prefix>ratelimit:send/..."
         self._reserve_script = self.redis.register_script(_RESERVE_LUA)
         self._penalize_script = self.redis.register_script(_PENALIZE_LUA)
+        self._reserve_many_script = self.redis.register_script(_RESERVE_MANY_LUA)
         self._overall_key = self._key(OVERALL_KEY)
         self._block_key = self._key(BLOCK_KEY)
         self._burst_allowance = self.burst * self.overall_interval
@@ -335,11 +385,12 @@ class SendLimiter:
         _sleep_until(at + seconds)  # a slot less than TRY_SLACK ahead: keep the spacing exact
         return 0.0
 
-    def acquire(self, chat_id: int, *, max_wait: float = 30.0) -> float:
+    def acquire(self, chat_id: int, *, max_wait: float = 30.0, missed: str = "") -> float:
         """Reserve the next slot for a send to ``chat_id`` and sleep until it; returns the seconds waited.
-        Raises :class:`LimiterTimeout` (nothing reserved) when the slot is more than ``max_wait`` away."""
+        Raises :class:`LimiterTimeout` (nothing reserved) when the slot is more than ``max_wait`` away.
+        ``missed``: the chat TAT of a slot for this chat given up just before (it is ignored)."""
         start = time.monotonic()
-        missed, misses = "", 0
+        misses = 0
         while True:
             reserved_at = time.monotonic()
             elapsed = reserved_at - start
@@ -360,6 +411,48 @@ class SendLimiter:
             if status == TOO_FAR or elapsed + seconds > max_wait:
                 raise LimiterTimeout(chat_id, elapsed, seconds)
             _sleep_until(at + seconds)  # the chat's previous send is less than its interval ago
+
+    def reserve_many(self, chat_ids: list[int], *, max_wait: float = 30.0) -> list[Reservation | None]:
+        """Reserve the next slots for sends to several distinct chats in one Redis round trip (a batch of
+        digests: one message each). One :class:`Reservation` per chat, in order, consecutive slots; ``None``
+        for a chat that is not free now (its previous send is less than the chat interval ago) or whose
+        slot would be more than ``max_wait`` away: nothing is reserved for those (send them with
+        :meth:`acquire`). Pass each reservation to :meth:`wait_for` before its send."""
+        if not chat_ids:
+            return []
+        if len(set(chat_ids)) != len(chat_ids):
+            raise ValueError("reserve_many takes distinct chats")
+        self._clock.calibrate(self.redis)
+        before = time.monotonic()
+        answer = self._reserve_many_script(
+            keys=(self._overall_key, *(self._chat_key(c) for c in chat_ids)),
+            args=(self.overall_interval, self.chat_interval, self._burst_allowance, max(max_wait, 0.0)),
+        )
+        at = self._clock.local(float(answer[0]), before, time.monotonic())
+        out: list[Reservation | None] = []
+        for n, chat_id in enumerate(chat_ids):
+            status, seconds, chat_tat = answer[1 + 3 * n : 4 + 3 * n]
+            if isinstance(status, bytes):
+                status, seconds, chat_tat = status.decode(), seconds.decode(), chat_tat.decode()
+            granted = status == GRANTED
+            out.append(Reservation(chat_id, at + max(float(seconds), 0.0), chat_tat, before) if granted else None)
+        return out
+
+    def wait_for(self, reservation: Reservation, *, max_wait: float = 30.0) -> float:
+        """Sleep until a :meth:`reserve_many` slot and return the seconds waited. When the thread wakes more
+        than ``late_limit`` after it (the slot was reserved ahead of a send that took long) or a 429 blocked
+        every sender after it was reserved, the slot is given up and a new one taken with :meth:`acquire`
+        (which may raise :class:`LimiterTimeout`)."""
+        start = time.monotonic()
+        _sleep_until(reservation.slot)
+        now = time.monotonic()
+        penalized_at, blocked_until = self._local_block
+        blocked = penalized_at > reservation.reserved_at and now < blocked_until - LOCAL_BLOCK_SLACK
+        if not blocked and now - reservation.slot <= self.late_limit:
+            return now - start
+        if not blocked:
+            self.missed_slots += 1
+        return (now - start) + self.acquire(reservation.chat_id, max_wait=max_wait, missed=reservation.chat_tat)
 
     def penalize(self, seconds: float, chat_id: int | None = None) -> None:
         """After a 429 with ``retry_after``: no slot (or, with ``chat_id``, none for that chat) is given out
@@ -406,4 +499,4 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-__all__ = ["LimiterTimeout", "SendLimiter", "clear_cache"]
+__all__ = ["LimiterTimeout", "Reservation", "SendLimiter", "clear_cache"]
