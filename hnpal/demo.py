@@ -11,7 +11,10 @@ Bot API with Telegram's flood limits), and runs the main job:
 3. once the posts are summarized each user sets their delivery time to the next minute in their own
    time zone, and beat's scheduler sends each their digest (selection, summaries in their style, send);
 4. every digest is printed as Telegram would show it, a few buttons are pressed (👍, 💾, a brief digest's
-   number, 👎) and their effects shown, then the database state in brief.
+   number, 👎) and their effects shown;
+5. Ada discusses a post (💬, two questions answered on the ``llm`` queue with the article, the HN thread
+   and her memory as context, then ``/done``), the memory extraction that follows is shown with
+   ``/memory``, then the database state in brief.
 
 It stops everything it started (children, sandbox servers, embedded servers) whatever happens, and
 exits 0 only when every step worked.
@@ -299,7 +302,10 @@ def _main_job(console: Console, tg: TelegramServer, users: tuple[DemoUser, ...],
     console.rule("[bold]6. buttons")
     _press_buttons(console, chats)
 
-    console.rule("[bold]7. the database afterwards")
+    console.rule("[bold]7. a discussion, and what HN Pal remembers of it")
+    _discussion(console, chats["Ada"])
+
+    console.rule("[bold]8. the database afterwards")
     _database_summary(console)
     if tg.throttled:
         refused = ", ".join(f"{t.method} to {t.chat_id} ({t.scope} limit)" for t in tg.throttled[:5])
@@ -860,6 +866,55 @@ def _press_buttons(console: Console, chats: dict[str, UserChat]) -> None:
     tap(grace, post(grace, 2), "👎", "taps 👎 under her last post", mark="👎✓", answer="less like this")
 
 
+DISCUSSION_QUESTIONS = (
+    "What is the main claim here, and what evidence backs it?",
+    "I work on database tooling, so I'm curious: what would it mean for Postgres users?",
+)
+
+
+def _discussion(console: Console, chat: UserChat) -> None:
+    """💬 under a post, two questions answered on the llm queue (article, thread and memory as context),
+    /done, the memory extraction that follows, and /memory."""
+    post = chat.tg.message(chat.uid, chat.digest_messages[0])
+    assert post is not None
+    chat.press(post, "💬 Discuss")
+    console.print(telegram_message(chat.last(), f"HN Pal → {chat.user.first_name}"))
+    for question in DISCUSSION_QUESTIONS:
+        before = len(chat.messages())
+        chat.say(question)
+        console.print(f"[cyan]{escape(chat.user.first_name)}[/]: {escape(question)}")
+        try:
+            answer = chat.tg.wait_for_messages(chat.uid, before + 1, timeout=UPDATE_WAIT)[before]
+        except TimeoutError:
+            raise DemoError(f"{chat.user.first_name}: no answer to {question!r} within {UPDATE_WAIT:.0f}s") from None
+        console.print(telegram_message(answer, f"HN Pal → {chat.user.first_name}"))
+    chat.say("/done")
+    console.print(f"[cyan]{escape(chat.user.first_name)}[/] writes /done → {escape(chat.steps[-1].effect)}")
+    deadline = time.monotonic() + UPDATE_WAIT
+    while not _extracted(chat.uid):  # hnpal.memory.extract runs on the llm queue after the commit
+        if time.monotonic() > deadline:
+            raise DemoError(f"{chat.user.first_name}: the discussion's memory was not extracted")
+        time.sleep(0.2)
+    chat.say("/memory")
+    console.print(f"[cyan]{escape(chat.user.first_name)}[/] writes /memory:")
+    console.print(telegram_message(chat.last(), f"HN Pal → {chat.user.first_name}"))
+
+
+def _extracted(telegram_id: int) -> bool:
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM memory m JOIN users u ON u.id = m.user_id "
+                    "WHERE u.telegram_id = :t AND m.type = 'discussion_note'"
+                ),
+                {"t": telegram_id},
+            )
+        )
+
+
 # --- the database in brief --------------------------------------------------------------------------
 
 USERS_SQL = text(
@@ -874,6 +929,15 @@ DELIVERIES_SQL = text(
     "count(*) FILTER (WHERE d.reaction = 'up') AS up, count(*) FILTER (WHERE d.reaction = 'down') AS down, "
     "count(*) FILTER (WHERE d.is_saved) AS saved, count(*) FILTER (WHERE d.is_read) AS read "
     "FROM users u LEFT JOIN deliveries d ON d.user_id = u.id GROUP BY u.id, u.first_name ORDER BY u.telegram_id"
+)
+CONVERSATIONS_SQL = text(
+    "SELECT u.first_name, p.hn_id, jsonb_array_length(c.messages) AS messages, c.end_reason, "
+    "c.total_input_tokens + c.total_output_tokens AS tokens, c.context_loaded ? 'memory_extraction' AS extracted "
+    "FROM conversations c JOIN users u ON u.id = c.user_id JOIN posts p ON p.id = c.post_id ORDER BY c.id"
+)
+MEMORY_SQL = text(
+    "SELECT u.first_name, m.type, m.source_type, m.content, m.confidence FROM memory m "
+    "JOIN users u ON u.id = m.user_id WHERE m.active ORDER BY u.telegram_id, m.id"
 )
 UPDATES_SQL = text("SELECT status, count(*) AS n FROM telegram_updates GROUP BY status ORDER BY status")
 SUMMARIES_SQL = text(
@@ -891,6 +955,8 @@ def _database_summary(console: Console) -> None:
         deliveries = session.execute(DELIVERIES_SQL).all()
         updates = session.execute(UPDATES_SQL).all()
         summaries = session.execute(SUMMARIES_SQL).all()
+        conversations = session.execute(CONVERSATIONS_SQL).all()
+        memory = session.execute(MEMORY_SQL).all()
 
     def table(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
         out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY)
@@ -943,6 +1009,20 @@ def _database_summary(console: Console) -> None:
             "deliveries per user",
             ("user", "reserved", "delivered", "👍", "👎", "saved", "read"),
             [tuple(d) for d in deliveries],
+        )
+    )
+    console.print(
+        table(
+            "conversations",
+            ("user", "HN id", "messages", "ended", "tokens", "memory extracted"),
+            [tuple(c) for c in conversations],
+        )
+    )
+    console.print(
+        table(
+            "memory (active)",
+            ("user", "type", "source", "content", "confidence"),
+            [(m.first_name, m.type, m.source_type, _shorten(m.content, 90), m.confidence) for m in memory],
         )
     )
     console.print(table("telegram_updates", ("status", "updates"), [tuple(u) for u in updates]))

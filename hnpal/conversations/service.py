@@ -466,7 +466,7 @@ def _reply_locked(
     summary, summarized = conversation.summary, conversation.summarized_count
     window = plan(messages=messages, summarized_count=summarized, new_index=new_index, context_text=context.text,
                   settings=settings)  # fmt: skip
-    if window.fold_upto > summarized:
+    if window.fold_upto > summarized:  # not folded ahead (the last fold failed, or a long message came)
         summary, folded = _fold(
             conn=conn, provider=provider, title=post.title, summary=summary,
             turns=messages[summarized : window.fold_upto], settings=settings, **account,
@@ -499,7 +499,38 @@ def _reply_locked(
         "conversation %s: answered message %s (%s bytes of prompt, %s verbatim, %s folded)",
         conversation.id, new_index, prompt.bytes, prompt.verbatim, summarized,
     )  # fmt: skip
+    # Fold ahead, after the answer is out: the next message's window starts at new_index + 2 - window, so
+    # the turns before it are summarized now, off the user's wait (a model call each time otherwise).
+    ahead = new_index + 2 - settings.discussion_window_messages
+    if ahead > summarized:
+        _fold_ahead(conn, conversation.id, post.title, summary, summarized, messages[summarized:ahead], provider,
+                    settings, account)  # fmt: skip
     return "answered"
+
+
+def _fold_ahead(
+    conn: Connection, conversation_id: int, title: str, summary: str | None, summarized: int,
+    turns: list[dict[str, Any]], provider: Provider, settings: Settings, account: dict[str, Any],
+) -> None:  # fmt: skip
+    """Fold ``turns`` (the messages from ``summarized`` on) into the summary, with their cost in the
+    conversation's totals. A failure only logs: the next answer folds them before it is made."""
+    try:
+        summary, folded = _fold(conn=conn, provider=provider, title=title, summary=summary, turns=turns,
+                                settings=settings, **account)  # fmt: skip
+    except LLMError as exc:
+        log.warning("conversation %s: folding ahead failed (%s); the next answer folds first", conversation_id, exc)
+        return
+    conn.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.summarized_count == summarized)
+        .values(
+            summary=summary,
+            summarized_count=summarized + len(turns),
+            total_input_tokens=Conversation.total_input_tokens + folded.input_tokens,
+            total_output_tokens=Conversation.total_output_tokens + folded.output_tokens,
+            total_cost_usd=Conversation.total_cost_usd + folded.cost_usd,
+        )
+    )
 
 
 def _send(outbox: Any, chat_id: int, text: str) -> None:

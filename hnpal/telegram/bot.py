@@ -36,10 +36,15 @@ warnings.filterwarnings("ignore", message=".*Bot.getUpdates.*")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("digest", "A digest now"),
+    ("discuss", "Talk about a post: /discuss HN_ID"),
+    ("done", "End the discussion"),
     ("settings", "Digest style, time, time zone, filters"),
     ("saved", "Your bookmarks"),
     ("pause", "Pause or resume scheduled digests"),
     ("token", "Your LLM usage"),
+    ("memory", "What HN Pal remembers about you"),
+    ("export", "A copy of your data"),
+    ("deletemydata", "Delete your account and data"),
     ("start", "Pick your interests"),
     ("help", "What HN Pal can do"),
 ]

@@ -75,15 +75,20 @@ def test_offline_discussion_folds_and_ends(store: StateStore, settings_env) -> N
         messages: list[dict[str, Any]] = conversation.messages
         assert len(messages) == 12 and [m["role"] for m in messages] == ["user", "assistant"] * 6
         assert all(m["model"] == "offline-extractive" for m in messages[1::2])
-        # window of 4: before answering message 10, messages 0..5 were folded (offline: one line per turn)
-        assert conversation.summarized_count == 6
+        # window of 4: after each answer the turns the next message's window leaves out are folded ahead,
+        # so after answering message 10, messages 0..7 are in the summary (offline: one line per turn)
+        assert conversation.summarized_count == 8
         assert conversation.summary.splitlines()[0] == "User: Question 0?"
         assert conversation.total_input_tokens > 0 and conversation.total_cost_usd == 0
         purposes = session.execute(
             text("SELECT purpose, count(*) FROM agent_calls WHERE conversation_id = :c GROUP BY purpose"),
             {"c": conversation_id},
         ).all()
-        assert dict(purposes) == {"reply": 6, "fold": 3}  # folded before answering messages 6, 8 and 10
+        assert dict(purposes) == {"reply": 6, "fold": 4}  # folded after answering messages 4, 6, 8 and 10
+        order = session.scalars(
+            text("SELECT purpose FROM agent_calls WHERE conversation_id = :c ORDER BY id"), {"c": conversation_id}
+        ).all()
+        assert order[:6] == ["reply", "reply", "reply", "fold", "reply", "fold"]  # never before an answer
 
         ended = service.end(session=session, store=store, user_id=uid, telegram_id=8_200_001, reason="done")
         assert [e.conversation_id for e in ended] == [conversation_id] and ended[0].memory_enabled

@@ -250,12 +250,13 @@ def test_help(tg: Stack) -> None:
     uid = tg.new_user()
     (reply,) = tg.send(uid, "/help")
     assert reply.text.startswith("HN Pal brings you the best of Hacker News")
-    for command in ("/digest", "/settings", "/saved", "/pause", "/token", "/start", "/help"):
-        assert command in reply.text
+    menu = ["digest", "discuss", "done", "settings", "saved", "pause", "token", "memory", "export", "deletemydata",
+            "start", "help"]  # fmt: skip
+    for command in menu:
+        assert f"/{command}" in reply.text
     assert user_row(uid) is not None
-    # the command menu was registered by the bot process
-    assert [c["command"] for c in tg.server.commands()] == ["digest", "settings", "saved", "pause", "token", "start",
-                                                            "help"]  # fmt: skip
+    # the command menu was registered by the bot process: every command the help lists
+    assert [c["command"] for c in tg.server.commands()] == menu
 
 
 def test_pause_toggles_status(tg: Stack) -> None:
