@@ -211,7 +211,7 @@ class _OpenTag:
     tag: str
     kind: str
     start: int  # UTF-16 offset in the plain text
-    byte: int
+    index: int  # of the tag in the source text (its byte offset is computed only for an error message)
     attrs: dict[str, str]
     language: str | None = None
 
@@ -337,7 +337,7 @@ def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
             )
         if name == "blockquote" and "expandable" in attrs:
             kind = "expandable_blockquote"
-        stack.append(_OpenTag(name, kind, out.pos, _byte_offset(text, begin), attrs))
+        stack.append(_OpenTag(name, kind, out.pos, begin, attrs))
     if stack:
         raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
     return out.text(), _sorted_entities(entities)
