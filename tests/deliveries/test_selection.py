@@ -101,6 +101,22 @@ def test_prepare_twice_reserves_nothing_twice(db_session, make) -> None:
     assert len(rows) == 3 and all(message_id is None for _, message_id in rows)
 
 
+def test_two_digests_of_one_user_prepared_together_reserve_each_post_once(db_session, make) -> None:
+    """The fast reservation (a plain INSERT) meets the UNIQUE constraint; the statement with ON CONFLICT
+    takes over in the same transaction, and the other digests of the chunk are reserved as usual."""
+    user, other = make.user(), make.user()
+    for n in range(3):
+        make.post(f"Post {n}", score=100 + n)
+    first, second = make.digest(user), make.digest(user, batch_id="second")
+    theirs = make.digest(other)
+    reserved = prepare(session=db_session, digest_ids=[first.id, second.id, theirs.id])
+    assert sorted(reserved.values()) == [0, 3, 3] and reserved[theirs.id] == 3
+    rows = db_session.execute(select(Delivery.post_id).where(Delivery.user_id == user.id)).scalars().all()
+    assert len(rows) == len(set(rows)) == 3
+    statuses = {d.id: (d.status, d.post_count) for d in (first, second, theirs) if db_session.refresh(d) is None}
+    assert sorted(statuses.values()) == [("empty", 0), ("sending", 3), ("sending", 3)]
+
+
 def test_min_score(db_session, make) -> None:
     make.post("Low", score=9)
     make.post("Exactly the minimum", score=10)
