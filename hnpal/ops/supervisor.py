@@ -33,6 +33,7 @@ left running: each child's whole process group is waited for.
 from __future__ import annotations
 
 import fcntl
+import io
 import ipaddress
 import os
 import signal
@@ -163,7 +164,12 @@ class Supervisor:
     # --- signals ---------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stop.is_set():
-            self._say(f"{signal.Signals(signum).name} again: already stopping warmly (running tasks finish)")
+            # Straight to the file descriptor: the main thread may be inside a buffered write right now.
+            note = f"up: {signal.Signals(signum).name} again: already stopping warmly (running tasks finish)\n"
+            try:
+                os.write(self.out.fileno(), note.encode())
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
             return
         self._signal = signum
         self._stop.set()
@@ -250,12 +256,14 @@ class Supervisor:
             self.show_status(now)
         name = signal.Signals(self._signal).name if self._signal else "stop"
         self._say(f"{name}: warm shutdown (bot, beat, then workers finish their running tasks)")
-        self.shutdown()
+        clean = self.shutdown()
         self.show_status(time.monotonic(), force=True)
-        return 0
+        return 0 if clean else 1
 
-    def shutdown(self) -> None:
-        """Stop in order: the bot, beat, then the workers together, then Flower and metrics."""
+    def shutdown(self) -> bool:
+        """Stop in order: the bot, beat, then the workers together, then Flower and metrics. True when
+        every child exited by itself with code 0 (none had to be killed)."""
+        clean = True
         workers = [p for p in self.procs if p.name not in ("bot", "beat", "flower", "metrics")]
         waves = [
             [p for p in self.procs if p.name == "bot"],
@@ -264,23 +272,24 @@ class Supervisor:
             [p for p in self.procs if p.name in ("flower", "metrics")],
         ]
         for wave in waves:
-            threads = []
-            for p in wave:
-                p.state = "stopping" if p.state in ("starting", "running") else p.state
+            live = [p for p in wave if p.state in ("starting", "running")]
+            for p in wave:  # waiting out a back-off: already stopped and cleaned up
+                p.state = "stopping" if p in live else "stopped"
 
-                def stop(p: Supervised = p) -> None:
-                    code = p.child.stop(timeout=self.options.stop_timeout)
-                    p.last_exit = code
-                    p.state = "stopped"
+            def stop(p: Supervised) -> None:
+                p.last_exit = p.child.stop(timeout=self.options.stop_timeout)
+                p.state = "stopped"
 
-                thread = threading.Thread(target=stop, name=f"stop-{p.name}", daemon=True)
+            threads = [threading.Thread(target=stop, args=(p,), name=f"stop-{p.name}", daemon=True) for p in live]
+            for thread in threads:
                 thread.start()
-                threads.append(thread)
             for thread in threads:
                 thread.join()
-            for p in wave:
-                if p.last_exit not in (0, None):
+            for p in live:
+                if p.last_exit != 0:
+                    clean = False
                     self._say(f"{p.name} stopped with code {p.last_exit}")
+        return clean
 
 
 def build(settings: Settings, options: Options, *, database_url: str, redis_url: str) -> Supervisor:

@@ -297,3 +297,29 @@ def test_status_is_redrawn_in_place_on_a_terminal(tmp_path: Path) -> None:
         assert out.count("sleeper   pid=") == 2 and "\x1b[2F\x1b[J" in out  # cursor up two lines, erase
     finally:
         child.stop(timeout=5)
+
+
+def test_shutdown_kills_a_child_that_ignores_sigterm_and_says_so(tmp_path: Path) -> None:
+    stubborn = Child(
+        "stubborn",
+        ["python3", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(' ready.', "
+         "flush=True); time.sleep(120)"],
+        tmp_path / "stubborn.log",
+    )  # fmt: skip
+    crasher = Child("crasher", ["python3", "-c", "import sys; sys.exit(3)"], tmp_path / "crasher.log")
+    sup = Supervisor(
+        [Supervised(stubborn, dict(os.environ)), Supervised(crasher, dict(os.environ))],
+        Options(stop_timeout=1.0, backoff_base=60.0),
+        out=io.StringIO(),
+    )
+    now = time.monotonic()
+    for p in sup.procs:
+        sup._start(p, now)
+    crasher.proc.wait(timeout=30)
+    sup.tick(time.monotonic())  # the crasher now waits out its back-off: nothing to stop
+    assert sup.procs[1].state == "backoff"
+    assert sup.shutdown() is False  # the stubborn one had to be killed
+    out = sup.out.getvalue()  # type: ignore[attr-defined]
+    assert "stubborn stopped with code -9" in out and "crasher stopped" not in out
+    assert [p.state for p in sup.procs] == ["stopped", "stopped"]
+    assert not group_alive(stubborn.proc.pid)
