@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from hnpal.celery import app
-from hnpal.db.session import session_scope
+from hnpal.db.session import get_engine, session_scope
 from hnpal.state.store import StateStore
 from hnpal.telegram import service
 from hnpal.telegram.client import Forbidden, NetworkError, RetryAfter
@@ -35,19 +35,23 @@ def _outbox():  # type: ignore[no-untyped-def]
 @app.task(name="hnpal.telegram.handle", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def handle(self, update_id: int) -> str:
     """Handle one stored update. Returns its final status."""
-    with session_scope() as session:
-        row = session.get(TelegramUpdate, update_id, with_for_update={"skip_locked": True})
-        if row is None:
-            return "missing-or-busy"
-        if row.status in ("processed", "quarantined"):
-            return row.status
-        if row.chat_id is not None and self.request.retries < ORDER_WAITS and _earlier_pending(session, row):
+    # One autocommitted statement claims the attempt (the common case: one round trip); only when it
+    # claims nothing is the row read again to tell why.
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        claimed = conn.execute(CLAIM, {"update_id": update_id, "check_order": self.request.retries < ORDER_WAITS})
+        claimed = claimed.first()
+        if claimed is None:
+            row = conn.execute(
+                select(TelegramUpdate.status).where(TelegramUpdate.update_id == update_id)
+            ).scalar_one_or_none()
+            if row is None:
+                return "missing"
+            if row in ("processed", "quarantined"):
+                return row
             # One chat's updates in the order they were sent (a typed answer after its button press):
             # an earlier one of this chat is still being handled, so this one waits a moment.
             raise self.retry(countdown=ORDER_WAIT_SECONDS)
-        payload = dict(row.payload)
-        row.attempts += 1
-        attempts = row.attempts
+    payload, attempts = dict(claimed.payload), claimed.attempts
     try:
         with session_scope() as session:
             effects = service.handle_update(session=session, out=_outbox(), store=StateStore(), update=payload)
@@ -72,19 +76,19 @@ def handle(self, update_id: int) -> str:
     return "processed"
 
 
-def _earlier_pending(session, row: TelegramUpdate) -> bool:  # type: ignore[no-untyped-def]
-    return bool(
-        session.scalar(
-            select(TelegramUpdate.update_id)
-            .where(
-                TelegramUpdate.chat_id == row.chat_id,
-                TelegramUpdate.update_id < row.update_id,
-                TelegramUpdate.status.in_(("received", "failed")),
-                TelegramUpdate.received_at > datetime.now(UTC) - timedelta(minutes=2),
-            )
-            .limit(1)
-        )
-    )
+# Count an attempt at an update that is not final, unless (when order still matters) an earlier update of
+# the same chat, received in the last two minutes, is not handled yet.
+CLAIM = text(
+    """
+    UPDATE telegram_updates t SET attempts = t.attempts + 1
+    WHERE t.update_id = :update_id AND t.status NOT IN ('processed', 'quarantined')
+      AND NOT (:check_order AND t.chat_id IS NOT NULL AND EXISTS (
+          SELECT 1 FROM telegram_updates e
+          WHERE e.chat_id = t.chat_id AND e.update_id < t.update_id AND e.status IN ('received', 'failed')
+            AND e.received_at > now() - interval '2 minutes'))
+    RETURNING t.payload, t.attempts
+    """
+)
 
 
 def _record(update_id: int, status: str, error: str) -> None:

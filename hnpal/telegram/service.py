@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -199,15 +199,14 @@ def _touch_user(session: Session, sender: dict[str, Any]) -> User:
     stmt = insert(User).values(values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[User.telegram_id],
-        set_={k: stmt.excluded[k] for k in ("username", "first_name", "last_name", "last_interaction_at")},
+        set_={
+            **{k: stmt.excluded[k] for k in ("username", "first_name", "last_name", "last_interaction_at")},
+            # writing to the bot again means they unblocked it
+            "status": case((User.status == "blocked", "active"), else_=User.status),
+        },
     )
-    session.execute(stmt)
-    user = session.scalars(
-        select(User).where(User.telegram_id == sender["id"]).execution_options(populate_existing=True)
-    ).one()
-    if user.status == "blocked":
-        user.status = "active"
-    return user
+    # One round trip: the row as it is after the upsert, loaded as the session's User.
+    return session.scalars(stmt.returning(User), execution_options={"populate_existing": True}).one()
 
 
 def _membership(session: Session, member: dict[str, Any]) -> None:
