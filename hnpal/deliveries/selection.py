@@ -44,7 +44,7 @@ STOPWORDS = sorted(
 SELECT_SQL = text(
     r"""
 WITH d AS MATERIALIZED (
-    SELECT g.id AS digest_id, g.user_id,
+    SELECT g.id AS digest_id, g.user_id, g.batch_id,
            -- a stored value of the wrong type (a row of an older version) counts as unset, as in
            -- service.preferences: one user's bad row must not fail the statement for every digest
            LEAST(GREATEST(coalesce(CASE WHEN jsonb_typeof(u.digest_preferences->'max_posts') = 'number'
@@ -157,7 +157,7 @@ candidates AS (
     GROUP BY 1, 2
 ),
 ranked AS (
-    SELECT du.digest_id, du.user_id, du.max_posts, p.id AS post_id,
+    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, p.id AS post_id,
            p.score::float8 * (1 + c.interest_hits) * CASE WHEN NOT du.particular THEN 1 ELSE
                (1 + 0.25::float8 * coalesce(du.domain_weights[array_position(du.domain_names, p.domain::text)], 0))
                * (1 + 0.25::float8 * ((p.keywords && du.liked_topics)::int - (p.keywords && du.disliked_topics)::int))
@@ -174,7 +174,7 @@ ranked AS (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
 )
-SELECT digest_id, user_id, post_id, rank, position FROM (
+SELECT digest_id, user_id, batch_id, post_id, rank, position FROM (
     SELECT ranked.*, row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
     FROM ranked
 ) t
@@ -193,7 +193,7 @@ RESERVE_SQL = text(
     + """),
 reserved AS (
     INSERT INTO deliveries (user_id, post_id, batch_id)
-    SELECT p.user_id, p.post_id, g.batch_id FROM picks p JOIN digests g ON g.id = p.digest_id
+    SELECT p.user_id, p.post_id, p.batch_id FROM picks p
     ORDER BY p.digest_id, p.position
     ON CONFLICT (user_id, post_id) DO NOTHING
     RETURNING user_id, batch_id
@@ -223,7 +223,7 @@ RESERVE_FAST_SQL = text(
     + """),
 reserved AS (
     INSERT INTO deliveries (user_id, post_id, batch_id)
-    SELECT p.user_id, p.post_id, g.batch_id FROM picks p JOIN digests g ON g.id = p.digest_id
+    SELECT p.user_id, p.post_id, p.batch_id FROM picks p
     ORDER BY p.digest_id, p.position
 ),
 counts AS (
