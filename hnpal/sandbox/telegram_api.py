@@ -54,6 +54,7 @@ import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from types import EllipsisType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -2166,8 +2167,53 @@ class TelegramServer(LoopbackServer):
         return full
 
 
+class _Headers(dict):
+    """Request headers by lower-case name (the first of repeated ones), read with ``get`` like the
+    ``email.message.Message`` the base class builds."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
+_MAX_HEADER_LINE = 65536
+_MAX_HEADERS = 100
+
+
 class _Handler(SandboxHandler):
     server_version = "TelegramSandbox/1.0"
+
+    def parse_request(self) -> bool:
+        """A well-formed HTTP/1.x request line and its headers, read without the email parser the base
+        class uses (a fifth of the CPU of a send); anything else goes to the base class."""
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = line.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return super().parse_request()
+        self.requestline = line
+        self.command, path, self.request_version = words
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        headers = _Headers()
+        for _ in range(_MAX_HEADERS + 1):
+            raw = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if len(raw) > _MAX_HEADER_LINE:
+                self.close_connection = True
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = raw.decode("iso-8859-1").partition(":")
+            if colon:
+                headers.setdefault(name.strip().lower(), value.strip())
+        else:
+            self.close_connection = True
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (words[2] == "HTTP/1.0" and connection != "keep-alive")
+        if headers.get("expect", "").lower() == "100-continue" and words[2] == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def _serve(self, method: str) -> None:
         telegram = self.server.telegram
