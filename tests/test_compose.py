@@ -227,7 +227,10 @@ def test_exactly_one_beat(services) -> None:
 def test_flower_requires_basic_auth(services) -> None:
     tokens = _command(services["flower"])
     assert _is_celery(tokens, "flower"), tokens
-    assert _option(tokens, "--basic-auth") == ["admin:secret"]
+    assert _option(tokens, "--basic-auth") == []  # not on the command line, where `ps` shows it
+    environment = services["flower"]["environment"]
+    assert environment["FLOWER_BASIC_AUTH"] == "admin:secret"
+    assert environment["HNPAL_REDIS_URL"]  # the shared settings still reach it
 
 
 def test_migrate_is_one_shot(services) -> None:
