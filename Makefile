@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/digest.py
+	$(BIN)/python bench/discuss.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
