@@ -8,7 +8,8 @@ about the user) it finds
   mentioned (confidence grows with the number of mentions);
 * ``work_context`` / ``preference`` items from plain first-person phrases ("I work on ...",
   "I prefer ...");
-* one ``discussion_note``: what the user talked about (its most frequent content words).
+* one ``discussion_note``: what the user asked, in their own words (their first questions, shortened),
+  or what they said when they asked nothing.
 
 The answer is JSON that validates against :data:`hnpal.memory.service.EXTRACTION_SCHEMA`, so the
 service treats it exactly like a model's answer. Deterministic.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from typing import Any
 
 from hnpal.llm.offline import STOPWORDS
@@ -40,7 +40,8 @@ TITLE_NOISE = frozenset(
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#.-]*[A-Za-z0-9+#]|[A-Za-z]")
 _WORK = re.compile(r"\bI(?:'m| am)? (?:work(?:ing)?|employed) (at|on|with|in|as) ([^.,;:!?\n]{2,80})", re.IGNORECASE)
 _PREFER = re.compile(r"\bI (?:really )?(?:prefer|love|like|enjoy) ([^.,;:!?\n]{3,80})", re.IGNORECASE)
-_NOTE_WORDS = 4
+_NOTE_QUOTES = 2
+_NOTE_QUOTE_CHARS = 120
 
 
 def _mentions(text: str, phrase: str) -> int:
@@ -92,12 +93,24 @@ def extract(hints: dict[str, Any]) -> str:
     for match in _PREFER.finditer(said):
         add("preference", f"Likes {match.group(1).strip()}", 0.7)
 
-    words = Counter(
-        w.casefold()
-        for w in _WORD.findall(said)
-        if len(w) > 3 and w.casefold() not in STOPWORDS and w.casefold() not in TITLE_NOISE
-    )
-    top = [w for w, _ in words.most_common(_NOTE_WORDS)]
-    if top:
-        add("discussion_note", f"The user talked about {', '.join(top)}", 0.9)
+    note = _note(texts)
+    if note:
+        add("discussion_note", note, 0.9)
     return json.dumps({"items": items}, ensure_ascii=False)
+
+
+_QUESTION = re.compile(r"[^.!?\n]*\?")
+
+
+def _note(texts: list[str]) -> str:
+    """The user's own words: their first two questions (or, without one, their first message), quoted."""
+    questions = [" ".join(q.split()) for text in texts for q in _QUESTION.findall(text) if len(q.split()) >= 2]
+    quoted = questions[:_NOTE_QUOTES] or [" ".join(texts[0].split())] if texts else []
+    if not quoted:
+        return ""
+    parts = "; ".join(f"“{_shorten(q, _NOTE_QUOTE_CHARS)}”" for q in quoted)
+    return f"{'Asked' if questions else 'Said'}: {parts}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"

@@ -332,7 +332,8 @@ def note_text(title: str, day: str, note: str | None = None) -> str:
         title = title[: NOTE_TITLE_CHARS - 1].rstrip() + "…"
     text_ = f"Discussed “{title}” on {day}"
     if note:
-        text_ += f": {note.rstrip('.')}."
+        note = note.strip()
+        text_ += f": {note}" if note.endswith(("”", '"', "?", "!", "…")) else f": {note.rstrip('.')}."
     return text_[:MAX_MEMORY_CHARS]
 
 

@@ -70,7 +70,7 @@ def test_offline_heuristics_answer_valid_json() -> None:
     assert ("interest", "SQLite") not in found  # in the title, but the user never mentioned it
     assert not any(i.content == "Go" for i in parsed.items)  # "go" the verb is not the language
     verb = json.loads(offline_extract({"title": "x", "user_messages": ["Let's go home now."]}))["items"]
-    assert [i["type"] for i in verb] == ["discussion_note"]
+    assert [(i["type"], i["content"]) for i in verb] == [("discussion_note", "Said: “Let's go home now.”")]
     assert json.loads(offline_extract({"title": "x", "user_messages": []})) == {"items": []}
 
 
@@ -87,7 +87,10 @@ def test_offline_extraction_stores_note_and_interests(make: Factory) -> None:
     notes = [r for r in stored if r["type"] == "discussion_note"]
     assert len(notes) == 1
     today = datetime.now(UTC).date().isoformat()
-    assert notes[0]["content"].startswith(f"Discussed “Rewriting the payment core in Rust” on {today}: The user talked")
+    assert notes[0]["content"] == (
+        f"Discussed “Rewriting the payment core in Rust” on {today}: Asked: “Could Rust replace our C++ services?”; "
+        "“Does the post say anything about Rust and PostgreSQL drivers?”"
+    )
     interests = {r["content"] for r in stored if r["type"] == "interest"}
     assert {"Rust", "PostgreSQL"} <= interests
     assert marker(cid)["status"] == "done" and marker(cid)["stored"] == len(stored)
