@@ -110,13 +110,23 @@ def end_active_discussion(*, session: Session, user: User, reason: str) -> int:
 
 
 def stop_deliveries(*, session: Session, user_id: int) -> int:
-    """Fail the user's unfinished digests at once (a sender that picks one up finds it failed)."""
-    result = session.execute(
-        update(Digest)
-        .where(Digest.user_id == user_id, Digest.status.in_(("pending", "sending")))
-        .values(status="failed", error=DELETED_DIGEST_ERROR)
+    """Fail the user's unfinished digests at once (a sender that picks one up finds it failed), and
+    release their reserved but unsent posts, so a restored account still gets them in a later digest."""
+    batches = list(
+        session.scalars(
+            update(Digest)
+            .where(Digest.user_id == user_id, Digest.status.in_(("pending", "sending")))
+            .values(status="failed", error=DELETED_DIGEST_ERROR)
+            .returning(Digest.batch_id)
+        )
     )
-    return int(result.rowcount or 0)
+    if batches:
+        session.execute(
+            delete(Delivery).where(
+                Delivery.user_id == user_id, Delivery.batch_id.in_(batches), Delivery.message_id.is_(None)
+            )
+        )
+    return len(batches)
 
 
 def forget_redis_keys(store: StateStore, telegram_id: int) -> int | None:

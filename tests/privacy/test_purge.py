@@ -64,6 +64,9 @@ def test_delete_stops_deliveries_and_forgets_redis_keys(make: Factory, store: St
     post = make.post()
     cid = make.conversation(user, post, [("user", "hi")], ended=False)
     execute("UPDATE users SET active_discussion_post_id = :h WHERE id = :u", h=post["hn_id"], u=user["id"])
+    # the pending digest's batch: one post already sent, one reserved and not sent yet
+    sent, unsent = make.delivery(user, make.post()), make.delivery(user, make.post(), message_id=None)
+    execute("UPDATE deliveries SET batch_id = '2026-01-01-morning' WHERE id IN (:a, :b)", a=sent, b=unsent)
     for who in (user, other):
         tid = who["telegram_id"]
         store.set_fsm(tid, FsmState())
@@ -75,6 +78,9 @@ def test_delete_stops_deliveries_and_forgets_redis_keys(make: Factory, store: St
     assert purge_on.date() == (row["deleted_at"] + timedelta(days=30)).date()
     digest = one("SELECT status, error FROM digests WHERE user_id = :u", u=user["id"])
     assert digest == {"status": "failed", "error": service.DELETED_DIGEST_ERROR}
+    # the unsent reservation is released (a restored account gets that post later); the sent one stays
+    left = {r["id"] for r in rows("SELECT id FROM deliveries WHERE id IN (:a, :b)", a=sent, b=unsent)}
+    assert left == {sent}
     conversation = one("SELECT ended_at, end_reason FROM conversations WHERE id = :c", c=cid)
     assert conversation["ended_at"] is not None and conversation["end_reason"] == "deleted"
     assert list(redis_client.scan_iter(match=f"{store.prefix}*:{user['telegram_id']}*")) == []
