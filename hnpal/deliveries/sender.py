@@ -113,10 +113,12 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
     for row in cursor.fetchall():
         digests.setdefault(row[0], []).append(row)
     wanted: dict[int, tuple[str, str]] = {}  # digest id -> (summary style, variant)
+    styles_of: dict[int, str] = {}  # digest id -> digest style
     for digest_id, group in digests.items():
         prefs = preferences(group[0][_PREFS])
         variant = interest_variant(group[0][_INTERESTS]) if prefs.summary_style == "personalized" else ""
         wanted[digest_id] = (prefs.summary_style, variant)
+        styles_of[digest_id] = group[0][_STYLE] or prefs.style
     posts = sorted({r[_POST] for group in digests.values() for r in group if r[_POST] is not None})
     styles = sorted({s for s, _ in wanted.values()})
     variants = sorted({v for _, v in wanted.values()})
@@ -163,14 +165,13 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
             )
             for n, r in enumerate(reserved, start=1)
         ]
-        prefs_style = head[_STYLE] or preferences(head[_PREFS]).style
         heading = digest_heading(SimpleNamespace(manual=head[_MANUAL], batch_id=head[_BATCH]), total)  # type: ignore[arg-type]
         work.append(
             Work(
                 digest_id=digest_id,
                 user_id=head[_USER],
                 chat_id=head[_CHAT],
-                style=prefs_style,
+                style=styles_of[digest_id],
                 heading=heading,
                 cards=cards,
                 sent={r[_DELIVERY] for r in reserved if r[_MESSAGE] is not None},
