@@ -47,14 +47,14 @@ class TelegramOutbox:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict:
-        return self._paced(chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup))
+        # encoded before the slot: after it, only the request goes out
+        return self._paced(chat_id, self.api.prepare_send_message(chat_id, text, reply_markup=reply_markup))
 
     def send_reserved(self, reservation: Reservation, text: str, reply_markup: dict | None = None) -> dict:
         """:meth:`send` in the slot of a ``limiter.reserve_many`` reservation (digest batches)."""
         chat_id = reservation.chat_id
-        return self._paced(
-            chat_id, lambda: self.api.send_message(chat_id, text, reply_markup=reply_markup), reservation
-        )
+        call = self.api.prepare_send_message(chat_id, text, reply_markup=reply_markup)
+        return self._paced(chat_id, call, reservation)
 
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict:
         try:
