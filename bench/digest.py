@@ -153,16 +153,22 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
     # processes here; threads in this process do the same, the work is in PostgreSQL).
     from concurrent.futures import ThreadPoolExecutor
 
+    backend_cpu: list[float] = []  # CPU of the PostgreSQL backend per chunk (when PostgreSQL runs here)
+
     def prepare_chunk(start: int) -> int:
         with session_scope() as session:
-            return sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            before = cpu_seconds(pid)
+            reserved = sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
+            backend_cpu.append(cpu_seconds(pid) - before)
+            return reserved
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reserved = sum(pool.map(prepare_chunk, range(0, len(ids), chunk)))
     elapsed = time.perf_counter() - started
     return {"users_per_s": len(ids) / elapsed, "baseline_users_per_s": baseline, "reserved": reserved,
-            "select_s": elapsed}  # fmt: skip
+            "select_s": elapsed, "pg_ms_per_user": sum(backend_cpu) * 1000 / len(ids)}  # fmt: skip
 
 
 def phase_delivery(
@@ -276,7 +282,8 @@ def main() -> int:
         sel = phase_selection(args.users, args.posts, args.baseline_sample, args.prepare_workers, args.chunk)
         print(f"selection: {args.users} users over {args.posts} posts in {sel['select_s']:.2f}s = "
               f"{sel['users_per_s']:.0f} users/s ({sel['reserved']} posts reserved); one user per statement: "
-              f"{sel['baseline_users_per_s']:.0f} users/s")  # fmt: skip
+              f"{sel['baseline_users_per_s']:.0f} users/s; PostgreSQL CPU {sel['pg_ms_per_user']:.3f} ms per user "
+              "(0 when it runs on another host)")  # fmt: skip
         free = None
         if not args.skip_free:
             free = phase_delivery(30, args.deliver, 1_000_000, args.concurrency, False, workdir, args.processes)
