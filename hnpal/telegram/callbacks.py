@@ -75,10 +75,11 @@ def sign(telegram_id: int, action: str, *args: object, settings: Settings | None
 def verify(telegram_id: int, data: str | None, settings: Settings | None = None) -> Callback:
     """The callback a button press means, or BadCallback when it was not made for this user."""
     settings = settings or get_settings()
-    if not data or len(data.encode()) > MAX_BYTES or "~" not in data:
+    if not data or not isinstance(data, str) or len(data.encode()) > MAX_BYTES or "~" not in data:
         raise BadCallback("malformed button data")
     payload, _, mac = data.rpartition("~")
-    if not hmac.compare_digest(mac, _mac(payload, telegram_id, settings)):
+    # bytes: compare_digest refuses str with non-ASCII characters (forged data may hold any)
+    if not hmac.compare_digest(mac.encode(), _mac(payload, telegram_id, settings).encode()):
         raise BadCallback("button data not signed for this user")
     action, *args = payload.split(":")
     return Callback(action, tuple(args))

@@ -410,7 +410,8 @@ def _answer_prompt(ctx: Ctx, user: User, field_name: str, text: str) -> None:
             items = [] if text.strip() in ("-", "") else [p.strip() for p in text.split(",") if p.strip()]
             _update_prefs(ctx, user, **{field_name: items})
     except ValueError as exc:
-        ctx.out.send(ctx.chat_id, f"⚠️ {esc(str(exc))}\n\n{PROMPTS[field_name]}")
+        # shortened: the message may quote the answer, and a reply over Telegram's 4096 characters fails
+        ctx.out.send(ctx.chat_id, f"⚠️ {esc(render.shorten(str(exc), 300))}\n\n{PROMPTS[field_name]}")
         return
     ctx.store.clear_fsm(ctx.telegram_id)
     ctx.out.send(ctx.chat_id, *_settings_view(ctx, user))
@@ -678,8 +679,8 @@ def quarantine_expiry(now: datetime | None = None) -> datetime:
 
 # The discussion, memory and privacy commands live in modules of their own (they use Ctx and the helpers
 # above, so they are imported last) and register their commands and buttons here.
-from hnpal.telegram import discuss, privacy  # noqa: E402
+from hnpal.telegram import admin, discuss, privacy  # noqa: E402
 
-for _module in (discuss, privacy):
+for _module in (discuss, privacy, admin):
     COMMANDS.update(_module.COMMANDS)
     BUTTONS.update(_module.BUTTONS)
