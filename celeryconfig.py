@@ -20,14 +20,27 @@ _settings = get_settings()
 
 # The longest countdown/ETA any task may use (retry backoff is capped by it). The Redis transport
 # redelivers an unacknowledged message after the visibility timeout, so it must stay above this.
-MAX_COUNTDOWN = 60 * 60
-VISIBILITY_TIMEOUT = 2 * 60 * 60
+# Defaults 1 h and 2 h (HNPAL_MAX_COUNTDOWN, HNPAL_BROKER_VISIBILITY_TIMEOUT; the settings refuse
+# a timeout that is not above the countdown).
+MAX_COUNTDOWN = _settings.max_countdown
+VISIBILITY_TIMEOUT = _settings.broker_visibility_timeout
 assert VISIBILITY_TIMEOUT > MAX_COUNTDOWN
+# A killed worker's reserved messages come back when a live worker of the same broker looks for
+# messages unacknowledged for longer than the visibility timeout: at its start, then every
+# RESTORE_PERIOD seconds (kombu's 10 s x every 10th look for the default timeout; tighter for a short one).
+RESTORE_PERIOD = max(1, min(100, VISIBILITY_TIMEOUT // 20))
+# One worker at a time restores, under a lock in Redis; a worker killed while holding it would block
+# every restore until the lock expires (kombu: 5 minutes), so it expires within the timeout too.
+_restore = {
+    "unacked_restore_interval": min(10, RESTORE_PERIOD),
+    "unacked_restore_throttle": max(1, RESTORE_PERIOD // min(10, RESTORE_PERIOD)),
+    "unacked_mutex_expire": min(300, VISIBILITY_TIMEOUT),
+}
 
 broker_url = _broker_url()
 result_backend = _redis_url().replace("unix://", "redis+socket://", 1)
 _prefix = {"global_keyprefix": _settings.redis_key_prefix} if _settings.redis_key_prefix else {}
-broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT, **_prefix}
+broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT, **_restore, **_prefix}
 result_backend_transport_options = {**_prefix}
 broker_connection_retry_on_startup = True
 

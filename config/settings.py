@@ -204,6 +204,20 @@ class Settings(BaseSettings):
     prune_batch_size: int = Field(
         default=5000, ge=100, le=100000, description="Rows deleted per statement (and transaction) by the prune."
     )
+    # --- reliability: redelivery of a dead worker's tasks (issue 7, "Proving reliability") ----------
+    broker_visibility_timeout: int = Field(
+        default=7200,
+        ge=2,
+        le=7 * 86400,
+        description="Seconds after which Redis redelivers a task whose worker died unacknowledged (kill -9, "
+        "power loss); also when a crawl left in flight counts as lost. Must exceed max_countdown.",
+    )
+    max_countdown: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86400,
+        description="Longest retry countdown of a crawl (its backoff is capped here); below broker_visibility_timeout.",
+    )
 
     # --- memory and privacy (issue 6, "Memory" and "Privacy") -----------------------------------
     memory_min_confidence: float = Field(
@@ -321,6 +335,17 @@ class Settings(BaseSettings):
             raise ValueError("telegram_mode=webhook needs HNPAL_TELEGRAM_WEBHOOK_URL")
         return self
 
+    @model_validator(mode="after")
+    def _redelivery_after_every_countdown(self) -> Settings:
+        # A message waiting out its countdown stays unacknowledged in Redis: were the visibility timeout
+        # shorter, Redis would hand it to a second worker while the first still holds it.
+        if self.broker_visibility_timeout <= self.max_countdown:
+            raise ValueError(
+                f"HNPAL_BROKER_VISIBILITY_TIMEOUT ({self.broker_visibility_timeout}) must exceed "
+                f"HNPAL_MAX_COUNTDOWN ({self.max_countdown})"
+            )
+        return self
+
     @property
     def telegram_overall_rate(self) -> float:
         return 1000.0 if self.telegram_paid_broadcast else self.telegram_global_rate
@@ -364,10 +389,16 @@ def describe_error(exc: ValidationError) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning a validation failure into a one-line SettingsError."""
+    import pydantic_settings
+
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
+    except pydantic_settings.SettingsError as exc:  # a JSON value (prices, lists) that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"HNPAL_{field.group(1).upper()}" if field else "a JSON setting"
+        raise SettingsError(f"invalid setting {name}: not valid JSON ({exc.__cause__ or exc})") from None
 
 
 @functools.cache

@@ -33,9 +33,10 @@ def crawl_post(self, post_id: int) -> dict:
     return {"post_id": post_id, "outcome": result.outcome, "detail": result.detail}
 
 
-# Stale means older than any retry countdown could make it.
-STALE_IN_FLIGHT = timedelta(seconds=celeryconfig.MAX_COUNTDOWN + 3600)
-STALE_HANDOFF = timedelta(minutes=15)
+# Stale means older than any retry countdown could make it: past the visibility timeout, after which
+# the broker itself would have redelivered a message that still existed (a Redis restart loses them).
+STALE_IN_FLIGHT = timedelta(seconds=celeryconfig.VISIBILITY_TIMEOUT)
+STALE_HANDOFF = min(timedelta(minutes=15), STALE_IN_FLIGHT)
 
 
 @app.task(name="hnpal.crawl.dispatch")
