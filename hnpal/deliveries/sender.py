@@ -1,15 +1,23 @@
 """Sending reserved digests: the lean path used by the ``hnpal.digests.send*`` tasks.
 
-A batch of digests is loaded with two statements (digests, users, reserved deliveries and posts in one;
-the user-style summaries in the other), rendered in Python, and sent by a small thread pool (Telegram
-answers take a round trip; one thread per digest keeps a digest's own messages in order). Each answer
-is recorded at once, in autocommit: the delivery's ``message_id`` for every message, and the digest's
-status with its last message. So a crash can repeat at most the message in flight of each digest, and a
+A batch of digests is locked in one statement (session-level advisory locks: one sender per digest; a
+digest another sender holds is left to it), then loaded with two (digests, users, reserved deliveries and
+posts in one, as tuples; the user-style summaries in the other), rendered in Python, and sent by a small
+thread pool (Telegram answers take a round trip), each thread with a connection of its own:
+
+* brief digests waiting for their one message go ``GROUP`` at a time: rendered first, their slots taken
+  in one limiter round trip (``SendLimiter.reserve_many``), sent in slot order, and their message ids
+  and statuses recorded together in one statement after the group. Each digest of the group has at most
+  its one message unrecorded, so a crash repeats at most the message in flight of each digest;
+* flat_scroll digests one at a time, their messages in order, each answer recorded at once (the
+  delivery's ``message_id``; the digest's status with its last message) before the next is sent.
+
+So a crash can repeat at most the message in flight of each digest, never a whole digest, and a
 redelivered or re-sent digest resumes with its unsent posts.
 
 It is the only sending path (one digest per ``hnpal.digests.send`` task, many per ``send_batch``): it
-avoids the ORM because at paid-broadcast rates (1000 messages/s) the per-message cost must stay near a
-millisecond.
+avoids the ORM because at paid-broadcast rates (1000 messages/s) the per-message cost must stay well
+under a millisecond.
 """
 
 from __future__ import annotations

@@ -25,7 +25,10 @@ One Lua script, atomic and on Redis's clock (``TIME``: one clock for every host)
 
 So a granted send costs one Redis round trip however many threads wait: each reserves its own slot at
 once and sleeps until it (no polling, no herd waking at a window's edge), and sends leave evenly spaced,
-``T`` apart, instead of in bursts at window starts.
+``T`` apart, instead of in bursts at window starts. :meth:`~SendLimiter.reserve_many` takes consecutive
+slots for several distinct chats in one run of a second script (a batch of brief digests at paid rates:
+one round trip for several messages); :meth:`~SendLimiter.wait_for` sleeps until each and applies the
+late and block rules below, falling back to :meth:`~SendLimiter.acquire` for a slot given up.
 
 The margin, and why evenly spaced sends survive jitter: Telegram (and the sandbox server) counts
 *arrivals* in a sliding one-second window and refuses the ``rate + 1``-th. Any ``rate + 1`` consecutive

@@ -208,6 +208,33 @@ def test_brief_is_one_message_with_a_number_button_per_post(committed, tg, send)
     assert len(tg.messages(user.telegram_id)) == 1
 
 
+def test_brief_digests_of_a_batch_go_out_in_groups_each_recorded(committed, tg, outbox, monkeypatch) -> None:
+    """The paid-broadcast batch path: brief digests take their slots GROUP at a time (one limiter round
+    trip) and are recorded per group; one digest's failure leaves the others of its group sent."""
+    from hnpal.deliveries import sender
+
+    with committed() as make:
+        made = [setup_digest(make, tg, count=3, prefs={"style": "brief"}) for _ in range(6)]
+    runs: list[list[int]] = []
+    real = outbox.limiter.reserve_many
+    monkeypatch.setattr(
+        outbox.limiter, "reserve_many", lambda chats, **kw: runs.append(list(chats)) or real(chats, **kw)
+    )
+    tg.set_fault("sendMessage", "error_500", count=1)  # the first send of the batch: a 5xx
+    outcome = send_digests(digest_ids=[d.id for _, _, d in made], send=outbox.send, threads=2)
+    assert sorted(len(chats) for chats in runs) == sorted([sender.GROUP, 6 - sender.GROUP])
+    [failed] = outcome.retry
+    assert outcome.sent == {d.id: 1 for _, _, d in made if d.id != failed}
+    assert not (outcome.blocked or outcome.waiting or outcome.busy or outcome.done)
+    assert reload(next(d for _, _, d in made if d.id == failed)).status == "sending"
+    assert only_sent(send_now(failed, outbox.send), failed, 1)  # the retry sends it; nothing else again
+    for user, _posts, digest in made:
+        [message] = tg.messages(user.telegram_id)
+        digest = reload(digest)
+        assert (digest.status, digest.message_id) == ("sent", message.message_id)
+        assert {r.message_id for r in committed_deliveries(digest)} == {message.message_id}
+
+
 def test_a_sent_digest_is_never_sent_again(committed, tg, send) -> None:
     with committed() as make:
         user, _posts, digest = setup_digest(make, tg, count=5)

@@ -200,6 +200,56 @@ def test_a_refusal_takes_nothing(
     assert stored(redis_client, key_prefix, "chat/4") == chat
 
 
+def test_reserve_many_takes_consecutive_slots_in_one_round_trip(
+    make_limiter: Callable[..., SendLimiter], redis_client: redis_lib.Redis, key_prefix: str
+) -> None:
+    limiter = make_limiter(overall_rate=2, chat_rate=1)  # T = 0.515 s
+    interval = limiter.overall_interval
+    assert limiter._reserve(2, 10.0)[0] == ratelimit.GRANTED  # chat 2 had a send just now: busy
+    calls = []
+    real = limiter._reserve_many_script
+    limiter._reserve_many_script = lambda **kw: calls.append(kw) or real(**kw)  # type: ignore[method-assign]
+    before = time.monotonic()
+    taken = limiter.reserve_many([1, 2, 3, 4], max_wait=10.0)
+    assert len(calls) == 1  # one script run for the four
+    one, busy, three, four = taken
+    assert busy is None and one is not None and three is not None and four is not None
+    # consecutive slots after the one reserved before, one interval apart, each chat's TAT a chat interval on
+    assert [three.slot - one.slot, four.slot - three.slot] == pytest.approx([interval] * 2, abs=1e-3)
+    assert one.slot - before == pytest.approx(interval, abs=0.1)
+    for chat_id, reservation in ((1, one), (3, three), (4, four)):
+        assert stored(redis_client, key_prefix, f"chat/{chat_id}") == float(reservation.chat_tat)
+    overall = stored(redis_client, key_prefix, "overall")
+    assert overall == pytest.approx(float(four.chat_tat) - limiter.chat_interval + interval, abs=1e-5)
+    # four slots are taken (2.06 s): with at most 2.8 s to wait, two more fit and the rest get nothing
+    far = limiter.reserve_many([5, 6, 7, 8], max_wait=2.8)
+    assert [r is not None for r in far] == [True, True, False, False]
+    assert stored(redis_client, key_prefix, "chat/7") is None
+    with pytest.raises(ValueError):
+        limiter.reserve_many([9, 9])
+    assert limiter.reserve_many([]) == []
+
+
+def test_wait_for_sleeps_until_the_slot_and_gives_a_late_one_up(
+    make_limiter: Callable[..., SendLimiter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = make_limiter(overall_rate=10, chat_rate=1)
+    first, second = limiter.reserve_many([1, 2], max_wait=10.0)
+    assert first is not None and second is not None
+    assert limiter.wait_for(first) >= 0.0 and time.monotonic() >= first.slot
+    assert limiter.missed_slots == 0
+    real_sleep_until = ratelimit._sleep_until
+    late = [0.06]  # this wake-up comes 60 ms late: the slot is given up, a new one taken for the same chat
+
+    def oversleep(deadline: float) -> None:
+        real_sleep_until(deadline + (late.pop() if late else 0.0))
+
+    monkeypatch.setattr(ratelimit, "_sleep_until", oversleep)
+    waited = limiter.wait_for(second)
+    assert limiter.missed_slots == 1
+    assert waited < 0.9  # the chat TAT of the slot given up was released: no chat interval to wait
+
+
 def test_a_missed_slot_frees_its_chat(make_limiter: Callable[..., SendLimiter]) -> None:
     limiter = make_limiter(overall_rate=20, chat_rate=1)
     status, _, _, chat_tat = limiter._reserve(3, 10.0)
