@@ -35,6 +35,11 @@ def classify(item: dict[str, Any]) -> str:
     return "story"
 
 
+def _no_nul(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: one in an HN field is kept as U+FFFD (as in Telegram updates)."""
+    return value.replace("\x00", "\ufffd") if value is not None else None
+
+
 def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]:
     """A post and the extra fields the pipeline keeps (canonical URL, HN text). Raises Skip."""
     if item is None:
@@ -49,10 +54,13 @@ def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]
         raise Skip("not_a_post", str(item.get("type")))
     if not isinstance(item.get("id"), int) or not item.get("title") or not isinstance(item.get("time"), int):
         raise Skip("missing_fields", f"id={item.get('id')!r}")
+    for name in ("title", "url", "by", "text"):  # a wrongly typed field skips the item, not the whole batch
+        if item.get(name) is not None and not isinstance(item[name], str):
+            raise Skip("invalid", f"{name} is a {type(item[name]).__name__}")
     url = item.get("url") or None
-    if url is not None and canonical_url(url) is None:
+    if url is not None and ("\x00" in url or canonical_url(url) is None):
         url = None  # javascript:, mailto: and other non-web links are not crawled
-    title = " ".join(str(item["title"]).split())
+    title = " ".join(_no_nul(item["title"]).split())
     try:
         post = PostCreate(
             hn_id=item["id"],
@@ -60,12 +68,12 @@ def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]
             title=title[:500],
             url=url,
             domain=domain_of(url),
-            author=item.get("by"),
+            author=_no_nul(item.get("by")),
             score=max(0, int(item.get("score") or 0)),
             comment_count=max(0, int(item.get("descendants") or 0)),
             hn_published_at=datetime.fromtimestamp(item["time"], tz=UTC),
         )
     except (ValidationError, ValueError, TypeError, OverflowError) as exc:
         raise Skip("invalid", " ".join(str(exc).split())[:200]) from None
-    extra = {"canonical_url": canonical_url(url), "text": item.get("text") or None}
+    extra = {"canonical_url": canonical_url(url), "text": _no_nul(item.get("text")) or None}
     return post, extra
