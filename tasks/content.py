@@ -6,6 +6,7 @@ from celery.signals import worker_process_shutdown
 
 from hnpal.celery import app
 from hnpal.content import host
+from tasks.crawl import DB_RETRY  # the database down a moment: retried with backoff
 
 
 @worker_process_shutdown.connect
@@ -30,7 +31,7 @@ def stats() -> dict:
 
 # Idempotent (the same payload writes the same bytes and flags), so a killed writer's message is
 # redelivered and its content rewritten.
-@app.task(name="hnpal.content.store", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="hnpal.content.store", acks_late=True, reject_on_worker_lost=True, max_retries=12, **DB_RETRY)
 def store_content(post_id: int, payload: str) -> int | None:
     """Write a post's content (one RocksDB batch), then its flags in PostgreSQL. Returns the post id."""
     from hnpal.content.service import store_payload
@@ -41,7 +42,7 @@ def store_content(post_id: int, payload: str) -> int | None:
     return result.post_id if result.status == "stored" else None
 
 
-@app.task(name="hnpal.content.copy", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="hnpal.content.copy", acks_late=True, reject_on_worker_lost=True, max_retries=12, **DB_RETRY)
 def copy_content(post_id: int, source_post_id: int) -> int | None:
     """A repost: copy the earlier post's content under this post's key. Returns the post id."""
     from hnpal.content.service import copy_content as copy

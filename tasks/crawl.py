@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 import celeryconfig
 from config.settings import get_settings
 from hnpal.celery import app
@@ -22,9 +24,20 @@ def fetcher() -> Fetcher:
     return _fetcher
 
 
+# The database unreachable for a moment (a restart, a failover) is retried with backoff, not failed:
+# it is no crawl attempt, and the post would otherwise wait for the dispatch's staleness limit.
+DB_TRANSIENT = (OperationalError, InterfaceError)
+DB_RETRY = {
+    "autoretry_for": DB_TRANSIENT,
+    "retry_backoff": 1,
+    "retry_backoff_max": min(60, celeryconfig.MAX_COUNTDOWN),
+    "retry_jitter": True,
+}
+
+
 # Idempotent (a crawl records nothing until it has a result), so a message whose worker died is
 # redelivered rather than lost, and the kill costs no attempt.
-@app.task(name="hnpal.crawl.post", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@app.task(name="hnpal.crawl.post", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, **DB_RETRY)
 def crawl_post(self, post_id: int) -> dict:
     """Crawl one post by id; the content goes to the content writer. Retries transient failures."""
     result = service.crawl(post_id=post_id, fetcher=fetcher())

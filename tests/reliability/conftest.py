@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -273,12 +274,14 @@ class PrivatePostgres:
     def __init__(self, root: Path) -> None:
         import logging
 
-        import pgserver
-
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
         self.pgdata = root / "pg"
         self.pgdata.mkdir(parents=True)
-        self.server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+            import pgserver
+
+            logging.getLogger("pgserver").setLevel(logging.WARNING)
+            self.server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         from hnpal.runtime import _create_database
 
         _create_database(self.server.get_uri(), "hnpal")
@@ -298,7 +301,9 @@ class PrivatePostgres:
             self._ctl("-m", mode, "stop")
 
     def start(self) -> None:
-        self.server.ensure_postgres_running()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.server.ensure_postgres_running()
 
     def answers(self) -> bool:
         import psycopg2
@@ -338,3 +343,113 @@ def private_postgres(private_root: Path) -> Iterator[PrivatePostgres]:
             server.stop("immediate")
         except subprocess.CalledProcessError as exc:  # pragma: no cover - report, do not mask the result
             print(f"private PostgreSQL under {server.pgdata} did not stop: {exc}")
+
+
+# --- a whole pipeline on private servers ----------------------------------------------------------------
+
+
+class Pipeline:
+    """The crawl pipeline on a private PostgreSQL and Redis: posts to crawl, pages on the sandbox HN
+    replay server (each answered after a short delay), and the test's own engine on the private database."""
+
+    def __init__(self, pg: PrivatePostgres, redis: PrivateRedis, root: Path, stack_factory) -> None:  # type: ignore[no-untyped-def]
+        from sqlalchemy import create_engine
+
+        from hnpal.sandbox.hn_replay import HNReplayServer, Snapshot
+
+        self.pg = pg
+        self.redis = redis
+        self.engine = create_engine(pg.url, pool_pre_ping=True)
+        self.replay = HNReplayServer(Snapshot.empty()).start()
+        self.env = {
+            "HNPAL_DATABASE_URL": pg.url,
+            "HNPAL_REDIS_URL": redis.url,
+            "HNPAL_REDIS_KEY_PREFIX": "",
+            "HNPAL_DATA_DIR": str(root / "var"),
+            "HNPAL_CONTENT_PATH": str(root / "content.rocksdb"),
+            "HNPAL_CONTENT_BLOCK_CACHE_MB": "8",
+            "HNPAL_HN_API_BASE_URL": self.replay.api_url,
+            "HNPAL_CRAWL_ALLOW_HOSTS": "127.0.0.1",
+            "HNPAL_CRAWL_READ_TIMEOUT": "5",
+            "HNPAL_CRAWL_TOTAL_TIMEOUT": "10",
+            "HNPAL_CRAWL_RETRY_BACKOFF": "0.5",
+            "HNPAL_CRAWL_DISPATCH_INTERVAL": "1",
+            "HNPAL_CONTENT_SWEEP_INTERVAL": "5",
+            **FAST_REDELIVERY,
+        }
+        self.stack: Stack = stack_factory(self.env)
+
+    def add_posts(self, count: int, *, delay: float = 0.3) -> list[int]:
+        """``count`` stories whose pages answer after ``delay`` seconds, pending (the beat's dispatch
+        enqueues them). Returns their ids."""
+        from sqlalchemy import text
+
+        hn_base = 500_000_000 + uuid.uuid4().int % 10_000_000
+        for n in range(count):
+            words = " ".join(f"word{(n * 7 + i) % 97}" for i in range(60))
+            body = "".join(f"<p>Paragraph {i} of story {n}: {words}.</p>" for i in range(10))
+            self.replay.add_page(
+                f"/pipe/{hn_base + n}.html",
+                f"<html><head><title>Story {n}</title></head><body><article><h1>Story {n}</h1>{body}"
+                "</article></body></html>",
+            )
+        self.replay.set_fault("/pipe/", "slow", seconds=delay)
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                text(
+                    "INSERT INTO posts (hn_id, type, title, url, domain, score, comment_count, crawl_status) "
+                    "SELECT :b + n, 'story', 'Story ' || n, :u || (:b + n) || '.html', '127.0.0.1', 10, 0, 'pending' "
+                    "FROM generate_series(0, :c - 1) AS n RETURNING id"
+                ),
+                {"b": hn_base, "u": self.replay.url("/pipe/"), "c": count},
+            )
+            return [r[0] for r in rows]
+
+    def statuses(self, post_ids: list[int]) -> dict[str, int]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT crawl_status, count(*) FROM posts WHERE id = ANY(:ids) GROUP BY crawl_status"),
+                {"ids": post_ids},
+            ).all()
+        return {status: n for status, n in rows}
+
+    def finished(self, post_ids: list[int]) -> int:
+        return sum(n for s, n in self.statuses(post_ids).items() if s in ("success", "reused", "failed", "skipped"))
+
+    def posts(self, post_ids: list[int]) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT hn_id, crawl_status, crawl_retry_count, crawl_error, has_html, has_text, has_markdown "
+                    "FROM posts WHERE id = ANY(:ids) ORDER BY id"
+                ),
+                {"ids": post_ids},
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def start_crawling(self) -> None:
+        """The content writer, a crawl worker (two processes), a default worker and the beat."""
+        writer = self.stack.worker("content", name="content")
+        crawler = self.stack.worker("crawl", concurrency=2, name="crawl")
+        default = self.stack.worker("default", concurrency=2, pool="threads", name="default")
+        for proc in (writer, crawler, default):
+            proc.wait_ready()
+        self.stack.beat().wait_ready("beat: Starting...")
+
+    def close(self) -> None:
+        self.stack.stop()
+        self.replay.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def pipeline(private_postgres, private_redis, private_root, stack_factory) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
+    pipe = Pipeline(private_postgres, private_redis, private_root, stack_factory)
+    try:
+        yield pipe
+    finally:
+        pipe.close()
