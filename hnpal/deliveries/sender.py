@@ -189,10 +189,6 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
     return work
 
 
-def digest_heading_for(head: Any, count: int) -> str:
-    return digest_heading(SimpleNamespace(manual=head["manual"], batch_id=head["batch_id"]), count)  # type: ignore[arg-type]
-
-
 class _Writer:
     """One autocommit connection per sending thread, written through the DBAPI cursor: at a thousand
     messages a second the ORM/Core layers would cost more than the statement."""
@@ -314,22 +310,11 @@ def _send_briefs(
 
 
 def _send_one(work: Work, send: Callable[..., dict], outcome: Outcome, conn: _Writer) -> None:
+    """A flat_scroll digest, its unsent posts in order, each recorded before the next is sent (or a
+    brief one whose message went out before a crash: only its status is left to write)."""
     try:
-        if work.style == "brief":
-            if work.digest_message is None:
-                message = send(
-                    work.chat_id,
-                    render.brief_message(work.cards, work.heading),
-                    reply_markup=render.brief_keyboard(work.digest_id, len(work.cards), work.chat_id),
-                )
-                ids = [c.delivery_id for c in work.cards]
-                mid = message["message_id"]
-                conn.execute(
-                    MARK_LAST, {"message_id": mid, "ids": ids, "digest_message": mid, "digest_id": work.digest_id}
-                )
-                outcome.sent[work.digest_id] = 1
-            else:
-                conn.execute(MARK_SENT, {"message_id": None, "digest_id": work.digest_id})
+        if work.style == "brief":  # its message is out (brief digests waiting for one go to _send_briefs)
+            conn.execute(MARK_SENT, {"message_id": None, "digest_id": work.digest_id})
             return
         todo = [c for c in work.cards if c.delivery_id not in work.sent]
         count = 0
