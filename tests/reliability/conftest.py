@@ -431,11 +431,11 @@ class Pipeline:
             ).mappings()
             return [dict(r) for r in rows]
 
-    def start_crawling(self) -> None:
-        """The content writer, a crawl worker (two processes), a default worker and the beat."""
+    def start_crawling(self, default_queues: str = "default") -> None:
+        """The content writer, a crawl worker (two processes), a worker on ``default_queues`` and the beat."""
         writer = self.stack.worker("content", name="content")
         crawler = self.stack.worker("crawl", concurrency=2, name="crawl")
-        default = self.stack.worker("default", concurrency=2, pool="threads", name="default")
+        default = self.stack.worker(default_queues, concurrency=4, pool="threads", name="default")
         for proc in (writer, crawler, default):
             proc.wait_ready()
         self.stack.beat().wait_ready("beat: Starting...")
