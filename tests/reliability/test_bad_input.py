@@ -103,7 +103,7 @@ CASES: list[Case] = [
         "hn",
         {"item": {"id": ID, "type": "comment", "text": "hi", "time": 1}},
         ("skipped", "not_a_post"),
-    ),  # fmt: skip
+    ),
     Case("hn unknown type", "hn", {"item": _story(type="banana")}, ("skipped", "not_a_post")),
     Case("hn no title", "hn", {"item": _story(title=...)}, ("skipped", "missing_fields")),
     Case("hn empty title", "hn", {"item": _story(title="")}, ("skipped", "missing_fields")),
@@ -138,7 +138,7 @@ CASES: list[Case] = [
         "page",
         "/hostile/redirect-internal",
         ("failed", "refused private address"),
-    ),  # fmt: skip
+    ),
     Case("page redirect to cloud metadata", "page", "/hostile/redirect-private", ("failed", "refused link-local")),
     Case("page redirect to file://", "page", "/hostile/redirect-file", ("failed", "scheme 'file'")),
     Case("page bad encoding (latin-1 sold as UTF-8)", "page", "/hostile/latin1", ("success", None)),
@@ -153,14 +153,14 @@ CASES: list[Case] = [
         "telegram",
         {"edited_message": {"message_id": 1, "from": USER, "chat": CHAT, "date": 1, "edit_date": 2, "text": "/help"}},
         ("processed", None, None),
-    ),  # fmt: skip
+    ),
     Case("tg 20,000-character text", "telegram", _msg(text="x" * 20_000), ("processed", None, IDLE_HINT)),
     Case(
         "tg 20,000-character command",
         "telegram",
         _msg(text="/" + "a" * 19_999),
         ("processed", None, "I don't know /" + "a" * 40),
-    ),  # fmt: skip
+    ),
     Case("tg NUL characters", "telegram", _msg(text="\x00\x00/help\x00"), ("processed", None, IDLE_HINT)),
     Case("tg only a slash", "telegram", _msg(text="/"), ("processed", None, "I don't know /.")),
     Case("tg text is a number", "telegram", _msg(text=12345), ("processed", None, ONLY_TEXT)),
@@ -171,42 +171,42 @@ CASES: list[Case] = [
             text=..., photo=[{"file_id": "p", "file_unique_id": "u", "width": 1, "height": 1}], caption="/deletemydata"
         ),
         ("processed", None, ONLY_TEXT),
-    ),  # fmt: skip
+    ),
     Case(
         "tg message from a bot",
         "telegram",
         _msg(**{"from": {"id": 424242, "is_bot": True, "first_name": "B"}}),
         ("processed", None, None),
-    ),  # fmt: skip
+    ),
     Case("tg message without a sender", "telegram", _msg(**{"from": ...}), ("processed", None, None)),
     Case(
         "tg group chat command",
         "telegram",
         _msg(text="/digest", chat={"id": -100123, "type": "group"}),
         ("processed", None, PRIVATE_ONLY),
-    ),  # fmt: skip
+    ),
     Case(
         "tg channel chat, plain text",
         "telegram",
         _msg(chat={"id": -100124, "type": "channel"}),
         ("processed", None, None),
-    ),  # fmt: skip
+    ),
     Case("tg message without a chat", "telegram", _msg(text="/help", chat=...), ("quarantined", "KeyError", None)),
     Case(
         "tg sender id out of range",
         "telegram",
         _msg(**{"from": {"id": 10**30, "first_name": "Big"}}),
         ("quarantined", "", SORRY),
-    ),  # fmt: skip
+    ),
     Case("tg sender is a string", "telegram", _msg(**{"from": "mallory"}), ("quarantined", "", SORRY)),
     Case("tg message is a string", "telegram", {"message": "just a string"}, ("quarantined", "", None)),
     Case("tg forged callback data", "telegram", _press("up:1~AAAAAAAAAAAA"), ("processed", None, NOT_YOURS)),
     Case(
         "tg callback signed for someone else", "telegram", _press(sign(1, "st", "time")), ("processed", None, NOT_YOURS)
-    ),  # fmt: skip
+    ),
     Case(
         "tg callback data with NUL and non-ASCII", "telegram", _press("st:time~\x00é"), ("processed", None, NOT_YOURS)
-    ),  # fmt: skip
+    ),
     Case("tg callback data not a string", "telegram", _press(12345), ("processed", None, NOT_YOURS)),
     Case("tg callback without data", "telegram", _press(...), ("processed", None, NOT_YOURS)),
     Case("tg callback without an id", "telegram", _press("st:time~x", id=...), ("processed", None, None)),
@@ -215,7 +215,7 @@ CASES: list[Case] = [
         "telegram",
         _press(("sign", "pdd", "yes", "<old>")),
         ("processed", None, "Expired"),
-    ),  # fmt: skip
+    ),
     Case(
         "tg chat member update from a string",
         "telegram",
@@ -229,13 +229,13 @@ CASES: list[Case] = [
             }
         },
         ("quarantined", "", None),
-    ),  # fmt: skip
+    ),
     Case(
         "tg unknown update kind",
         "telegram",
         {"poll": {"id": "1", "question": "?", "options": []}},
         ("processed", None, None),
-    ),  # fmt: skip
+    ),
     Case("tg empty update", "telegram", {}, ("processed", None, None)),
     # --- LLM answers: (responder content or a fault) -> (extraction status, error substring, agent_calls n)
     Case(
@@ -243,7 +243,7 @@ CASES: list[Case] = [
         "llm",
         {"answer": '{"items": [{"type": "fact", "content": "unterm'},
         ("malformed", "JSON", 2),
-    ),  # fmt: skip
+    ),
     Case("llm wrong schema", "llm", {"answer": {"memories": []}}, ("malformed", "items", 1)),
     Case("llm empty answer", "llm", {"answer": ""}, ("malformed", "", 2)),
     Case("llm refusal in prose", "llm", {"answer": "I'm sorry, but I can't help with that."}, ("malformed", "", 2)),
@@ -252,7 +252,7 @@ CASES: list[Case] = [
         "llm",
         {"answer": {"items": ["a string", {"type": "hobby", "content": 1, "confidence": "high"}]}},
         ("done", None, 1),
-    ),  # fmt: skip
+    ),
     Case("llm 500", "llm", {"fault": ("error", {"status": 500})}, ("failed", "500", 2)),
     Case("llm 429", "llm", {"fault": ("rate_limit", {"seconds": 0})}, ("failed", "429", 2)),
     Case("llm 400 bad request", "llm", {"fault": ("bad_request", {})}, ("failed", "", 1)),
@@ -270,33 +270,33 @@ CASES: list[Case] = [
         "settings",
         {"HNPAL_REDIS_KEY_PREFIX": "bad prefix"},
         (1, "HNPAL_REDIS_KEY_PREFIX", None),
-    ),  # fmt: skip
+    ),
     Case(
         "settings database URL scheme",
         "settings",
         {"HNPAL_DATABASE_URL": "mysql://admin:hunter2@db/x"},
         (1, "HNPAL_DATABASE_URL", "hunter2"),
-    ),  # fmt: skip
+    ),
     Case("settings prices not JSON", "settings", {"HNPAL_LLM_PRICES": "{not json"}, (1, "HNPAL_LLM_PRICES", None)),
     Case(
         "settings visibility below countdown",
         "settings",
         {"HNPAL_BROKER_VISIBILITY_TIMEOUT": "60"},
         (1, "HNPAL_BROKER_VISIBILITY_TIMEOUT", None),
-    ),  # fmt: skip
+    ),
     Case("settings telegram mode", "settings", {"HNPAL_TELEGRAM_MODE": "pigeon"}, (1, "HNPAL_TELEGRAM_MODE", None)),
     Case(
         "settings cache size not a number",
         "settings",
         {"HNPAL_CONTENT_BLOCK_CACHE_MB": "lots"},
         (1, "HNPAL_CONTENT_BLOCK_CACHE_MB", None),
-    ),  # fmt: skip
+    ),
     Case(
         "settings flower password leak",
         "settings",
         {"HNPAL_FLOWER_BASIC_AUTH": "x", "HNPAL_FLOWER_PORT": "99999"},
         (1, "HNPAL_FLOWER_PORT", None),
-    ),  # fmt: skip
+    ),
 ]
 KINDS = ("hn", "page", "telegram", "llm", "settings")
 RESULTS: dict[str, bool] = {}  # case name -> outcome as expected
