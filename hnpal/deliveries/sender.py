@@ -387,11 +387,17 @@ def _tell_empty(digest_ids: list[int], send: Callable[..., dict]) -> None:
 
 
 def _send_all(
-    work: list[Work], send: Callable[..., dict], outcome: Outcome, threads: int, outbox: TelegramOutbox | None
+    work: list[Work],
+    send: Callable[..., dict],
+    outcome: Outcome,
+    threads: int,
+    outbox: TelegramOutbox | None,
+    shared: Connection,
 ) -> None:
     """Send the loaded digests from ``threads`` threads, each with a connection of its own for the
-    records: brief digests waiting for their message go ``GROUP`` at a time (:func:`_send_briefs`), the
-    others (flat_scroll: a digest's messages in order, each recorded before the next) one by one."""
+    records (one thread alone writes on ``shared``, the connection holding the locks): brief digests
+    waiting for their message go ``GROUP`` at a time (:func:`_send_briefs`), the others (flat_scroll: a
+    digest's messages in order, each recorded before the next) one by one."""
     briefs = [w for w in work if w.style == "brief" and w.digest_message is None]
     singles = [w for w in work if not (w.style == "brief" and w.digest_message is None)]
     batches: list[list[Work]] = [briefs[i : i + GROUP] for i in range(0, len(briefs), GROUP)]
@@ -400,8 +406,9 @@ def _send_all(
     lock = threading.Lock()
     engine = get_engine()
 
-    def drain() -> None:
-        conn = None
+    def drain(conn: Connection | None = None) -> None:
+        own = conn is None
+        writer = None if own else _Writer(conn)  # type: ignore[arg-type]
         try:
             while True:
                 with lock:
@@ -409,7 +416,7 @@ def _send_all(
                         return
                     batch = batches.pop()
                 try:  # one connection per sending thread, opened again if it broke
-                    if conn is None:
+                    if writer is None:
                         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                         writer = _Writer(conn)
                     if len(batch) > 1 or (batch[0].style == "brief" and batch[0].digest_message is None):
@@ -421,17 +428,17 @@ def _send_all(
                     for item in batch:
                         if item.digest_id not in outcome.sent:
                             outcome.retry[item.digest_id] = 30.0
-                    if conn is not None:
+                    if own and conn is not None:  # a shared one is dropped by the caller if broken
                         conn.invalidate()
                         conn.close()
-                        conn = None
+                        conn, writer = None, None
         finally:
-            if conn is not None:
+            if own and conn is not None:
                 conn.close()
 
     count = max(1, min(threads, len(batches)))
     if count == 1:
-        drain()
+        drain(shared)
     else:
         pool = [threading.Thread(target=drain, name=f"digest-send-{n}") for n in range(count)]
         for thread in pool:
@@ -451,28 +458,28 @@ def send_digests(
     here). Returns what happened to each; nothing raises for one digest's trouble."""
     settings = settings or get_settings()
     outcome = Outcome()
-    engine = get_engine()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    outbox = getattr(send, "__self__", None)
+    if not (isinstance(outbox, TelegramOutbox) and getattr(send, "__func__", None) is TelegramOutbox.send):
+        outbox = None  # a plain callable (tests wrap the outbox's send): one limiter call per message
+    # one connection for the whole call: the pending check, the locks, the load (and the records, with one
+    # sending thread)
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         pending = list(
             conn.scalars(
                 text("SELECT id FROM digests WHERE id = ANY(:ids) AND status = 'pending'"), {"ids": digest_ids}
             )
         )
-    if pending:
-        from hnpal.db.session import session_scope
-        from hnpal.deliveries.service import prepare
+        if pending:
+            from hnpal.db.session import session_scope
+            from hnpal.deliveries.service import prepare
 
-        with session_scope() as session:
-            reserved = prepare(session=session, digest_ids=pending, settings=settings)
-        _tell_empty([d for d in pending if reserved.get(d) == 0], send)
-    outbox = getattr(send, "__self__", None)
-    if not (isinstance(outbox, TelegramOutbox) and getattr(send, "__func__", None) is TelegramOutbox.send):
-        outbox = None  # a plain callable (tests wrap the outbox's send): one limiter call per message
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with session_scope() as session:
+                reserved = prepare(session=session, digest_ids=pending, settings=settings)
+            _tell_empty([d for d in pending if reserved.get(d) == 0], send)
         locked = _lock(conn, list(dict.fromkeys(digest_ids)), outcome)
         try:
             work = _load(conn, locked, settings, outcome) if locked else []
-            _send_all(work, send, outcome, threads, outbox)
+            _send_all(work, send, outcome, threads, outbox, conn)
         finally:
             try:
                 _unlock(conn, locked)
