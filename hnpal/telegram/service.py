@@ -166,7 +166,8 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
         if handler is None:
             out.send(ctx.chat_id, f"I don't know /{esc(command[:40])}. Here is what I can do:\n\n{HELP}")
             return
-        store.clear_fsm(ctx.telegram_id) if command != "start" else None
+        # /admin leaves the state alone: to a non-admin it must act exactly like an unknown command
+        store.clear_fsm(ctx.telegram_id) if command not in ("start", "admin") else None
         handler(ctx, user, text)
         return
     state = current_state(session=session, store=store, telegram_id=ctx.telegram_id)  # Redis lost: from PG

@@ -295,6 +295,13 @@ def test_admin_commands_only_for_admin_ids(tg: Stack) -> None:
         assert reply.buttons() == unknown.buttons()
     assert scalar("SELECT status FROM telegram_updates WHERE update_id = :u", u=poison["update_id"]) == "quarantined"
     assert scalar("SELECT count(*) FROM audit_log WHERE actor_type = 'admin'") == audits
+    # no side effect either: like an unknown command, /admin leaves a pending /settings prompt in place
+    (menu,) = tg.send(mallory, "/settings")
+    tg.press(mallory, menu, sign(mallory, "st", "max_posts"), check=False, replies=1)
+    tg.send(mallory, "/admin stats")
+    (saved,) = tg.send(mallory, "7")
+    assert saved.text.startswith("Settings")
+    assert scalar("SELECT digest_preferences->>'max_posts' FROM users WHERE telegram_id = :t", t=mallory) == "7"
 
     admin = _admin(tg)
     (helptext,) = tg.send(admin, "/admin")
