@@ -68,6 +68,9 @@ def handle(self, update_id: int) -> str:
         return _quarantine(update_id, payload, exc)
     except Forbidden as exc:  # 403: the user blocked the bot (or is gone); not the update's fault
         return _forbidden(update_id, payload, exc)
+    except service.MalformedUpdate as exc:  # a shape Telegram never sends: kept aside, no traceback
+        log.warning("update %s is malformed (%s); quarantined", update_id, exc)
+        return _quarantine(update_id, payload, exc)
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
         log.exception("update %s could not be handled", update_id)
         return _quarantine(update_id, payload, exc)

@@ -105,9 +105,17 @@ class Ctx:
 # --- entry point ------------------------------------------------------------------------------------
 
 
+class MalformedUpdate(ValueError):
+    """An update whose shape Telegram never sends (the task quarantines it with this message)."""
+
+
 def handle_update(*, session: Session, out: Outbox, store: StateStore, update: dict[str, Any]) -> Effects:
-    """Handle one update. Raises only on infrastructure errors (the task retries, then quarantines)."""
+    """Handle one update. Raises only on infrastructure errors (the task retries, then quarantines) and
+    on malformed updates (:class:`MalformedUpdate`: quarantined at once)."""
     effects = Effects()
+    for kind in ("callback_query", "message", "my_chat_member"):
+        if kind in update and not isinstance(update[kind], dict):
+            raise MalformedUpdate(f"the update's {kind} is a {type(update[kind]).__name__}, not an object")
     if "callback_query" in update:
         _callback(session, out, store, effects, update["callback_query"])
     elif "message" in update:
@@ -142,6 +150,8 @@ def apology(update: dict[str, Any]) -> tuple[int | None, str]:
 def _message(session: Session, out: Outbox, store: StateStore, effects: Effects, message: dict[str, Any]) -> None:
     chat = message.get("chat") or {}
     sender = message.get("from") or {}
+    if not isinstance(chat, dict) or not isinstance(chat.get("id"), int) or isinstance(chat.get("id"), bool):
+        raise MalformedUpdate("a message without a chat id")
     if chat.get("type") != "private":
         text = message.get("text") or ""
         if text.startswith("/"):

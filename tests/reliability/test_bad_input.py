@@ -191,7 +191,9 @@ CASES: list[Case] = [
         _msg(chat={"id": -100124, "type": "channel"}),
         ("processed", None, None),
     ),
-    Case("tg message without a chat", "telegram", _msg(text="/help", chat=...), ("quarantined", "KeyError", None)),
+    Case(
+        "tg message without a chat", "telegram", _msg(text="/help", chat=...), ("quarantined", "MalformedUpdate", None)
+    ),
     Case(
         "tg sender id out of range",
         "telegram",
@@ -199,7 +201,7 @@ CASES: list[Case] = [
         ("quarantined", "", SORRY),
     ),
     Case("tg sender is a string", "telegram", _msg(**{"from": "mallory"}), ("quarantined", "", SORRY)),
-    Case("tg message is a string", "telegram", {"message": "just a string"}, ("quarantined", "", None)),
+    Case("tg message is a string", "telegram", {"message": "just a string"}, ("quarantined", "MalformedUpdate", None)),
     Case("tg forged callback data", "telegram", _press("up:1~AAAAAAAAAAAA"), ("processed", None, NOT_YOURS)),
     Case(
         "tg callback signed for someone else", "telegram", _press(sign(1, "st", "time")), ("processed", None, NOT_YOURS)
