@@ -103,7 +103,8 @@ beat_schedule = {
     "summary-sweep": {"task": "hnpal.summaries.sweep", "schedule": 30 * 60},
     "comment-summary-refresh": {"task": "hnpal.summaries.refresh_comments", "schedule": 30 * 60},
     "digests-due": {"task": "hnpal.digests.schedule", "schedule": _settings.digest_due_interval},
-    "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": 5 * 60},
+    # At least as often as the visibility timeout (a short one means quick recovery; tasks/digests.py).
+    "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": min(5 * 60, VISIBILITY_TIMEOUT)},
     "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
     # Discussions: close those silent for HNPAL_DISCUSSION_IDLE_MINUTES (issue 6).
     "discussions-sweep": {"task": "hnpal.discussions.sweep", "schedule": 60},

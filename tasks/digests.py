@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import celeryconfig
 from config.settings import get_settings
 from hnpal.celery import app
 from hnpal.db.session import session_scope
@@ -101,11 +102,17 @@ def _style_of(session, digest_id: int) -> tuple[str, list[str]]:  # type: ignore
     return service.preferences(user.digest_preferences).summary_style, list(user.interests)
 
 
+# A send task can be lost without any worker failing for good: a Redis restart, or a worker killed
+# between taking the message off the queue and recording it as unacknowledged.
+STALE_DIGEST = min(timedelta(minutes=10), timedelta(seconds=celeryconfig.VISIBILITY_TIMEOUT))
+
+
 @app.task(name="hnpal.digests.sweep")
 def sweep() -> int:
-    """Send on digests whose task was lost (pending or half-sent for over ten minutes)."""
+    """Send on digests whose task was lost (pending or half-sent for over ten minutes, or the visibility
+    timeout when that is shorter)."""
     with session_scope() as session:
-        ids = service.unfinished_digests(session=session, older_than=timedelta(minutes=10))
+        ids = service.unfinished_digests(session=session, older_than=STALE_DIGEST)
     for digest_id in ids:
         send.delay(digest_id)
     return len(ids)

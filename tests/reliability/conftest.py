@@ -378,21 +378,26 @@ class Pipeline:
             **FAST_REDELIVERY,
         }
         self.stack: Stack = stack_factory(self.env)
+        self.pages: dict[int, str] = {}
 
-    def add_posts(self, count: int, *, delay: float = 0.3) -> list[int]:
+    def add_posts(self, count: int, *, delay: float = 0.3, paragraphs: int = 10) -> list[int]:
         """``count`` stories whose pages answer after ``delay`` seconds, pending (the beat's dispatch
-        enqueues them). Returns their ids."""
+        enqueues them); ``self.pages`` maps their HN ids to the pages. Returns their ids."""
+        import hashlib
+
         from sqlalchemy import text
 
         hn_base = 500_000_000 + uuid.uuid4().int % 10_000_000
         for n in range(count):
-            words = " ".join(f"word{(n * 7 + i) % 97}" for i in range(60))
-            body = "".join(f"<p>Paragraph {i} of story {n}: {words}.</p>" for i in range(10))
-            self.replay.add_page(
-                f"/pipe/{hn_base + n}.html",
+            seed = hashlib.sha256(f"{hn_base + n}".encode()).hexdigest()
+            words = " ".join(f"{seed[i % 60 : i % 60 + 4]}{(n * 7 + i) % 997}" for i in range(60))
+            body = "".join(f"<p>Paragraph {i} of story {n}: {words} {i}.</p>" for i in range(paragraphs))
+            html = (
                 f"<html><head><title>Story {n}</title></head><body><article><h1>Story {n}</h1>{body}"
-                "</article></body></html>",
+                "</article></body></html>"
             )
+            self.pages[hn_base + n] = html
+            self.replay.add_page(f"/pipe/{hn_base + n}.html", html)
         self.replay.set_fault("/pipe/", "slow", seconds=delay)
         with self.engine.begin() as conn:
             rows = conn.execute(
@@ -431,12 +436,13 @@ class Pipeline:
             ).mappings()
             return [dict(r) for r in rows]
 
-    def start_crawling(self, default_queues: str = "default") -> None:
-        """The content writer, a crawl worker (two processes), a worker on ``default_queues`` and the beat."""
-        writer = self.stack.worker("content", name="content")
-        crawler = self.stack.worker("crawl", concurrency=2, name="crawl")
-        default = self.stack.worker(default_queues, concurrency=4, pool="threads", name="default")
-        for proc in (writer, crawler, default):
+    def start_crawling(self, default_queues: str = "default", *, writer: bool = True) -> None:
+        """The content writer (unless ``writer=False``), a crawl worker (two processes), a worker on
+        ``default_queues`` and the beat."""
+        procs = [self.stack.worker("content", name="content")] if writer else []
+        procs.append(self.stack.worker("crawl", concurrency=2, name="crawl"))
+        procs.append(self.stack.worker(default_queues, concurrency=4, pool="threads", name="default"))
+        for proc in procs:
             proc.wait_ready()
         self.stack.beat().wait_ready("beat: Starting...")
 
