@@ -59,6 +59,7 @@ def _serve(rate: float, first_tid: int, users: int, urls, stop, results) -> None
             "chats": len(per_chat),
             "max_in_window": server.max_sends_in_window(1.0),
             "throttled": Counter(t.scope for t in server.throttled),
+            "throttled_at": [round(t.at - min(sends), 2) for t in server.throttled] if sends else [],
         }
     )
     server.stop()
@@ -290,7 +291,8 @@ def main() -> int:
             print(f"delivery at 30 msg/s: {free['messages']} messages, {free['achieved']:.2f} msg/s "
                   f"({free['achieved'] / 30:.3f} of the limit), 429s {free['too_many_requests']}, "
                   f"duplicates {free['duplicates']}, most in any 1 s {free['max_in_window']}"
-                  + (f" (429s by scope: {dict(free['throttled'])})" if free["throttled"] else ""))  # fmt: skip
+                  + (f" (429s by scope: {dict(free['throttled'])}, at +{free['throttled_at']} s)"
+                     if free["throttled"] else ""))  # fmt: skip
         paid = None
         if not args.skip_paid:
             paid = phase_delivery(1000, args.deliver, 2_000_000, args.paid_concurrency, True, workdir, args.processes)
