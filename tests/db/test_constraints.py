@@ -236,13 +236,17 @@ def test_deleting_a_user_cascades_and_keeps_the_audit_entry(db_session: Session)
         ]
     )
     db_session.flush()
-    db_session.execute(User.__table__.delete().where(User.id == user.id))
+    call_id = db_session.scalars(select(AgentCall.id).where(AgentCall.user_id == user.id)).one()
+    audit_id = db_session.scalars(select(AuditLog.id).where(AuditLog.subject_user_id == user.id)).one()
+    user_id = user.id
+    db_session.execute(User.__table__.delete().where(User.id == user_id))
     db_session.expire_all()
+    # (other tests' committed rows may be in these tables: only this user's count)
     for model in (Delivery, Conversation, Memory, UserTokenUsage):
-        assert db_session.scalars(select(model)).all() == [], model
-    call = db_session.scalars(select(AgentCall)).one()
+        assert db_session.scalars(select(model).where(model.user_id == user_id)).all() == [], model
+    call = db_session.get(AgentCall, call_id)
     assert call.user_id is None and call.conversation_id is None  # SET NULL: the cost history stays
-    audit = db_session.scalars(select(AuditLog)).one()
+    audit = db_session.get(AuditLog, audit_id)
     assert audit.subject_user_id is None and audit.subject_ref == "h"
 
 
@@ -256,9 +260,10 @@ def test_deleting_a_post_cascades_and_nulls_memory_sources(db_session: Session) 
         ]
     )
     db_session.flush()
-    db_session.execute(Post.__table__.delete().where(Post.id == post.id))
+    user_id, post_id = user.id, post.id
+    db_session.execute(Post.__table__.delete().where(Post.id == post_id))
     db_session.expire_all()
-    assert db_session.scalars(select(Delivery)).all() == []
-    assert db_session.scalars(select(Summary)).all() == []
-    memory = db_session.scalars(select(Memory)).one()
+    assert db_session.scalars(select(Delivery).where(Delivery.post_id == post_id)).all() == []
+    assert db_session.scalars(select(Summary).where(Summary.post_id == post_id)).all() == []
+    memory = db_session.scalars(select(Memory).where(Memory.user_id == user_id)).one()
     assert memory.source_post_id is None
