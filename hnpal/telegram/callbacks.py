@@ -14,6 +14,7 @@ HMAC-SHA256 with the callback secret (setting, or derived from the bot token).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -51,12 +52,25 @@ def _secret(settings: Settings) -> bytes:
     if settings.telegram_callback_secret is not None:
         return settings.telegram_callback_secret.get_secret_value().encode()
     token = settings.telegram_token.get_secret_value() if settings.telegram_token else "hnpal-unconfigured"
+    return _derived_secret(token)
+
+
+@functools.lru_cache(maxsize=8)
+def _derived_secret(token: str) -> bytes:
     return hashlib.sha256(b"hnpal-callback:" + token.encode()).digest()
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """An HMAC with the key already absorbed; each MAC starts from a copy (a brief digest signs ten
+    buttons per message, so the key schedule is not redone each time)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def _mac(payload: str, telegram_id: int, settings: Settings) -> str:
-    digest = hmac.new(_secret(settings), f"{telegram_id}|{payload}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:MAC_CHARS]
+    mac = _keyed(_secret(settings)).copy()
+    mac.update(f"{telegram_id}|{payload}".encode())
+    return base64.urlsafe_b64encode(mac.digest()).decode()[:MAC_CHARS]
 
 
 def sign(telegram_id: int, action: str, *args: object, settings: Settings | None = None) -> str:

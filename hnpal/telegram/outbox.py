@@ -12,6 +12,7 @@ import logging
 import mimetypes
 
 from config.settings import Settings, get_settings
+from hnpal.ops.metrics import count_telegram_429
 from hnpal.telegram.client import BadRequest, BotAPI, RetryAfter, is_not_modified
 from hnpal.telegram.ratelimit import Reservation, SendLimiter
 
@@ -41,6 +42,7 @@ class TelegramOutbox:
             except RetryAfter as exc:
                 wait = exc.retry_after or 1.0
                 self.limiter.penalize(wait)
+                count_telegram_429(self.limiter.redis)  # hnpal_telegram_429_total (best effort)
                 if attempt or wait > self.max_inline_retry:
                     raise
                 log.info("Telegram asked to wait %.1fs (429); sending again after that", wait)

@@ -367,6 +367,12 @@ def test_a_short_429_is_waited_out_in_place_without_repeating_anything(committed
     assert only_sent(send_now(digest.id, throttled_second), digest.id, 4)
     assert ("sendMessage", 429) in tg.request_log
     assert [title_of(m.text) for m in tg.messages(user.telegram_id)] == [p.title for p in posts]  # no repeat
+    # the 429 is counted for the metrics (hnpal_telegram_429_total)
+    from config.settings import get_settings
+    from hnpal.ops.metrics import TELEGRAM_429_KEY
+    from hnpal.state.store import get_redis
+
+    assert get_redis().get(f"{get_settings().redis_key_prefix}{TELEGRAM_429_KEY}") == "1"
 
 
 # --- summary styles ------------------------------------------------------------------------------------
