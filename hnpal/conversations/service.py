@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, select, update
+from sqlalchemy import Connection, and_, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -267,6 +268,50 @@ def append_user_message(*, session: Session, conversation_id: int, text: str) ->
             "Send /done to close it, then start a fresh one with 💬 or /discuss HN_ID."
         )
     return length - 1
+
+
+# The common case of a message in a discussion, in one statement: the user's open conversation, the
+# day's discussion allowance and the message cap (with room for the answer) checked, the message appended.
+APPEND_TO_ACTIVE = text(
+    """
+    WITH spent AS (
+        SELECT count(*) FILTER (WHERE success AND purpose IN ('reply', 'idle')) AS answers,
+               coalesce(sum(cost_usd), 0) AS usd
+        FROM agent_calls
+        WHERE user_id = :user_id AND agent_type = 'discussion' AND called_at >= :midnight
+    )
+    UPDATE conversations c SET messages = c.messages || CAST(:message AS jsonb), last_message_at = now()
+    FROM spent
+    WHERE c.id = (SELECT max(id) FROM conversations WHERE user_id = :user_id AND ended_at IS NULL)
+      AND jsonb_array_length(c.messages) + 2 <= :max_messages
+      AND spent.answers < :max_answers AND spent.usd < :max_usd
+    RETURNING c.id, jsonb_array_length(c.messages) - 1 AS message_index
+    """
+)
+
+
+def append_to_active(
+    *, session: Session, user_id: int, text_: str, settings: Settings | None = None
+) -> tuple[int, int] | None:
+    """Store a message in the user's open conversation when nothing stands in the way (one statement):
+    (conversation id, message index), or None when there is no open conversation, the day's allowance
+    is used up or the conversation is full; the caller then asks why (:func:`active_conversation`,
+    :func:`budget_reached`, :func:`append_user_message`)."""
+    check_user_text(text_)
+    settings = settings or get_settings()
+    message = Message(role="user", content=text_, timestamp=datetime.now(UTC)).model_dump(mode="json")
+    row = session.execute(
+        APPEND_TO_ACTIVE,
+        {
+            "user_id": user_id,
+            "midnight": datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0),
+            "message": json.dumps([message]),
+            "max_messages": MAX_MESSAGES,
+            "max_answers": settings.discussion_daily_messages,
+            "max_usd": settings.discussion_daily_usd,
+        },
+    ).first()
+    return None if row is None else (row.id, row.message_index)
 
 
 def _answered(messages: list[dict[str, Any]], index: int) -> bool:

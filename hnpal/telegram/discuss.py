@@ -92,6 +92,15 @@ def btn_discuss(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) -> 
 
 def on_text(ctx: Ctx, user: User, text: str, state: FsmState) -> None:
     """Free text in the DISCUSSION state: stored, then answered on the llm queue."""
+    try:
+        appended = service.append_to_active(session=ctx.session, user_id=user.id, text_=text)
+    except service.Refused as exc:
+        ctx.out.send(ctx.chat_id, esc(str(exc)))
+        return
+    if appended is not None:  # the common case, in one statement
+        ctx.effects.enqueue("hnpal.discussions.reply", *appended)
+        return
+    # Something stood in the way: find out what, and say it.
     conversation = service.active_conversation(session=ctx.session, user_id=user.id)
     if conversation is None:  # closed meanwhile (silence, another device): the FSM was stale
         service.end(session=ctx.session, store=ctx.store, user_id=user.id, telegram_id=ctx.telegram_id,

@@ -7,6 +7,7 @@ The bot process only stores updates (``telegram_updates``) and enqueues their id
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -207,17 +208,23 @@ def _touch_user(session: Session, sender: dict[str, Any]) -> User:
         "last_name": (sender.get("last_name") or None) and str(sender["last_name"])[:255],
         "last_interaction_at": datetime.now(UTC),
     }
-    stmt = insert(User).values(values)
-    stmt = stmt.on_conflict_do_update(
+    # One round trip: the row as it is after the upsert, loaded as the session's User.
+    return session.scalars(_touch_statement(), values, execution_options={"populate_existing": True}).one()
+
+
+@functools.cache
+def _touch_statement() -> Any:
+    """The upsert of :func:`_touch_user`, built once (its parameters bound per call)."""
+    columns = ("telegram_id", "username", "first_name", "last_name", "last_interaction_at")
+    stmt = insert(User).values({c: bindparam(c) for c in columns})
+    return stmt.on_conflict_do_update(
         index_elements=[User.telegram_id],
         set_={
-            **{k: stmt.excluded[k] for k in ("username", "first_name", "last_name", "last_interaction_at")},
+            **{k: stmt.excluded[k] for k in columns[1:]},
             # writing to the bot again means they unblocked it
             "status": case((User.status == "blocked", "active"), else_=User.status),
         },
-    )
-    # One round trip: the row as it is after the upsert, loaded as the session's User.
-    return session.scalars(stmt.returning(User), execution_options={"populate_existing": True}).one()
+    ).returning(User)
 
 
 def _membership(session: Session, member: dict[str, Any]) -> None:
