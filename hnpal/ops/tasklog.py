@@ -82,6 +82,9 @@ def _on_postrun(task_id: str | None = None, task: Any = None, args: Any = None, 
     started = _started.pop(task_id, None)
     error = _errors.pop(task_id, None)
     state = state or "UNKNOWN"
+    level = logging.WARNING if state == "FAILURE" else logging.INFO
+    if not log.isEnabledFor(level):  # the line (and its masking) is not built for nobody
+        return
     if error is None and isinstance(retval, BaseException):
         error = f"{type(retval).__name__}: {retval}"
     line = outcome_line(
@@ -94,7 +97,7 @@ def _on_postrun(task_id: str | None = None, task: Any = None, args: Any = None, 
         result=retval,
         error=error,
     )
-    log.log(logging.WARNING if state == "FAILURE" else logging.INFO, "%s", line)
+    log.log(level, "%s", line)
 
 
 _connected = False
