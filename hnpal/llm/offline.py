@@ -140,15 +140,7 @@ class OfflineProvider:
         if task == "memory_extraction":  # memory after a discussion (hnpal/memory/offline.py)
             from hnpal.memory.offline import extract as extract_memory
 
-            answer = extract_memory(hints)
-            return LLMResult(
-                text=answer,
-                model=MODEL,
-                provider=self.name,
-                input_tokens=count_messages(request.messages, MODEL),
-                output_tokens=count_tokens(answer, MODEL),
-                latency_ms=int((time.perf_counter() - started) * 1000),
-            )
+            return self._result(request, extract_memory(hints), started)
         if request.json_schema is not None and task not in ("summary", "comments"):
             raise LLMError(f"the offline provider has no handler for {task!r}", transient=False, kind="unsupported")
         if task == "comments":
@@ -164,14 +156,7 @@ class OfflineProvider:
         prefix = hints.get("prefix")
         if prefix:
             text = f"{prefix} {text}"
-        return LLMResult(
-            text=text,
-            model=MODEL,
-            provider=self.name,
-            input_tokens=count_messages(request.messages, MODEL),
-            output_tokens=count_tokens(text, MODEL),
-            latency_ms=int((time.perf_counter() - started) * 1000),
-        )
+        return self._result(request, text, started)
 
     def _result(self, request: LLMRequest, text: str, started: float) -> LLMResult:
         return LLMResult(
