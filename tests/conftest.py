@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -266,3 +267,31 @@ def settings_env(monkeypatch: pytest.MonkeyPatch):
     yield apply
     monkeypatch.undo()
     reset_settings_cache()
+
+
+# --- SQL helpers for tests (each call its own committed session) -----------------------------------
+
+
+def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
+    from sqlalchemy import text
+
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        return [dict(r._mapping) for r in session.execute(text(sql), params)]
+
+
+def one(sql: str, **params: Any) -> dict[str, Any] | None:
+    """The one row the query finds, or None; more than one fails the test."""
+    found = rows(sql, **params)
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def execute(sql: str, **params: Any) -> None:
+    from sqlalchemy import text
+
+    from hnpal.db.session import session_scope
+
+    with session_scope() as session:
+        session.execute(text(sql), params)

@@ -24,6 +24,7 @@ from hnpal.conversations.offline import INTRO
 from hnpal.db.session import session_scope
 from hnpal.telegram import discuss
 from hnpal.telegram.callbacks import sign
+from tests.conftest import execute, rows
 from tests.conversations.conftest import DiscussionStack, chat_bodies
 
 pytestmark = pytest.mark.slow
@@ -64,20 +65,10 @@ def ds(ds_stack: DiscussionStack) -> DiscussionStack:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        return [dict(r._mapping) for r in session.execute(text(sql), params)]
-
-
 def one(sql: str, **params: Any) -> dict[str, Any]:
     found = rows(sql, **params)
     assert len(found) == 1, found
     return found[0]
-
-
-def execute(sql: str, **params: Any) -> None:
-    with session_scope() as session:
-        session.execute(text(sql), params)
 
 
 def make_post(ds: DiscussionStack, title: str = "Rust in the Linux kernel", *, content: bool = True) -> dict:

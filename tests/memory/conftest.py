@@ -11,25 +11,10 @@ import pytest
 from sqlalchemy import text
 
 from hnpal.db.session import session_scope
+from tests.conftest import execute, one, rows  # noqa: F401  (one and execute: re-exported for the memory and privacy tests)
 
 _telegram_ids = itertools.count(8_600_001)
 _hn_ids = itertools.count(960_000_001)
-
-
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        return [dict(r._mapping) for r in session.execute(text(sql), params)]
-
-
-def one(sql: str, **params: Any) -> dict[str, Any] | None:
-    found = rows(sql, **params)
-    assert len(found) <= 1, found
-    return found[0] if found else None
-
-
-def execute(sql: str, **params: Any) -> None:
-    with session_scope() as session:
-        session.execute(text(sql), params)
 
 
 class Factory:

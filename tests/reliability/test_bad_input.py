@@ -47,7 +47,7 @@ from hnpal.ops.metrics import _PRIORITY_SUFFIXES, QUEUES
 from hnpal.sandbox.hn_replay import HNReplayServer, Snapshot
 from hnpal.sandbox.llm_api import LLMServer
 from hnpal.telegram.callbacks import sign
-from tests.conftest import REDIS_PREFIX, REPO, WorkerProcess, _tmp_root
+from tests.conftest import REDIS_PREFIX, REPO, WorkerProcess, _tmp_root, rows
 from tests.telegram.conftest import Stack, tg_stack  # noqa: F401  (tg_stack: the fixture)
 
 pytestmark = pytest.mark.slow
@@ -314,11 +314,6 @@ def test_the_corpus_is_big_enough() -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        return [dict(r._mapping) for r in session.execute(text(sql), params)]
 
 
 def _substitute(value: Any, mapping: dict[str, Any]) -> Any:

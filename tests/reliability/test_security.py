@@ -38,7 +38,7 @@ from hnpal.crawl.fetch import Fetcher
 from hnpal.db.session import session_scope
 from hnpal.posts.models import Post
 from hnpal.telegram.callbacks import sign
-from tests.conftest import REPO
+from tests.conftest import REPO, rows
 from tests.telegram.conftest import Stack, free_port, tg_stack  # noqa: F401  (tg_stack: the fixture)
 
 pytestmark = pytest.mark.slow
@@ -48,11 +48,6 @@ _hn_ids = itertools.count(940_000_001)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        return [dict(r._mapping) for r in session.execute(text(sql), params)]
 
 
 def scalar(sql: str, **params: Any) -> Any:

@@ -22,6 +22,7 @@ from hnpal.db.session import session_scope
 from hnpal.sandbox.telegram_api import SentMessage
 from hnpal.telegram import service
 from hnpal.telegram.callbacks import sign
+from tests.conftest import execute, one, rows
 from tests.telegram.conftest import Stack, find_button, free_port, labels
 
 pytestmark = pytest.mark.slow
@@ -36,22 +37,6 @@ def tg(tg_stack: Stack) -> Stack:
 
 
 # --- database helpers -------------------------------------------------------------------------------
-
-
-def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        return [dict(r._mapping) for r in session.execute(text(sql), params)]
-
-
-def one(sql: str, **params: Any) -> dict[str, Any] | None:
-    found = rows(sql, **params)
-    assert len(found) <= 1, found
-    return found[0] if found else None
-
-
-def execute(sql: str, **params: Any) -> None:
-    with session_scope() as session:
-        session.execute(text(sql), params)
 
 
 def user_row(telegram_id: int) -> dict[str, Any] | None:
