@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/digest.py
 	$(BIN)/python bench/discuss.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
