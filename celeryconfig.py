@@ -38,6 +38,8 @@ _restore = {
 }
 
 broker_url = _broker_url()
+# kombu's Redis transport with one client object per channel instead of one per command (hnpal/broker.py).
+broker_transport = "hnpal.broker:Transport"
 result_backend = _redis_url().replace("unix://", "redis+socket://", 1)
 _prefix = {"global_keyprefix": _settings.redis_key_prefix} if _settings.redis_key_prefix else {}
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT, **_restore, **_prefix}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import OperationalError
@@ -35,22 +37,34 @@ def _outbox():  # type: ignore[no-untyped-def]
 @app.task(name="hnpal.telegram.handle", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def handle(self, update_id: int) -> str:
     """Handle one stored update. Returns its final status."""
+    return handle_stored(self, update_id)[0]
+
+
+Inline = Callable[..., bool]
+
+
+def handle_stored(task: Any, update_id: int, inline: dict[str, Inline] | None = None) -> tuple[str, bool]:
+    """The work of :func:`handle` for ``task`` (a bound task: it retries through it). Returns the update's
+    status and whether this call handled it (False: it was final already, or is missing).
+
+    ``inline``: follow-up tasks this worker runs itself, by name; a runner returning False (it could not
+    finish) has its task enqueued as usual."""
     # One autocommitted statement claims the attempt (the common case: one round trip); only when it
     # claims nothing is the row read again to tell why.
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        claimed = conn.execute(CLAIM, {"update_id": update_id, "check_order": self.request.retries < ORDER_WAITS})
+        claimed = conn.execute(CLAIM, {"update_id": update_id, "check_order": task.request.retries < ORDER_WAITS})
         claimed = claimed.first()
         if claimed is None:
             row = conn.execute(
                 select(TelegramUpdate.status).where(TelegramUpdate.update_id == update_id)
             ).scalar_one_or_none()
             if row is None:
-                return "missing"
+                return "missing", False
             if row in ("processed", "quarantined"):
-                return row
+                return row, False
             # One chat's updates in the order they were sent (a typed answer after its button press):
             # an earlier one of this chat is still being handled, so this one waits a moment.
-            raise self.retry(countdown=ORDER_WAIT_SECONDS)
+            raise task.retry(countdown=ORDER_WAIT_SECONDS)
     payload, attempts = dict(claimed.payload), claimed.attempts
     try:
         with session_scope() as session:
@@ -64,19 +78,21 @@ def handle(self, update_id: int) -> str:
         if attempts < MAX_ATTEMPTS:
             countdown = getattr(exc, "retry_after", None) or min(60, 2**attempts)
             _record(update_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise self.retry(countdown=countdown) from None
-        return _quarantine(update_id, payload, exc)
+            raise task.retry(countdown=countdown) from None
+        return _quarantine(update_id, payload, exc), True
     except Forbidden as exc:  # 403: the user blocked the bot (or is gone); not the update's fault
-        return _forbidden(update_id, payload, exc)
+        return _forbidden(update_id, payload, exc), True
     except service.MalformedUpdate as exc:  # a shape Telegram never sends: kept aside, no traceback
         log.warning("update %s is malformed (%s); quarantined", update_id, exc)
-        return _quarantine(update_id, payload, exc)
+        return _quarantine(update_id, payload, exc), True
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
         log.exception("update %s could not be handled", update_id)
-        return _quarantine(update_id, payload, exc)
+        return _quarantine(update_id, payload, exc), True
     for task_name, args in effects.tasks:  # after the commit: the rows these ids name exist
-        app.send_task(task_name, args=list(args))
-    return "processed"
+        runner = (inline or {}).get(task_name)
+        if runner is None or not runner(*args):
+            app.send_task(task_name, args=list(args))
+    return "processed", True
 
 
 # Count an attempt at an update that is not final, unless (when order still matters) an earlier update of

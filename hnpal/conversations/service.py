@@ -314,6 +314,23 @@ def append_to_active(
     return None if row is None else (row.id, row.message_index)
 
 
+UNANSWERED = text(
+    """
+    SELECT c.id, jsonb_array_length(c.messages) - 1 AS message_index
+    FROM conversations c JOIN users u ON u.id = c.user_id
+    WHERE u.telegram_id = :telegram_id AND c.ended_at IS NULL AND c.messages -> -1 ->> 'role' = 'user'
+    ORDER BY c.id DESC LIMIT 1
+    """
+)
+
+
+def unanswered(*, conn: Connection, telegram_id: int) -> tuple[int, int] | None:
+    """(conversation id, message index) of the user's open conversation when its last message is the
+    user's, waiting for an answer; else None."""
+    row = conn.execute(UNANSWERED, {"telegram_id": telegram_id}).first()
+    return None if row is None else (row.id, row.message_index)
+
+
 def _answered(messages: list[dict[str, Any]], index: int) -> bool:
     return any(
         m.get("role") == "assistant" and isinstance(m.get("reply_to"), int) and m["reply_to"] >= index for m in messages

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -15,6 +18,11 @@ _makers: dict[int, sessionmaker[Session]] = {}
 # Raised by a thread-pool worker: each task thread may hold two connections at once (an advisory lock
 # and a session), so the pool must not be the bottleneck (see hnpal.celery).
 min_pool_size = 0
+# A pooled connection idle for longer than this is pinged before use (a dead one is replaced). One used
+# more recently is taken as it is: a ping is a round trip on every checkout, and the tasks on a user's
+# path check out three to five connections each. If the server went away within that second, the
+# statement fails with a disconnect error, SQLAlchemy drops the whole pool, and the task retries.
+PING_IDLE_SECONDS = 1.0
 
 
 def normalize_url(url: str) -> str:
@@ -38,12 +46,34 @@ def get_engine(url: str | None = None) -> Engine:
                 url,
                 pool_size=pool,
                 max_overflow=pool,
-                pool_pre_ping=True,
+                pool_pre_ping=False,  # pinged when idle instead: _ping_when_idle
                 pool_recycle=3600,
                 connect_args={"connect_timeout": 10, "application_name": "hnpal"},
             )
+            event.listen(engine, "checkin", _checked_in)
+            event.listen(engine, "checkout", _ping_when_idle(engine))
             _engines[url] = engine
         return engine
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info["hnpal_idle_since"] = time.monotonic()
+
+
+def _ping_when_idle(engine: Engine):  # type: ignore[no-untyped-def]
+    """SQLAlchemy's pessimistic disconnect handling (a ping on checkout; DisconnectionError makes the
+    pool discard the connection and check out another), for connections idle over PING_IDLE_SECONDS."""
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("hnpal_idle_since")
+        if since is None or time.monotonic() - since <= PING_IDLE_SECONDS:
+            return  # new (just connected) or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+
+    return checkout
 
 
 def dispose_engines() -> None:

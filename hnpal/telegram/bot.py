@@ -14,6 +14,7 @@ retries an update we could not store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -27,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
-from hnpal.db.session import session_scope
+from hnpal.db.session import get_engine, session_scope
 from hnpal.telegram.models import TelegramUpdate
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,48 @@ def store_updates(updates: Iterable[dict[str, Any]]) -> list[int]:
         )
     if not rows:
         return []
-    with session_scope() as session:
-        stmt = insert(TelegramUpdate).values(rows).on_conflict_do_nothing().returning(TelegramUpdate.update_id)
-        return sorted(session.scalars(stmt))
+    # One autocommitted statement (no BEGIN/COMMIT round trips); a batch is all or nothing all the same.
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return sorted(conn.scalars(_store_statement(), rows))
 
 
-def enqueue(update_ids: list[int]) -> None:
+@functools.cache
+def _store_statement():  # type: ignore[no-untyped-def]
+    """The write-ahead insert, built once (executemany-free: one multi-row INSERT per batch)."""
+    return insert(TelegramUpdate).on_conflict_do_nothing().returning(TelegramUpdate.update_id)
+
+
+def enqueue(update_ids: list[int], updates: Iterable[dict[str, Any]] = ()) -> None:
+    """One task per stored update: ``hnpal.telegram.handle`` on the ``telegram`` queue, except a plain
+    text message from a user whom the Redis FSM shows in a discussion: ``hnpal.discussions.message`` on
+    the ``llm`` queue handles it and makes the answer in the same task (one queue hop instead of two).
+    Both run the same handler, so a stale or missing FSM only changes which worker handles the update."""
+    from tasks.discussions import message
     from tasks.telegram import handle
 
+    by_id = {u.get("update_id"): u for u in updates}
     for update_id in update_ids:
-        handle.delay(update_id)
+        if _in_discussion(by_id.get(update_id)):
+            message.delay(update_id)
+        else:
+            handle.delay(update_id)
+
+
+def _in_discussion(update: dict[str, Any] | None) -> bool:
+    """A private text message (not a command, not an answer to a settings prompt) from a user whose FSM
+    state in Redis is DISCUSSION. Redis unreachable or the state gone: False (the telegram queue)."""
+    from hnpal.state.store import BotState, StateStore
+
+    body = update.get("message") if isinstance(update, dict) else None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str) or body["text"].lstrip().startswith("/"):
+        return False
+    chat, sender = body.get("chat"), body.get("from")
+    if not isinstance(chat, dict) or chat.get("type") != "private" or not isinstance(sender, dict):
+        return False
+    if not _bigint(sender.get("id")) or sender["id"] <= 0:
+        return False
+    state = StateStore().get_fsm(sender["id"])
+    return state is not None and state.state == BotState.DISCUSSION and not state.data.get("awaiting")
 
 
 def resume_offset() -> int | None:
@@ -121,7 +154,7 @@ async def accept(updates: list[dict[str, Any]]) -> None:
     """Store, then enqueue: both off the event loop."""
     new = await asyncio.to_thread(store_updates, updates)
     if new:
-        await asyncio.to_thread(enqueue, new)
+        await asyncio.to_thread(enqueue, new, updates)
 
 
 class BotProcess:

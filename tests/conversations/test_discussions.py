@@ -563,3 +563,60 @@ def test_answer_to_a_user_who_blocked_the_bot(ds: DiscussionStack) -> None:
         what="the user marked blocked",
     )
     assert [m["role"] for m in conversations(uid)[0]["messages"]] == ["user"]  # kept; not answered
+
+
+def test_a_discussion_message_is_answered_in_one_hop(ds: DiscussionStack) -> None:
+    """The bot sends a message from a user in a discussion straight to the llm queue: that task handles
+    the update and makes the answer (no reply task after it). Commands still go to the telegram queue."""
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    before = {name: worker_mentions(ds, name) for name in
+              ("hnpal.discussions.message", "hnpal.discussions.reply", "hnpal.telegram.handle")}  # fmt: skip
+    assert ask(ds, uid, "One hop?") == "Answer to «One hop?»"
+    assert worker_mentions(ds, "hnpal.discussions.message") == before["hnpal.discussions.message"] + 1
+    assert worker_mentions(ds, "hnpal.discussions.reply") == before["hnpal.discussions.reply"]
+    assert worker_mentions(ds, "hnpal.telegram.handle") == before["hnpal.telegram.handle"]
+    ds.send(uid, "/help")
+    ds.wait_until(lambda: worker_mentions(ds, "hnpal.telegram.handle") > before["hnpal.telegram.handle"],
+                  what="/help handled on the telegram queue")  # fmt: skip
+    (update,) = rows(
+        "SELECT status FROM telegram_updates WHERE telegram_user_id = :t AND payload->'message'->>'text' = 'One hop?'",
+        t=uid,
+    )
+    assert update["status"] == "processed"
+
+
+def test_an_answer_lost_with_its_worker_is_made_on_redelivery(ds: DiscussionStack) -> None:
+    """A worker died after storing the message (the update is processed) and before answering it: the
+    redelivered task answers it, once; delivered again, it does nothing."""
+    from hnpal.conversations import service
+
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    (conversation,) = conversations(uid)
+    with session_scope() as session:
+        index = service.append_user_message(session=session, conversation_id=conversation["id"], text="Lost?")
+    update_id = one(
+        "INSERT INTO telegram_updates (update_id, payload, telegram_user_id, chat_id, status, attempts) "
+        "VALUES ((SELECT coalesce(max(update_id), 0) + 1000000 FROM telegram_updates), '{}', :t, :t, "
+        "'processed', 1) RETURNING update_id",
+        t=uid,
+    )["update_id"]
+    before = len(ds.server.messages(uid))
+    enqueue(ds, "hnpal.discussions.message", update_id, queue="llm")
+    (answer,) = ds.server.wait_for_messages(uid, before + 1, timeout=20)[before:]
+    assert answer.text == "Answer to «Lost?»"
+    messages = wait_answers(uid, 1)
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["reply_to"] == index
+    requests = len(ds.llm.requests)
+
+    def finished() -> int:
+        return len(re.findall(r"Task hnpal\.discussions\.message\[[^\]]+\] succeeded", ds.worker.log()))
+
+    done = finished()
+    enqueue(ds, "hnpal.discussions.message", update_id, queue="llm")
+    ds.wait_until(lambda: finished() > done, what="the second delivery")
+    assert len(ds.server.messages(uid)) == before + 1 and len(ds.llm.requests) == requests
+    assert len(conversations(uid)[0]["messages"]) == 2
