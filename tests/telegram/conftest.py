@@ -318,7 +318,7 @@ def tg_stack() -> Iterator[Stack]:
     for key, value in env.items():
         patch.setenv(key, value)
     reset_settings_cache()
-    worker = WorkerProcess("default,telegram", env=env, concurrency=4, pool="threads")
+    worker = WorkerProcess("default,telegram,llm", env=env, concurrency=4, pool="threads")
     stack = Stack(server, env, worker)
     _active.append(stack)
     try:
