@@ -21,7 +21,7 @@ from hnpal.deliveries import sender, service
 log = logging.getLogger(__name__)
 PREPARE_BATCH = 500  # digests per prepare task (one statement); tasks run in parallel on the workers
 PAID_SEND_BATCH = 50
-SEND_THREADS = 2  # per send_batch task: each thread sends brief digests 4 at a time (sender.GROUP), holding a
+SEND_THREADS = 2  # per send_batch task: each thread sends brief digests 8 at a time (sender.GROUP), holding a
 # pooled connection; two per task keep pace at 1000 messages/s with less thread switching than four
 
 

@@ -232,7 +232,7 @@ MARK_BRIEFS = (
     "UPDATE digests SET status = 'sent', sent_at = now(), message_id = v.m "
     "FROM unnest(%(digests)s::int[], %(messages)s::bigint[]) AS v(id, m) WHERE digests.id = v.id"
 )
-GROUP = 4  # brief digests sent per limiter round trip and recorded per statement, by one sending thread
+GROUP = 8  # brief digests sent per limiter round trip and recorded per statement, by one sending thread
 
 
 def _lock(conn: Connection, digest_ids: list[int], outcome: Outcome) -> list[int]:
