@@ -8,7 +8,7 @@ runs as children (each with its own log file under ``<data_dir>/logs`` and its o
 content    ``celery worker -Q content -P solo``: the single RocksDB writer, one task at a time
 crawl      ``celery worker -Q crawl`` (prefork): page downloads and extraction
 default    ``celery worker -Q default`` (prefork): HN API, dispatch, sweeps, digests, operations
-llm        ``celery worker -Q llm -P threads``: summaries (waits on the model)
+llm        ``celery worker -Q llm -P threads``: summaries, discussion messages and answers (waits on the model)
 telegram   ``celery worker -Q telegram -P threads``: update handling and digest sends
 beat       ``celery beat``: exactly one
 bot        ``hnpal bot`` (only with HNPAL_TELEGRAM_TOKEN; without it the rest runs and says so)
