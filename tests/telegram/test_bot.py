@@ -917,7 +917,8 @@ def test_webhook_mode(tg: Stack) -> None:
 
 
 def test_no_flood_control_errors_and_no_crashed_task(tg: Stack) -> None:
-    """The bot's limiter (5/s per chat, 29/s overall) kept every send within the sandbox's limits, and no
-    handle task of the module ended in an unexpected exception (every outcome was a recorded status)."""
+    """The bot's limiter (4.5/s per chat against the server's 5, 29/s overall) kept every send within the
+    sandbox's limits, and no handle task of the module ended in an unexpected exception (every outcome was a
+    recorded status)."""
     assert tg.server.too_many_requests == 0, tg.server.throttled
     assert " raised unexpected" not in tg.worker.log()
