@@ -269,6 +269,30 @@ def settings_env(monkeypatch: pytest.MonkeyPatch):
     reset_settings_cache()
 
 
+@pytest.fixture
+def llm_server():  # type: ignore[no-untyped-def]
+    """The sandbox OpenAI-compatible server (model "sandbox-model"), for one test."""
+    from hnpal.sandbox.llm_api import LLMServer
+
+    with LLMServer(model="sandbox-model") as server:
+        yield server
+
+
+def use_sandbox_llm(settings_env, server, **extra: str) -> None:  # type: ignore[no-untyped-def]
+    """Point the paid provider at the sandbox ``server``: a key, its model at 1 and 2 USD per million
+    input and output tokens, a short retry backoff, and ``extra`` settings on top."""
+    import json
+
+    settings_env(
+        openai_api_key="k",
+        openai_base_url=server.base_url,
+        openai_model="sandbox-model",
+        llm_prices=json.dumps({"sandbox-model": {"input": "1", "output": "2"}}),
+        llm_retry_backoff="0.01",
+        **extra,
+    )
+
+
 # --- SQL helpers for tests (each call its own committed session) -----------------------------------
 
 

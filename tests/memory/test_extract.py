@@ -15,6 +15,7 @@ from hnpal.llm import service as llm
 from hnpal.memory import service
 from hnpal.memory.offline import extract as offline_extract
 from hnpal.sandbox.llm_api import LLMServer
+from tests.conftest import use_sandbox_llm
 from tests.memory.conftest import Factory, memory_rows, one, rows
 
 TALK = [
@@ -37,21 +38,8 @@ def _fresh_spend() -> None:
 
 
 @pytest.fixture
-def llm_server():
-    with LLMServer(model="sandbox-model") as srv:
-        yield srv
-
-
-@pytest.fixture
 def paid(llm_server, settings_env):
-    settings_env(
-        openai_api_key="k",
-        openai_base_url=llm_server.base_url,
-        openai_model="sandbox-model",
-        llm_prices=json.dumps({"sandbox-model": {"input": "1", "output": "2"}}),
-        llm_retry_backoff="0.01",
-        llm_attempts="2",
-    )
+    use_sandbox_llm(settings_env, llm_server, llm_attempts="2")
     return llm_server
 
 

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from hnpal.content import ContentStore
 from hnpal.db.session import session_scope
 from hnpal.posts.models import Post
-from hnpal.sandbox.llm_api import LLMServer
 from hnpal.summaries import service
 from hnpal.summaries.models import Summary
 from hnpal.usage.models import AgentCall
+from tests.conftest import use_sandbox_llm
 
 ARTICLE = " ".join(
     f"Paragraph {i} of the write-up explains how the storage engine batches fsync calls to cut commit latency."
@@ -32,21 +32,8 @@ def store(tmp_path: Path):
 
 
 @pytest.fixture
-def llm_server():
-    with LLMServer(model="sandbox-model") as srv:
-        yield srv
-
-
-@pytest.fixture
 def paid(llm_server, settings_env):
-    settings_env(
-        openai_api_key="k",
-        openai_base_url=llm_server.base_url,
-        openai_model="sandbox-model",
-        llm_prices=json.dumps({"sandbox-model": {"input": "1", "output": "2"}}),
-        llm_paid_min_score="50",
-        llm_retry_backoff="0.01",
-    )
+    use_sandbox_llm(settings_env, llm_server, llm_paid_min_score="50")
     return llm_server
 
 
