@@ -26,9 +26,8 @@ def reply(self, conversation_id: int, message_index: int) -> str:
     """Answer one user message of a conversation. Returns what happened."""
     try:
         return service.reply(conversation_id=conversation_id, message_index=message_index)
-    except Forbidden as exc:  # the user blocked the bot: as a digest send does, mark them blocked
-        service.mark_blocked(conversation_id=conversation_id)
-        log.info("answer in conversation %s refused (%s); user marked blocked", conversation_id, exc)
+    except Forbidden as exc:
+        _refused(conversation_id, exc)
         return "forbidden"
     except service.Busy:  # the previous answer in this conversation is still being made
         raise self.retry(countdown=0.3) from None
@@ -62,14 +61,19 @@ def _answer_inline(conversation_id: int, message_index: int) -> bool:
     try:
         service.reply(conversation_id=conversation_id, message_index=message_index)
     except Forbidden as exc:
-        service.mark_blocked(conversation_id=conversation_id)
-        log.info("answer in conversation %s refused (%s); user marked blocked", conversation_id, exc)
+        _refused(conversation_id, exc)
     except service.Busy:
         return False
     except TRANSIENT as exc:
         log.info("answer in conversation %s failed (%s); left to hnpal.discussions.reply", conversation_id, exc)
         return False
     return True
+
+
+def _refused(conversation_id: int, exc: Forbidden) -> None:
+    """Telegram refused the answer (403): the user blocked the bot; as a digest send does, mark them."""
+    service.mark_blocked(conversation_id=conversation_id)
+    log.info("answer in conversation %s refused (%s); user marked blocked", conversation_id, exc)
 
 
 def _resume(update_id: int) -> None:
