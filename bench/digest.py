@@ -150,6 +150,7 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
         session.execute(text("ANALYZE"))
     with session_scope() as session:
         ids = create_digests(session, 1, users, "bench-select")
+    _vacuum()
     # baseline: one statement per user (the N+1 shape), on a sample, nothing reserved
     sample_ids = ids[:sample]
     started = time.perf_counter()

@@ -39,7 +39,6 @@ class Delivery(Base):
         CheckConstraint("(reaction IS NULL) = (reacted_at IS NULL)", name="reacted_at_matches_reaction"),
         CheckConstraint("NOT is_saved OR saved_at IS NOT NULL", name="saved_at_when_saved"),
         Index("ix_deliveries_user_batch", "user_id", "batch_id"),
-        Index("ix_deliveries_post_id", "post_id"),
         Index("ix_deliveries_saved", "user_id", "is_saved", postgresql_where=text("is_saved")),
         Index("ix_deliveries_reaction", "user_id", "reaction", postgresql_where=text("reaction IS NOT NULL")),
     )

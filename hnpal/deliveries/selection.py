@@ -67,17 +67,7 @@ WITH d AS MATERIALIZED (
                  CASE WHEN jsonb_typeof(g.digest_preferences->'muted_domains') = 'array'
                       THEN g.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
                  WHERE x IS NOT NULL) AS muted_dom,
-           -- each interest word (of users.interests and of the active 'interest' memory: what onboarding,
-           -- reactions and discussions taught) with its plural or singular ("databases" also meets "database")
-           ARRAY(SELECT DISTINCT f FROM (
-                     SELECT i FROM jsonb_array_elements_text(g.interests) i
-                     UNION ALL
-                     SELECT m.content FROM memory m WHERE m.user_id = g.user_id AND m.active AND m.type = 'interest'
-                 ) i(i),
-                 regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w,
-                 unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
-                             WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
-                 WHERE w <> '' AND w <> ALL(:stopwords)) AS interest_words,
+           g.interests,
            coalesce((SELECT max(p.created_at) FROM digests p
                      WHERE p.user_id = g.user_id AND p.status = 'sent' AND p.id <> g.id
                        AND p.created_at < g.created_at),
@@ -93,6 +83,20 @@ WITH d AS MATERIALIZED (
         SELECT g.*, u.interests, u.digest_preferences FROM digests g JOIN users u ON u.id = g.user_id
         WHERE g.id = r.id OFFSET 0 FOR KEY SHARE OF u
     ) g
+),
+-- each interest word (of users.interests and of the active 'interest' memory: what onboarding, reactions and
+-- discussions taught) with its plural or singular ("databases" also meets "database")
+iw AS MATERIALIZED (
+    SELECT DISTINCT d.digest_id, f AS w
+    FROM d CROSS JOIN LATERAL (
+             SELECT i FROM jsonb_array_elements_text(d.interests) i
+             UNION ALL
+             SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
+         ) i(i),
+         regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w,
+         unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
+                     WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
+    WHERE w <> '' AND w <> ALL(:stopwords)
 ),
 -- the posts any of these digests may take, once, locked like the users (ranked takes its posts from here, so
 -- a post deleted meanwhile is not reserved)
@@ -122,13 +126,17 @@ dom AS (
     WHERE w <> 0
     GROUP BY user_id
 ),
+-- the words of two or more liked (or disliked) titles; the few such words checked afterwards (materialized,
+-- so the word rules are not pushed below the aggregate onto every word of every reacted title)
+shared AS MATERIALIZED (
+    SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k GROUP BY 1, 2 HAVING abs(sum(s)) >= 2
+),
 topic AS (
     SELECT user_id,
            coalesce(array_agg(k) FILTER (WHERE w >= 2), '{}') AS liked,
            coalesce(array_agg(k) FILTER (WHERE w <= -2), '{}') AS disliked
-    FROM (SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k GROUP BY 1, 2) t
-    WHERE (w >= 2 OR w <= -2)
-      AND k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
+    FROM shared
+    WHERE k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
     GROUP BY user_id
 ),
 du AS MATERIALIZED (
@@ -175,37 +183,42 @@ wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
 -- candidates with their interest hits: title words met by interest words or reacted topics (one hash join of
 -- (digest, word) with (post, word) pairs), the best by score, and the posts of the domains the user reacted
 -- to; a candidate whose rank cannot reach the floor is dropped before the ranking
-candidates AS (
-    SELECT c.digest_id, c.post_id, c.interest_hits FROM (
-        SELECT digest_id, post_id, score, sum(hit)::int AS interest_hits FROM (
-            SELECT uw.digest_id, wk.post_id, wk.score, uw.hit
-            FROM (SELECT digest_id, w, 1 AS hit FROM du, unnest(du.interest_words) w
-                  UNION ALL SELECT digest_id, w, 0 FROM du, unnest(du.liked_topics || du.disliked_topics) w) uw
+candidates AS MATERIALIZED (
+    SELECT c.* FROM (
+        SELECT digest_id, post_id, score, sum(hit)::int AS interest_hits,
+               -- what the title's words and the domain say to this user, from the same join: a liked or
+               -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain)
+               bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
+               max(weight) AS domain_weight
+        FROM (
+            SELECT uw.digest_id, wk.post_id, wk.score, uw.hit, uw.kind, NULL::int AS weight
+            FROM (SELECT digest_id, w, 1 AS hit, 0 AS kind FROM iw
+                  UNION ALL SELECT digest_id, w, 0, 1 FROM du, unnest(du.liked_topics) w
+                  UNION ALL SELECT digest_id, w, 0, 2 FROM du, unnest(du.disliked_topics) w
+                  UNION ALL SELECT digest_id, w, 0, 3 FROM du, unnest(du.muted_kw) w) uw
             JOIN wk ON wk.k = uw.w
             UNION ALL
-            SELECT digest_id, post_id, score, 0 FROM top
+            SELECT digest_id, post_id, score, 0, 0, NULL FROM top
             UNION ALL
-            SELECT du.digest_id, wp.id, wp.score, 0
-            FROM du CROSS JOIN unnest(du.domain_names) ld JOIN wp ON wp.domain = ld
+            SELECT du.digest_id, wp.id, wp.score, 0, 0, dw.weight
+            FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
+            JOIN wp ON wp.domain = dw.name
         ) c
         GROUP BY 1, 2, 3
     ) c JOIN bounds b ON b.digest_id = c.digest_id
-    WHERE c.score * (1 + c.interest_hits) * b.most >= b.floor
+    WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, p.id AS post_id,
            p.score::float8 * (1 + c.interest_hits) * CASE WHEN NOT du.particular THEN 1 ELSE
-               (1 + 0.25::float8 * coalesce(du.domain_weights[array_position(du.domain_names, p.domain::text)], 0))
-               * (1 + 0.25::float8 * ((p.keywords && du.liked_topics)::int - (p.keywords && du.disliked_topics)::int))
+               (1 + 0.25::float8 * coalesce(c.domain_weight, 0)) * (1 + 0.25::float8 * (c.liked::int - c.disliked::int))
            END AS rank
     FROM candidates c
     JOIN du ON du.digest_id = c.digest_id
     JOIN wp p ON p.id = c.post_id
     WHERE p.summarized_at > du.since
       AND p.score >= du.min_score
-      AND (NOT du.particular OR (p.id <> ALL(du.seen)
-           AND NOT (p.keywords && du.muted_kw)
-           AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))))
+      AND (NOT du.particular OR (p.id <> ALL(du.seen) AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))))
       AND (p.repost_of_post_id IS NULL OR (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
@@ -279,7 +292,7 @@ UNIQUE_VIOLATION = "23505"
 
 def _plan_settings(session: Session) -> None:
     # A large plan: JIT compilation would cost more than the query itself.
-    session.execute(text("SET LOCAL jit = off"))
+    session.execute(text("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"))
 
 
 @dataclass(frozen=True)
