@@ -31,7 +31,8 @@ tasklog.connect()
 
 CONTENT_QUEUE = "content"
 LLM_QUEUE = "llm"
-_warm: dict[str, object] = {}  # set by celeryd_init on workers that consume the llm queue
+TELEGRAM_QUEUE = "telegram"
+_warm: dict[str, object] = {}  # set by celeryd_init on workers that consume the llm or telegram queue
 _content_writer_worker = False
 
 
@@ -53,11 +54,19 @@ def _check_content_worker(options: dict | None = None, **_: object) -> None:
         from hnpal.db import session
 
         session.min_pool_size = 2 * int(concurrency) + 2
-    if not queues or LLM_QUEUE in queues:  # imported before any fork, so every child starts warm
+    warm = [queue for queue in (LLM_QUEUE, TELEGRAM_QUEUE) if not queues or queue in queues]
+    if LLM_QUEUE in warm:  # imported before any fork, so every child starts warm
         from hnpal.llm.service import warm_up
 
         warm_up()
-        _warm["connections"] = int(concurrency)
+    connections = int(concurrency)
+    if TELEGRAM_QUEUE in warm:
+        from tasks.digests import SEND_THREADS  # the send path's modules, before any fork
+
+        connections *= SEND_THREADS
+    if warm:
+        _warm["queues"] = warm
+        _warm["connections"] = connections
         _warm["in_children"] = "prefork" in pool
     if CONTENT_QUEUE not in queues:
         return
@@ -120,25 +129,41 @@ def _before_consuming(**_: object) -> None:
 
 
 def _warm_handles(connections: int) -> None:
-    """An llm worker opens, before its first task, what every task needs: its database connections, the
-    content reader and the model client. Otherwise the first round of tasks pays for them all at once.
-    Best effort: what cannot be opened yet (no store so far) is opened by the first task that needs it."""
+    """A worker of the llm or telegram queue opens, before its first task, what every task needs: its
+    database connections; the content reader and the model client (llm); the Bot API client and the send
+    limiter's Redis connection and scripts (telegram). Otherwise the first round of tasks pays for them
+    all at once (at paid-broadcast rates, a tenth of the first two seconds). Best effort: what cannot be
+    opened yet (no store so far, no bot token) is opened by the first task that needs it."""
     from contextlib import ExitStack
 
-    from hnpal.content import host
     from hnpal.db.session import get_engine
-    from hnpal.llm.service import paid_provider
 
+    log = logging.getLogger(__name__)
+    queues = _warm.get("queues") or ()
     try:
         with ExitStack() as stack:
             engine = get_engine()
             for _ in range(min(connections, engine.pool.size())):
                 stack.enter_context(engine.connect())
-        paid_provider()
-        if not _content_writer_worker:
-            host.reader()
     except Exception as exc:  # noqa: BLE001 - warming is an optimisation; tasks report real failures
-        logging.getLogger(__name__).info("llm worker warm-up incomplete: %s", exc)
+        log.info("worker warm-up: database connections not opened: %s", exc)
+    if LLM_QUEUE in queues:
+        from hnpal.content import host
+        from hnpal.llm.service import paid_provider
+
+        try:
+            paid_provider()
+            if not _content_writer_worker:
+                host.reader()
+        except Exception as exc:  # noqa: BLE001
+            log.info("llm worker warm-up incomplete: %s", exc)
+    if TELEGRAM_QUEUE in queues:
+        from hnpal.deliveries.sender import warm_up as warm_sender
+
+        try:
+            warm_sender()
+        except Exception as exc:  # noqa: BLE001
+            log.info("telegram worker warm-up incomplete: %s", exc)
 
 
 def enqueue_after_commit(session, task, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

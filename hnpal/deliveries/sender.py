@@ -447,6 +447,18 @@ def _send_all(
             thread.join()
 
 
+def warm_up(settings: Settings | None = None) -> None:
+    """Open what the first send would: the Bot API client of the configured bot, and the shared limiter
+    with its Redis connection and scripts loaded. Telegram workers call it before consuming."""
+    from hnpal.telegram.client import BotAPI
+    from hnpal.telegram.ratelimit import SendLimiter
+
+    settings = settings or get_settings()
+    limiter = SendLimiter.from_settings(settings)
+    limiter.load_scripts()
+    BotAPI.from_settings(settings)  # raises when no token is configured: the first send would too
+
+
 def send_digests(
     *,
     digest_ids: list[int],

@@ -220,8 +220,18 @@ class BotAPI:
         self._token = token
         self.base_url = base_url
         self.timeout = timeout
-        self._http = _pooled_client(base_url, token)
+        self._client: httpx.Client | None = None  # uploads only; created on first use
         _token_filter.tokens.add(token)
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The process's pooled httpx client, for uploads. Created on first use: JSON calls (all that a
+        sender makes) go over ``http.client`` and never need it, and creating it costs a sender process
+        tens of milliseconds of imports and TLS setup."""
+        client = self._client
+        if client is None or client.is_closed:
+            client = self._client = _pooled_client(self.base_url, self._token)
+        return client
 
     def __repr__(self) -> str:
         return f"BotAPI(base_url={self.base_url!r}, token={MASK!r})"
@@ -240,7 +250,7 @@ class BotAPI:
         key = (token, base_url, float(settings.telegram_timeout))
         with _lock:
             api = _apis.get(key)
-        if api is None or api._http.is_closed:
+        if api is None or (api._client is not None and api._client.is_closed):
             api = cls(token=token, base_url=base_url, timeout=settings.telegram_timeout)
             with _lock:
                 api = _apis.setdefault(key, api)

@@ -353,6 +353,11 @@ class SendLimiter:
                 _cache[key] = limiter
         return limiter
 
+    def load_scripts(self) -> None:
+        """Load the Lua scripts into Redis now (one round trip each), not on a first send's clock."""
+        for script in (self._reserve_script, self._penalize_script, self._reserve_many_script):
+            script.sha = self.redis.script_load(script.script)
+
     # --- keys ------------------------------------------------------------------------------------
 
     def _key(self, name: str) -> str:

@@ -258,3 +258,31 @@ def test_from_settings(tg: TelegramServer) -> None:
     assert api.timeout == 3 and api.get_me()["id"] == tg.bot_id
     with pytest.raises(RuntimeError, match="HNPAL_TELEGRAM_TOKEN"):
         BotAPI.from_settings(load_settings(telegram_token=None))
+
+
+def test_json_calls_never_build_the_upload_client(api: BotAPI, tg: TelegramServer) -> None:
+    """Senders only make JSON calls: the httpx client (imports and TLS setup) is built for an upload."""
+    api.send_message(USER, "hello")
+    api.edit_message_text(USER, api.send_message(USER, "one")["message_id"], "two")
+    assert api._client is None
+    api.send_document(USER, "digest.md", b"# Digest\n")
+    assert api._client is not None and not api._client.is_closed
+    assert tg.messages(USER)[-1].document is not None
+
+
+def test_sender_warm_up_loads_the_limiter_scripts(tg: TelegramServer, redis_client, key_prefix: str) -> None:
+    from hnpal.deliveries import sender
+    from hnpal.runtime import redis_url
+    from hnpal.telegram.ratelimit import SendLimiter, clear_cache
+
+    settings = load_settings(telegram_token=tg.token, telegram_base_url=tg.base_url, redis_key_prefix=key_prefix)
+    clear_cache()
+    limiter = SendLimiter.from_settings(settings)
+    shas = [s.sha for s in (limiter._reserve_script, limiter._penalize_script, limiter._reserve_many_script)]
+    client = redis_client.from_url(redis_url(settings))
+    client.script_flush()  # harmless for others: a script missing at call time is loaded then
+    assert client.script_exists(*shas) == [False, False, False]
+    sender.warm_up(settings)
+    assert client.script_exists(*shas) == [True, True, True]
+    assert BotAPI.from_settings(settings)._client is None  # made, and without the upload client
+    clear_cache()
