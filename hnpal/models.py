@@ -3,7 +3,7 @@
 from hnpal.audit.models import AuditLog
 from hnpal.conversations.models import Conversation
 from hnpal.db.base import Base
-from hnpal.deliveries.models import Delivery, Digest
+from hnpal.deliveries.models import Delivery, Digest, UserAffinity
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
 from hnpal.summaries.models import Summary
@@ -23,5 +23,6 @@ __all__ = [
     "Summary",
     "TelegramUpdate",
     "User",
+    "UserAffinity",
     "UserTokenUsage",
 ]

@@ -92,3 +92,17 @@ class Digest(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     sent_at: Mapped[datetime | None]
+
+
+class UserAffinity(Base):
+    """A user's net 👍/👎 for a domain or a title word (``kind`` domain | topic): +1 per 👍 and -1 per 👎 on
+    delivered posts with that domain or word. Kept by row triggers on ``deliveries`` (migration 0007), so
+    the digest selection reads these few rows instead of summing every reaction of the user's history."""
+
+    __tablename__ = "user_affinity"
+    __table_args__ = (CheckConstraint("kind IN ('domain', 'topic')", name="kind_valid"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -23,7 +23,8 @@ and sort (about a third of the rows on the benchmark's users).
 
 Per candidate row the statement does little: each user's exclusions (posts already delivered among
 those in reach, mutes, reacted domains and topics) are small arrays on the digest's row, checked only
-for users who have any.
+for users who have any. The affinities are read from ``user_affinity`` (net reactions per domain and
+title word, kept by triggers on ``deliveries``), not summed from every reaction of the user's history.
 
 Reserving the picks writes ten or so ``deliveries`` rows per digest. The table has no foreign keys (a
 check per row was a quarter of the statement's time): the statement locks each digest's user row and the
@@ -114,29 +115,25 @@ seen AS (
                         UNION ALL SELECT repost_of_post_id FROM wp WHERE repost_of_post_id IS NOT NULL)
     GROUP BY x.user_id
 ),
-reacted AS MATERIALIZED (
-    SELECT x.user_id, p.domain, p.keywords, CASE x.reaction WHEN 'up' THEN 1 ELSE -1 END AS s
-    FROM deliveries x JOIN posts p ON p.id = x.post_id
-    WHERE x.reaction IS NOT NULL AND x.user_id = ANY(ARRAY(SELECT user_id FROM d))
+-- each user's net reactions per domain and per title word (user_affinity: kept by triggers on deliveries,
+-- so a long history costs nothing here); a word counts as a topic from two net reactions
+affinity AS MATERIALIZED (
+    SELECT a.user_id, a.kind, a.key, a.weight FROM user_affinity a
+    WHERE a.user_id = ANY(ARRAY(SELECT user_id FROM d)) AND a.weight <> 0
+      AND (a.kind = 'domain' OR abs(a.weight) >= 2)
 ),
 dom AS (
-    SELECT user_id, array_agg(domain) FILTER (WHERE w < 0) AS disliked,
-           array_agg(domain) AS names, array_agg(GREATEST(-2, LEAST(2, w))) AS weights
-    FROM (SELECT user_id, domain, sum(s)::int AS w FROM reacted WHERE domain IS NOT NULL GROUP BY 1, 2) t
-    WHERE w <> 0
+    SELECT user_id, array_agg(key) FILTER (WHERE weight < 0) AS disliked,
+           array_agg(key) AS names, array_agg(GREATEST(-2, LEAST(2, weight))) AS weights
+    FROM affinity WHERE kind = 'domain'
     GROUP BY user_id
-),
--- the words of two or more liked (or disliked) titles; the few such words checked afterwards (materialized,
--- so the word rules are not pushed below the aggregate onto every word of every reacted title)
-shared AS MATERIALIZED (
-    SELECT user_id, k, sum(s) AS w FROM reacted, unnest(keywords) k GROUP BY 1, 2 HAVING abs(sum(s)) >= 2
 ),
 topic AS (
     SELECT user_id,
-           coalesce(array_agg(k) FILTER (WHERE w >= 2), '{}') AS liked,
-           coalesce(array_agg(k) FILTER (WHERE w <= -2), '{}') AS disliked
-    FROM shared
-    WHERE k <> '' AND k <> ALL(:stopwords) AND k !~ '^[0-9]+$' AND position('.' in k) = 0
+           coalesce(array_agg(key) FILTER (WHERE weight >= 2), '{}') AS liked,
+           coalesce(array_agg(key) FILTER (WHERE weight <= -2), '{}') AS disliked
+    FROM affinity
+    WHERE kind = 'topic' AND key <> '' AND key <> ALL(:stopwords) AND key !~ '^[0-9]+$' AND position('.' in key) = 0
     GROUP BY user_id
 ),
 du AS MATERIALIZED (

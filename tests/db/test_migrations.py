@@ -21,6 +21,7 @@ TABLES = {
     "audit_log",
     "telegram_updates",
     "summaries",
+    "user_affinity",
 }
 
 

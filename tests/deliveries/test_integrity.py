@@ -161,3 +161,55 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
         params,
     )
     assert kept < everything
+
+
+# --- user_affinity: what the selection reads instead of every reaction -----------------------------------
+
+
+def _affinity(session, user_id: int) -> dict[tuple[str, str], int]:
+    rows = session.execute(
+        text("SELECT kind, key, weight FROM user_affinity WHERE user_id = :u AND weight <> 0"), {"u": user_id}
+    )
+    return {(kind, key): weight for kind, key, weight in rows}
+
+
+def _summed(session, user_id: int) -> dict[tuple[str, str], int]:
+    """The affinity recomputed from the user's deliveries, as the selection did before the table."""
+    rows = session.execute(
+        text(
+            "SELECT kind, key, sum(s)::int FROM ("
+            "  SELECT CASE d.reaction WHEN 'up' THEN 1 ELSE -1 END AS s, p.domain::text AS dom, p.keywords"
+            "  FROM deliveries d JOIN posts p ON p.id = d.post_id"
+            "  WHERE d.user_id = :u AND d.reaction IS NOT NULL) r"
+            " CROSS JOIN LATERAL (SELECT 'domain' AS kind, r.dom AS key WHERE r.dom IS NOT NULL"
+            "                     UNION ALL SELECT 'topic', k FROM unnest(r.keywords) k) x"
+            " GROUP BY 1, 2 HAVING sum(s) <> 0"
+        ),
+        {"u": user_id},
+    )
+    return {(kind, key): weight for kind, key, weight in rows}
+
+
+def test_affinity_follows_every_reaction_change(db_session, make) -> None:
+    from hnpal.deliveries.service import react
+
+    rng = random.Random(9)
+    user, other = make.user(), make.user()
+    posts = [
+        make.post(f"{rng.choice(['Rust', 'Go', 'Zig'])} {rng.choice(['compilers', 'kernels'])} w{n}",
+                  domain=rng.choice(["a.example", "b.example", None]))
+        for n in range(12)
+    ]  # fmt: skip
+    deliveries = [make.delivery(user, post) for post in posts]
+    make.delivery(other, posts[0], reaction="up")  # stored with a reaction: counted for the other user only
+    for _ in range(80):  # 👍, 👎, the same again (clears it), the other one (switches)
+        delivery = rng.choice(deliveries)
+        react(
+            session=db_session,
+            telegram_id=user.telegram_id,
+            delivery_id=delivery.id,
+            reaction=rng.choice(["up", "down"]),
+        )
+        assert _affinity(db_session, user.id) == _summed(db_session, user.id)
+    assert _affinity(db_session, user.id)  # something is left to compare
+    assert _affinity(db_session, other.id) == _summed(db_session, other.id) != {}
