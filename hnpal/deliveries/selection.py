@@ -250,7 +250,7 @@ counts AS (
     WHERE g.id = ANY(:digest_ids) GROUP BY g.id
 )
 UPDATE digests SET status = CASE WHEN counts.n > 0 THEN 'sending' ELSE 'empty' END, post_count = counts.n
-FROM counts WHERE digests.id = counts.id AND digests.id = ANY(:digest_ids) AND digests.status = 'pending'
+FROM counts WHERE digests.id = counts.id AND digests.status = 'pending'
 RETURNING digests.id, digests.post_count
 """
 ).bindparams(
@@ -277,7 +277,7 @@ counts AS (
     WHERE g.id = ANY(:digest_ids) GROUP BY g.id
 )
 UPDATE digests SET status = CASE WHEN counts.n > 0 THEN 'sending' ELSE 'empty' END, post_count = counts.n
-FROM counts WHERE digests.id = counts.id AND digests.id = ANY(:digest_ids) AND digests.status = 'pending'
+FROM counts WHERE digests.id = counts.id AND digests.status = 'pending'
 RETURNING digests.id, digests.post_count
 """
 ).bindparams(

@@ -356,7 +356,7 @@ class SendLimiter:
     def load_scripts(self) -> None:
         """Load the Lua scripts into Redis now (one round trip each), not on a first send's clock."""
         for script in (self._reserve_script, self._penalize_script, self._reserve_many_script):
-            script.sha = self.redis.script_load(script.script)
+            self.redis.script_load(script.script)  # the same sha the Script object computed
 
     # --- keys ------------------------------------------------------------------------------------
 

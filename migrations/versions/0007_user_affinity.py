@@ -21,8 +21,14 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# what a reaction to post p counts for: its domain and each of its title words
+KEYS = (
+    "SELECT 'domain' AS kind, p.domain::text AS key WHERE p.domain IS NOT NULL "
+    "UNION ALL SELECT 'topic', k FROM unnest(p.keywords) k"
+)
+
 # (old reaction, new reaction) -> the change of the user's weight for the post's domain and title words
-FUNCTION = """
+FUNCTION = f"""
 CREATE FUNCTION user_affinity_from_reaction() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     delta int := CASE NEW.reaction WHEN 'up' THEN 1 WHEN 'down' THEN -1 ELSE 0 END;
@@ -33,11 +39,7 @@ BEGIN
     IF delta <> 0 THEN
         INSERT INTO user_affinity AS a (user_id, kind, key, weight)
         SELECT NEW.user_id, x.kind, x.key, sum(delta)
-        FROM posts p CROSS JOIN LATERAL (
-            SELECT 'domain' AS kind, p.domain::text AS key WHERE p.domain IS NOT NULL
-            UNION ALL
-            SELECT 'topic', k FROM unnest(p.keywords) k
-        ) x
+        FROM posts p CROSS JOIN LATERAL ({KEYS}) x
         WHERE p.id = NEW.post_id
         GROUP BY x.kind, x.key
         ON CONFLICT (user_id, kind, key) DO UPDATE SET weight = a.weight + excluded.weight;
@@ -45,7 +47,7 @@ BEGIN
     RETURN NULL;
 END
 $$
-"""
+"""  # noqa: S608 - this module's constant SQL only
 
 
 def upgrade() -> None:
@@ -72,18 +74,13 @@ def upgrade() -> None:
     )
     # what the reactions so far add up to
     op.execute(
-        """
+        f"""
         INSERT INTO user_affinity (user_id, kind, key, weight)
         SELECT d.user_id, x.kind, x.key, sum(CASE d.reaction WHEN 'up' THEN 1 ELSE -1 END)
-        FROM deliveries d JOIN posts p ON p.id = d.post_id
-        CROSS JOIN LATERAL (
-            SELECT 'domain' AS kind, p.domain::text AS key WHERE p.domain IS NOT NULL
-            UNION ALL
-            SELECT 'topic', k FROM unnest(p.keywords) k
-        ) x
+        FROM deliveries d JOIN posts p ON p.id = d.post_id CROSS JOIN LATERAL ({KEYS}) x
         WHERE d.reaction IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = d.user_id)
         GROUP BY 1, 2, 3
-        """
+        """  # noqa: S608 - this module's constant SQL only
     )
 
 
