@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -101,3 +102,16 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_workers(count: int, timeout: float = 60, what: str = "workers") -> None:
+    """Ping until ``count`` workers answer. Each ping goes over a connection of its own: a connection
+    kept idle between pings (while a phase runs) has kombu warn that its BRPOP got no reply."""
+    from hnpal.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.connection_for_write() as connection:
+            if len(app.control.ping(timeout=0.5, connection=connection) or []) >= count:
+                return
+    raise TimeoutError(f"the {what} did not answer within {timeout:.0f}s")

@@ -25,7 +25,17 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, SHARED, bench_database, last_line, shared_pages, token_f1, use_settings
+from _common import (
+    REDIS_URL,
+    REPO,
+    SHARED,
+    bench_database,
+    last_line,
+    shared_pages,
+    token_f1,
+    use_settings,
+    wait_for_workers,
+)
 
 WARMUP_PAGES = 8
 
@@ -70,17 +80,6 @@ def start_worker(queues: str, concurrency: int, env: dict[str, str], log: Path) 
         "--without-heartbeat", "-l", os.environ.get("BENCH_WORKER_LOG", "WARNING"),
     ]  # fmt: skip
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def wait_for_workers(names: int, timeout: float = 60) -> None:
-    from hnpal.celery import app
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=0.5) or []
-        if len(replies) >= names:
-            return
-    raise TimeoutError("workers did not answer")
 
 
 def _crawl_all(urls: list[str], first_hn_id: int) -> float:

@@ -37,7 +37,7 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, cpu_seconds, last_line, use_settings
+from _common import REDIS_URL, REPO, bench_database, cpu_seconds, last_line, use_settings, wait_for_workers
 
 TOPICS = (
     "rust python postgres databases ai llm security linux kernel compilers startups hardware gpu web "
@@ -241,13 +241,9 @@ def phase_delivery(
         env = dict(os.environ, HNPAL_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOG", "WARNING"))
         workers_.append(subprocess.Popen(named, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
     try:
-        from hnpal.celery import app
         from tasks.digests import fan_out
 
-        deadline = time.monotonic() + 60
-        while len(app.control.ping(timeout=0.5) or []) < processes:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the telegram workers did not answer")
+        wait_for_workers(processes, what="telegram workers")
         before = {"workers": sum(cpu_seconds(w.pid) for w in workers_), "server": cpu_seconds(server.pid)}
         started = time.perf_counter()
         fan_out(ids)  # what hnpal.digests.prepare does: a task per user, or per 50 with paid broadcasts

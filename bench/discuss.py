@@ -32,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, last_line, use_settings
+from _common import REDIS_URL, REPO, bench_database, last_line, use_settings, wait_for_workers
 
 LLM_KEY = "sk-bench-discuss"
 FIRST_TID = 8_100_001
@@ -217,12 +217,8 @@ def main() -> int:
             for name, cmd in (("worker", worker), ("bot", [hnpal, "bot"])):
                 log = (workdir / f"{name}.log").open("w")
                 procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-            from hnpal.celery import app
 
-            deadline = time.monotonic() + 90
-            while not app.control.ping(timeout=0.5):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker did not answer; see {workdir}")
+            wait_for_workers(1, timeout=90, what=f"worker (see {workdir})")
             start_discussions(tg, users + baseline_users)
             # warm-up: one message per discussion path (imports, pooled connections, the model client)
             measure(tg, clock, users[:2], 1, tg.send_user_message)

@@ -24,7 +24,16 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, cpu_seconds, last_line, shared_pages, use_settings
+from _common import (
+    REDIS_URL,
+    REPO,
+    bench_database,
+    cpu_seconds,
+    last_line,
+    shared_pages,
+    use_settings,
+    wait_for_workers,
+)
 
 STYLES = ("technical", "business", "concise")
 WARMUP = 16
@@ -136,13 +145,9 @@ def main() -> int:
             worker = subprocess.Popen(
                 cmd, env=dict(os.environ), cwd=REPO, stdout=(workdir / "llm.log").open("w"), stderr=subprocess.STDOUT
             )
-            from hnpal.celery import app
             from tasks.summaries import summarize
 
-            deadline = time.monotonic() + 60
-            while not app.control.ping(timeout=0.5):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the llm worker did not answer")
+            wait_for_workers(1, what="llm worker")
             time.sleep(1.0)
 
             # Warm-up (connections, first requests), then --runs timed rounds of --posts fresh posts each;
