@@ -216,7 +216,8 @@ class Settings(BaseSettings):
         default=3600,
         ge=1,
         le=7 * 86400,
-        description="Longest retry countdown of a crawl (its backoff is capped here); below broker_visibility_timeout.",
+        description="Longest countdown or ETA of any task (retries and backoffs included; longer ones are capped); "
+        "below broker_visibility_timeout.",
     )
 
     # --- memory and privacy (issue 6, "Memory" and "Privacy") -----------------------------------

@@ -7,13 +7,46 @@ Configuration lives in the top-level ``celeryconfig`` module; task modules live 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from celery import Celery
+from celery import Task as _Task
 from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
 import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between domains resolve in workers
 
-app = Celery("hnpal")
+log = logging.getLogger(__name__)
+
+
+class Task(_Task):
+    """Every task's countdown or ETA, retries included (``retry`` publishes through ``apply_async``), is
+    capped at ``HNPAL_MAX_COUNTDOWN``: a message waiting out a longer one would stay unacknowledged in
+    Redis past the visibility timeout, and Redis would hand it to a second worker. A capped task runs
+    early and decides again (a Telegram 429 asks for another wait; a crawl backoff is capped there too)."""
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
+                    shadow=None, **options):  # type: ignore[no-untyped-def]  # fmt: skip
+        _cap_delay(self.name, options)
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+
+
+def _cap_delay(name: str, options: dict) -> None:
+    import celeryconfig
+
+    limit = celeryconfig.MAX_COUNTDOWN
+    countdown, eta = options.get("countdown"), options.get("eta")
+    if countdown is not None and countdown > limit:
+        log.warning("%s: countdown %.0fs capped at HNPAL_MAX_COUNTDOWN (%ss)", name, countdown, limit)
+        options["countdown"] = limit
+    if eta is not None:
+        when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        latest = datetime.now(when.tzinfo or UTC) + timedelta(seconds=limit)
+        if when > latest:
+            log.warning("%s: eta %s capped at HNPAL_MAX_COUNTDOWN (%ss) from now", name, when.isoformat(), limit)
+            options["eta"] = latest
+
+
+app = Celery("hnpal", task_cls=Task)
 app.config_from_object("celeryconfig")
 
 

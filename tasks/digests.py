@@ -68,7 +68,7 @@ def _follow_up(outcome: sender.Outcome) -> None:
         for digest_id in outcome.waiting:
             send.apply_async((digest_id,), countdown=10)
     for digest_id, wait in outcome.retry.items():
-        send.apply_async((digest_id,), countdown=min(wait, 3000))
+        send.apply_async((digest_id,), countdown=wait)  # capped at HNPAL_MAX_COUNTDOWN (hnpal.celery.Task)
 
 
 # Idempotent: reservation rows and stored message ids make a redelivered task resume where the digest

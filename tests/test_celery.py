@@ -31,6 +31,43 @@ def test_routes_and_reliability_defaults() -> None:
     assert set(celeryconfig.QUEUES) == {"default", "crawl", "content", "llm", "telegram"}
 
 
+@pytest.mark.parametrize("how", ["countdown", "eta", "retry signature"])
+def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str, redis_client) -> None:
+    """A message waiting out its countdown stays unacknowledged in Redis: every countdown and ETA,
+    however a task asks for it, is capped at HNPAL_MAX_COUNTDOWN, below the visibility timeout."""
+    import json
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.digests import send
+
+    queue = f"cap-{uuid.uuid4().hex[:8]}"  # no worker consumes it: the published message stays there
+    asked = celeryconfig.MAX_COUNTDOWN * 10
+    if how == "countdown":
+        send.apply_async((1,), countdown=asked, queue=queue)
+    elif how == "eta":
+        send.apply_async((1,), eta=datetime.now(UTC) + timedelta(seconds=asked), queue=queue)
+    else:  # what Task.retry publishes
+        send.signature((1,), countdown=asked, queue=queue).apply_async()
+    published = datetime.now(UTC)
+    key = app.conf.broker_transport_options["global_keyprefix"] + queue
+    try:
+        (raw,) = redis_client.lrange(key, 0, -1)
+    finally:
+        redis_client.delete(key)
+    eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
+    assert timedelta(0) < eta - published <= timedelta(seconds=celeryconfig.MAX_COUNTDOWN)
+    assert celeryconfig.MAX_COUNTDOWN < celeryconfig.VISIBILITY_TIMEOUT
+    # a short countdown is left alone
+    send.apply_async((1,), countdown=30, queue=queue)
+    try:
+        (raw,) = redis_client.lrange(key, 0, -1)
+    finally:
+        redis_client.delete(key)
+    eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
+    assert timedelta(seconds=25) < eta - datetime.now(UTC) <= timedelta(seconds=30)
+
+
 def test_broker_keys_are_namespaced() -> None:
     # Test runs share one Redis: each run's broker keys carry its own prefix.
     assert app.conf.broker_transport_options["global_keyprefix"].startswith("hnpal-test-")
