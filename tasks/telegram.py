@@ -27,9 +27,11 @@ ORDER_WAIT_SECONDS = 0.5
 
 
 def _outbox():  # type: ignore[no-untyped-def]
+    """The outbox of one update's reply: once part of it is out, it is finished in place (a retry of
+    the task would send it again from the start)."""
     from hnpal.telegram.outbox import TelegramOutbox
 
-    return TelegramOutbox()
+    return TelegramOutbox(reply=True)
 
 
 # Idempotent: a processed or quarantined update is a no-op, so a redelivered message does nothing twice

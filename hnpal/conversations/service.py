@@ -596,10 +596,12 @@ def _fold_ahead(
 
 
 def _send(outbox: Any, chat_id: int, text: str) -> None:
+    """An answer, in as many messages as it needs; once its first is out, the rest follow in place,
+    through a 429 too (``reply=True``): a retry of the task would make and send the answer again."""
     if outbox is None:
         from hnpal.telegram.outbox import TelegramOutbox
 
-        outbox = TelegramOutbox()
+        outbox = TelegramOutbox(reply=True)
     for part in win.split_message(text or "…"):
         outbox.send(chat_id, esc(part))
 

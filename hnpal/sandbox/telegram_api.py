@@ -722,6 +722,7 @@ class Fault:
     kind: str
     params: dict[str, Any]
     remaining: int | None
+    skip: int = 0  # matching calls still to let through before misbehaving
 
 
 @dataclass
@@ -1145,10 +1146,10 @@ class TelegramServer(LoopbackServer):
             if enforce is not None:
                 self.enforce_limits = enforce
 
-    def set_fault(self, method: str, kind: str, count: int | None = 1, **params: Any) -> None:
+    def set_fault(self, method: str, kind: str, count: int | None = 1, *, skip: int = 0, **params: Any) -> None:
         """Calls of ``method`` (any case; ``"*"`` for every method) misbehave as ``kind``: for the next
-        ``count`` calls, or until :meth:`clear_faults` when ``count`` is None. The most recently set
-        matching fault wins.
+        ``count`` calls (after letting ``skip`` of them through), or until :meth:`clear_faults` when
+        ``count`` is None. The most recently set matching fault wins.
 
         Kinds and their params (defaults):
 
@@ -1163,8 +1164,10 @@ class TelegramServer(LoopbackServer):
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if count is not None and count < 1:
             raise ValueError("count must be >= 1 or None")
+        if skip < 0:
+            raise ValueError("skip must be >= 0")
         with self._lock:
-            self._faults.append(Fault(method.lower(), kind, dict(params), count))
+            self._faults.append(Fault(method.lower(), kind, dict(params), count, skip))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1438,6 +1441,9 @@ class TelegramServer(LoopbackServer):
         with self._lock:
             for fault in reversed(self._faults):
                 if fault.method in ("*", method.lower()):
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
                     if fault.remaining is not None:
                         fault.remaining -= 1
                         if fault.remaining <= 0:

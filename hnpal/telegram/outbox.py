@@ -4,6 +4,11 @@ Every message and edit first takes a token from the limiter (about 30 messages/s
 processes, or 1000/s with paid broadcasts, and 1 per second per chat); a 429 that still happens makes
 the whole fleet hold off for ``retry_after`` and is raised to the task, which retries later. Button
 answers are not rate-limited by Telegram and go straight out.
+
+The outbox of one reply (``reply=True``: an update's handling, a discussion answer) finishes a reply it
+has started: once one of its messages is out, a 429 is waited out in place (up to
+``max_started_wait``) instead of being raised, because the task's retry would send the reply again from
+its first message. The whole fleet is held off for that time anyway.
 """
 
 from __future__ import annotations
@@ -20,32 +25,51 @@ log = logging.getLogger(__name__)
 
 
 class TelegramOutbox:
-    def __init__(self, api: BotAPI | None = None, limiter: SendLimiter | None = None, settings: Settings | None = None):
+    def __init__(
+        self,
+        api: BotAPI | None = None,
+        limiter: SendLimiter | None = None,
+        settings: Settings | None = None,
+        *,
+        reply: bool = False,
+    ):
         settings = settings or get_settings()
         self.api = api or BotAPI.from_settings(settings)
         self.limiter = limiter or SendLimiter.from_settings(settings)
         self.max_wait = 30.0
         self.max_inline_retry = 5.0  # a short 429 is waited out here; a longer one goes back to the task
+        self.reply = reply  # the outbox of one reply: a started reply is finished in place
+        self.max_started_wait = 60.0  # the longest 429 a started reply waits out (tasks are given 5 min)
+        self.sent = 0  # messages (and documents) this outbox has sent
 
-    def _paced(self, chat_id: int, call, reservation: Reservation | None = None):  # type: ignore[no-untyped-def]
+    def _paced(self, chat_id: int, call, reservation: Reservation | None = None, *, new: bool = True):  # type: ignore[no-untyped-def]
         """Send after taking a slot (``reservation``: one taken beforehand with ``limiter.reserve_many``).
-        A 429 holds every sender off for ``retry_after``; when that is short this message is sent again
-        here, so a reply of several messages does not start over (and repeat the ones already sent)
-        because one of them was refused."""
-        for attempt in range(2):
+        A 429 holds every sender off for ``retry_after``; when that is short (or this outbox's reply has
+        started: see the module), this message is sent again here, so a reply of several messages does
+        not start over (and repeat the ones already sent) because one of them was refused. ``new``: the
+        call sends something new (not an edit, which is safe to repeat)."""
+        max_wait = self.max_wait
+        for attempt in range(3):
             if reservation is not None and not attempt:
-                self.limiter.wait_for(reservation, max_wait=self.max_wait)
+                self.limiter.wait_for(reservation, max_wait=max_wait)
             else:
-                self.limiter.acquire(chat_id, max_wait=self.max_wait)
+                self.limiter.acquire(chat_id, max_wait=max_wait)
             try:
-                return call()
+                result = call()
             except RetryAfter as exc:
                 wait = exc.retry_after or 1.0
                 self.limiter.penalize(wait)
                 count_telegram_429(self.limiter.redis)  # hnpal_telegram_429_total (best effort)
-                if attempt or wait > self.max_inline_retry:
+                started = self.reply and self.sent > 0
+                if attempt == (2 if started else 1) or wait > (
+                    self.max_started_wait if started else self.max_inline_retry
+                ):
                     raise
                 log.info("Telegram asked to wait %.1fs (429); sending again after that", wait)
+                max_wait = max(self.max_wait, wait + 5.0)  # the block set above must not time the slot out
+                continue
+            self.sent += new
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict:
@@ -61,7 +85,9 @@ class TelegramOutbox:
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict:
         try:
             return self._paced(
-                chat_id, lambda: self.api.edit_message_text(chat_id, message_id, text, reply_markup=reply_markup)
+                chat_id,
+                lambda: self.api.edit_message_text(chat_id, message_id, text, reply_markup=reply_markup),
+                new=False,
             )
         except BadRequest as exc:
             if is_not_modified(exc):  # pressing the same button twice: nothing to change
@@ -70,7 +96,9 @@ class TelegramOutbox:
 
     def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict:
         try:
-            return self._paced(chat_id, lambda: self.api.edit_message_reply_markup(chat_id, message_id, reply_markup))
+            return self._paced(
+                chat_id, lambda: self.api.edit_message_reply_markup(chat_id, message_id, reply_markup), new=False
+            )
         except BadRequest as exc:
             if is_not_modified(exc):
                 return {}

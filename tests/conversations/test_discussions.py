@@ -550,6 +550,29 @@ def test_long_answer_is_split_and_escaped(ds: DiscussionStack) -> None:
     assert (first.text + " " + second.text).split() == answer.split()
 
 
+def test_a_long_429_in_the_middle_of_an_answer_does_not_repeat_it(ds: DiscussionStack) -> None:
+    """The answer's first message is out when Telegram asks to wait longer than a send waits in place
+    (5 s): the rest of the answer still follows once, in place, and the model is not asked again (a
+    retry of the task would make the answer again and send its first part twice)."""
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    requests = len(ds.llm.requests)
+    ds.server.set_fault("sendMessage", "too_many_requests", skip=1, retry_after=6)  # the second part's
+    try:
+        ds.send(uid, "The long version, please?", replies=2)
+        wait_answers(uid, 1)
+    finally:
+        ds.server.clear_faults()
+    first, second = ds.server.messages(uid)[-2:]
+    assert first.text.startswith("<b>not bold</b>") and second.text.endswith("word end.")
+    texts = [m.text for m in ds.server.messages(uid)]
+    assert texts.count(first.text) == 1 and texts.count(second.text) == 1
+    assert ("sendMessage", 429) in ds.server.request_log
+    assert len(ds.llm.requests) == requests + 1
+    assert [m["role"] for m in conversations(uid)[0]["messages"]] == ["user", "assistant"]
+
+
 def test_answer_to_a_user_who_blocked_the_bot(ds: DiscussionStack) -> None:
     uid = new_user(ds)
     post = make_post(ds)

@@ -787,6 +787,21 @@ def test_faults_surface_as_ptb_exceptions(
     assert tg.request_log[-2:] == [("sendMessage", status), ("sendMessage", 200)]
 
 
+def test_a_fault_can_let_calls_through_first(tg: TelegramServer) -> None:
+    async def scenario(bot: Bot) -> None:
+        tg.set_fault("sendMessage", "error_500", skip=2)
+        for text in ("one", "two"):
+            await bot.send_message(USER, text)
+        with pytest.raises(NetworkError):
+            await bot.send_message(USER, "three")
+        await bot.send_message(USER, "four")
+
+    drive(tg, scenario)
+    assert [m.text for m in tg.messages(USER)] == ["one", "two", "four"]
+    with pytest.raises(ValueError, match="skip"):
+        tg.set_fault("sendMessage", "error_500", skip=-1)
+
+
 def test_timeout_fault_and_wildcard_count(tg: TelegramServer) -> None:
     async def scenario(bot: Bot) -> None:
         tg.set_fault("getMe", "timeout", seconds=2)
