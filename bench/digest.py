@@ -204,6 +204,102 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
             "median_users_per_s": statistics.median(m["users_per_s"] for m in measured)}  # fmt: skip
 
 
+def _prepare_all(ids: list[int], chunk: int, workers: int) -> tuple[float, int]:
+    """Select and reserve the digests as the fan-out does (one prepare per chunk, ``workers`` at a time):
+    seconds taken and posts reserved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hnpal.db.session import session_scope
+    from hnpal.deliveries import service
+
+    def prepare_chunk(start: int) -> int:
+        with session_scope() as session:
+            return sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reserved = sum(pool.map(prepare_chunk, range(0, len(ids), chunk)))
+    return time.perf_counter() - started, reserved
+
+
+def phase_history(users: int, days: int, posts: int, chunk: int, workers: int, rounds: int) -> dict:
+    """The selection a long time in, in a database of its own: ``days`` x 200 older posts (ids in time
+    order, scores like the window's) and ``users`` users who each got a digest of 10 of them every day
+    (``days`` x 10 deliveries per user, one in twenty reacted to, and a sent digest per day). Their
+    digests over the same ``posts``-post window, against as many new users in the same database (the
+    baseline: no history); ``rounds`` rounds, each round's reservations undone before the next; the best
+    round of each counts. A history shows as a lower rate for its users (no target; reported)."""
+    from sqlalchemy import text
+
+    from hnpal.db.session import get_engine, session_scope
+
+    per_day, per_digest = 200, 10
+    rng = random.Random(13)
+    with bench_database() as url:
+        use_settings(database_url=url)
+        started = time.perf_counter()
+        with session_scope() as session:
+            session.execute(
+                text(
+                    "INSERT INTO posts (hn_id, type, title, url, domain, score, comment_count, summarized_at, "
+                    "summary, summary_status) SELECT 5000000 + g, 'story', 'older story ' || g, "
+                    "'https://old' || g % 300 || '.example/' || g, 'old' || g % 300 || '.example', "
+                    "1 + (random() * 1499)::int, 3, "
+                    "now() - interval '2 days' - (:n - g) * interval '1 day' / :per_day, "
+                    "'An older summary.', 'done' FROM generate_series(1, :n) g"
+                ),
+                {"n": days * per_day, "per_day": per_day},
+            )
+            seed_posts(session, posts)  # the window, with ids above the older posts' (ids follow fetch order)
+            seed_users(session, 1, users, "flat_scroll", rng)  # with a history
+            seed_users(session, 1_000_001, users, "flat_scroll", rng)  # new
+            # day d (1 = the latest, two days ago): a sent digest of 10 of that day's 200 posts
+            session.execute(
+                text(
+                    "INSERT INTO digests (user_id, batch_id, status, post_count, created_at, sent_at) "
+                    "SELECT u.id, 'day-' || d, 'sent', :k, now() - (d + 1) * interval '1 day', "
+                    "now() - (d + 1) * interval '1 day' FROM users u, generate_series(1, :days) d "
+                    "WHERE u.telegram_id <= :users"
+                ),
+                {"k": per_digest, "days": days, "users": users},
+            )
+            session.execute(
+                text(
+                    "INSERT INTO deliveries (user_id, post_id, batch_id, delivered_at, reaction, reacted_at) "
+                    "SELECT user_id, post_id, batch_id, at, reaction, CASE WHEN reaction IS NOT NULL THEN at END "
+                    "FROM (SELECT u.id AS user_id, p.id AS post_id, 'day-' || d AS batch_id, "
+                    "now() - (d + 1) * interval '1 day' AS at, "
+                    "CASE WHEN random() < 0.05 THEN (CASE WHEN random() < 0.7 THEN 'up' ELSE 'down' END) END "
+                    "AS reaction FROM users u CROSS JOIN generate_series(1, :days) d "
+                    "CROSS JOIN generate_series(0, :k - 1) k "
+                    "JOIN posts p ON p.hn_id = 5000000 + (:days - d) * :per_day + k * (:per_day / :k) "
+                    "    + u.id % (:per_day / :k) + 1 "
+                    "WHERE u.telegram_id <= :users) x"
+                ),
+                {"k": per_digest, "days": days, "per_day": per_day, "users": users},
+            )
+        with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+            history_rows = conn.scalar(text("SELECT count(*) FROM deliveries"))
+        print(f"  history: {days * per_day} older posts, {history_rows} past deliveries of {users} users "
+              f"({history_rows // max(users, 1)} each), built in {time.perf_counter() - started:.0f}s")  # fmt: skip
+        best = {"history": 0.0, "new": 0.0}
+        for round_ in range(rounds):
+            for kind, first in (("history", 1), ("new", 1_000_001)):
+                batch = f"bench-history-{kind}-{round_}"
+                with session_scope() as session:
+                    ids = create_digests(session, first, users, batch)
+                elapsed, reserved = _prepare_all(ids, chunk, workers)
+                best[kind] = max(best[kind], len(ids) / elapsed)
+                print(f"  round {round_ + 1}, users {'with a history' if kind == 'history' else 'without'}: "
+                      f"{len(ids) / elapsed:.0f} users/s ({reserved} posts reserved)")  # fmt: skip
+                with session_scope() as session:  # undone: the next round selects the same again
+                    session.execute(text("DELETE FROM deliveries WHERE batch_id = :b"), {"b": batch})
+                    session.execute(text("DELETE FROM digests WHERE batch_id = :b"), {"b": batch})
+    return {"history_users_per_s": best["history"], "new_users_per_s": best["new"],
+            "history_ratio": best["history"] / best["new"], "history_deliveries": history_rows}  # fmt: skip
+
+
 def phase_delivery(
     rate: float, users: int, first_tid: int, concurrency: int, paid: bool, workdir: Path, processes: int
 ) -> dict:
@@ -318,6 +414,8 @@ def main() -> int:
     parser.add_argument("--skip-free", action="store_true", help="skip the 30 msg/s phase (67 s)")
     parser.add_argument("--skip-paid", action="store_true", help="skip the 1000 msg/s phase")
     parser.add_argument("--paid-rounds", type=int, default=2, help="paid rounds (new users each); the best counts")
+    parser.add_argument("--history-users", type=int, default=1000, help="users with a history (0: skip that phase)")
+    parser.add_argument("--history-days", type=int, default=365, help="days of daily digests each of them had")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hnpal-bench-digest-"))
     with bench_database() as db_url:
@@ -331,6 +429,14 @@ def main() -> int:
               f"reserved in {sel['select_s']:.2f}s); one user per statement: "
               f"{sel['baseline_users_per_s']:.0f} users/s; PostgreSQL CPU {sel['pg_ms_per_user']:.3f} ms per user "
               "(0 when it runs on another host)")  # fmt: skip
+        history = None
+        if args.history_users:
+            history = phase_history(args.history_users, args.history_days, args.posts, args.chunk,
+                                    args.prepare_workers, args.rounds)  # fmt: skip
+            use_settings(database_url=db_url)
+            print(f"selection a long time in: {history['history_users_per_s']:.0f} users/s for users with "
+                  f"{args.history_days} days of digests behind them, {history['new_users_per_s']:.0f} for new "
+                  f"users in the same database ({history['history_ratio']:.2f}; no target)")  # fmt: skip
         free = None
         if not args.skip_free:
             free = phase_delivery(30, args.deliver, 1_000_000, args.concurrency, False, workdir, args.processes)
@@ -356,6 +462,8 @@ def main() -> int:
                     "duplicates": sum(r["duplicates"] for r in paid_rounds)}  # fmt: skip
     figures = {"users_per_s": sel["users_per_s"], "median_users_per_s": sel["median_users_per_s"],
                "baseline_users_per_s": sel["baseline_users_per_s"]}  # fmt: skip
+    if history is not None:
+        figures |= {"history_users_per_s": history["history_users_per_s"], "history_ratio": history["history_ratio"]}
     ok = sel["users_per_s"] >= 5000
     if free is not None:
         figures |= {"free_ratio": free["achieved"] / 30, "free_429": free["too_many_requests"],

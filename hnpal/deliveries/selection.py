@@ -50,6 +50,19 @@ STOPWORDS = sorted(
     )
 )
 
+# Whether post ``p`` may go into digest ``du`` (the ranking below checks the same, in its own terms).
+ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
+          AND (NOT du.particular OR (p.id <> ALL(du.seen)
+               AND NOT (p.keywords && du.muted_kw)
+               AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+               AND NOT (coalesce(p.domain, '') = ANY(du.disliked_domains))
+               AND NOT (p.keywords && du.disliked_topics)))
+          AND (p.repost_of_post_id IS NULL OR (
+                p.repost_of_post_id <> ALL(du.seen)
+                AND NOT EXISTS (SELECT 1 FROM posts o
+                                WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since))))"""
+TOP_K = 100  # the window's best by score each digest looks through first
+
 SELECT_SQL = text(
     r"""
 WITH d AS MATERIALIZED (
@@ -106,13 +119,19 @@ wp AS MATERIALIZED (
     WHERE summarized_at > (SELECT min(since) FROM d)
     FOR KEY SHARE
 ),
--- what each user was sent already, among those posts and the originals of their reposts
+-- what each user was sent already, among those posts and the originals of their reposts; the lower bound on
+-- post_id follows from the IN list and keeps each user's scan of the (user_id, post_id) index to the window's
+-- ids (posts get ids as they are fetched): a user's older history is not read (a year of daily digests is
+-- thousands of rows per user, which made the statement five times slower)
+reach AS MATERIALIZED (
+    SELECT id FROM wp UNION SELECT repost_of_post_id FROM wp WHERE repost_of_post_id IS NOT NULL
+),
 seen AS (
     SELECT x.user_id, array_agg(x.post_id) AS posts
     FROM deliveries x
     WHERE x.user_id = ANY(ARRAY(SELECT user_id FROM d))
-      AND x.post_id IN (SELECT id FROM wp
-                        UNION ALL SELECT repost_of_post_id FROM wp WHERE repost_of_post_id IS NOT NULL)
+      AND x.post_id >= (SELECT min(id) FROM reach)
+      AND x.post_id IN (SELECT id FROM reach)
     GROUP BY x.user_id
 ),
 -- each user's net reactions per domain and per title word (user_affinity: kept by triggers on deliveries,
@@ -148,22 +167,26 @@ du AS MATERIALIZED (
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
 -- each digest's best by score that no dislike demotes (every eligibility rule here too, so muted posts and
--- reposts cannot take the places): they rank at least at their score, so the digest's last place does too
-top AS MATERIALIZED (
-    SELECT du.digest_id, c.id AS post_id, c.score FROM du CROSS JOIN LATERAL (
-        SELECT p.id, p.score FROM posts p
-        WHERE p.summarized_at > du.since AND p.score >= du.min_score
-          AND (NOT du.particular OR (p.id <> ALL(du.seen)
-               AND NOT (p.keywords && du.muted_kw)
-               AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
-               AND NOT (coalesce(p.domain, '') = ANY(du.disliked_domains))
-               AND NOT (p.keywords && du.disliked_topics)))
-          AND (p.repost_of_post_id IS NULL OR (
-                p.repost_of_post_id <> ALL(du.seen)
-                AND NOT EXISTS (SELECT 1 FROM posts o
-                                WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
-        ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
+-- reposts cannot take the places): they rank at least at their score, so the digest's last place does too.
+-- They are looked for among the window's best by score first (wtop, :top_k of them: a few rows per digest,
+-- however many posts the table holds); a digest that cannot fill its places there looks through the whole
+-- window (top_more). Either way they are exactly its best eligible posts by (score, id).
+wtop AS MATERIALIZED (
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at FROM wp
+    ORDER BY score DESC, id DESC LIMIT :top_k
 ),
+top_first AS MATERIALIZED (
+    SELECT du.digest_id, c.id AS post_id, c.score FROM du CROSS JOIN LATERAL (
+        SELECT p.id, p.score FROM wtop p WHERE {eligible} ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
+),
+top_more AS MATERIALIZED (
+    SELECT du.digest_id, c.id AS post_id, c.score
+    FROM du LEFT JOIN (SELECT digest_id, count(*) AS n FROM top_first GROUP BY 1) f ON f.digest_id = du.digest_id
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.score FROM wp p WHERE {eligible} ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
+    WHERE coalesce(f.n, 0) < du.max_posts AND (SELECT count(*) FROM wtop) >= :top_k
+),
+top AS MATERIALIZED (SELECT * FROM top_first UNION SELECT * FROM top_more),
 -- the rank the digest's last place has at least (floor: the lowest score of the best by score, when they fill
 -- the digest), and the most a post's rank can exceed score x (1 + interest hits) by (most: the user's best
 -- domain weight and a liked topic)
@@ -226,7 +249,7 @@ SELECT digest_id, user_id, batch_id, post_id, rank, position FROM (
 ) t
 WHERE position <= max_posts
 ORDER BY digest_id, position
-"""
+""".replace("{eligible}", ELIGIBLE)
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),
@@ -315,6 +338,7 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             "digest_ids": list(digest_ids),
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
+            "top_k": TOP_K,
         },
     )
     picks: dict[int, list[Pick]] = {}
@@ -331,7 +355,8 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
     if not digest_ids:
         return {}
     _plan_settings(session)
-    params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds()}
+    params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
+              "top_k": TOP_K}  # fmt: skip
     try:
         with session.begin_nested():
             rows = session.execute(RESERVE_FAST_SQL, params).all()

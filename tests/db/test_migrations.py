@@ -71,3 +71,4 @@ def test_partial_indexes_exist(database_url: str) -> None:
     assert "WHERE (ended_at IS NULL)" in defs["ix_conversations_active"]
     assert "WHERE active" in defs["ix_memory_user_active"]
     assert "DESC" in defs["ix_posts_score"]
+    assert "INCLUDE (kind, key, weight) WHERE ((weight <> 0)" in defs["ix_user_affinity_counted"]

@@ -142,7 +142,8 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
     filter_ = "c.score * (1 + c.interest_hits) * b.most >= b.floor"
     assert filter_ in pruned.text
     unpruned = text(pruned.text.replace(filter_, "true")).bindparams(*pruned._bindparams.values())
-    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds()}
+    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds(),
+              "top_k": selection.TOP_K}  # fmt: skip
     with_floor = db_session.execute(pruned, params).all()
     without = db_session.execute(unpruned, params).all()
     assert len(with_floor) > 200
@@ -161,6 +162,53 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
         params,
     )
     assert kept < everything
+
+
+def test_the_windows_best_by_score_shortcut_never_changes_a_digest(db_session, make) -> None:
+    """Each digest looks for its best by score among the window's best TOP_K first and through the whole
+    window only when it cannot fill its places there. With a tiny TOP_K (both paths taken) the statement
+    picks exactly what it picks with a TOP_K holding the whole window (one path). Old posts with high
+    scores (a long history) are outside the window either way."""
+    rng = random.Random(11)
+    t = make.epoch
+    words = ["rust", "python", "postgres", "kernel", "compiler", "gpu", "privacy", "space", "zig", "llm"]
+    domains = [f"site{n}.example" for n in range(8)]
+
+    def title() -> str:
+        return " ".join(rng.sample(words, rng.randint(1, 3)) + [f"w{rng.randint(1, 40)}" for _ in range(3)])
+
+    old = [make.post(title(), domain=rng.choice(domains), score=rng.randint(400, 900),
+                     summarized_at=t - timedelta(days=30)) for _ in range(40)]  # fmt: skip
+    window = [make.post(title(), domain=rng.choice(domains), score=rng.randint(1, 500)) for _ in range(120)]
+    digest_ids = []
+    for n in range(50):
+        prefs = {"max_posts": rng.randint(1, 12), "min_score": rng.choice([0, 0, 100, 300])}
+        if n % 4 == 0:
+            prefs["muted_domains"] = [rng.choice(domains)]
+        if n % 6 == 0:
+            prefs["muted_keywords"] = [rng.choice(words)]
+        user = make.user(interests=rng.sample(words, rng.randint(0, 2)), prefs=prefs)
+        for post in rng.sample(old, rng.randint(0, 6)) + rng.sample(window, rng.randint(0, 6)):
+            make.delivery(user, post, reaction=rng.choice(["up", "down", None]))
+        digest_ids.append(make.digest(user).id)
+
+    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds()}
+
+    def picks(top_k: int) -> list[tuple[int, int, int]]:
+        rows = db_session.execute(selection.SELECT_SQL, {**params, "top_k": top_k}).all()
+        return [(r.digest_id, r.post_id, r.position) for r in rows]
+
+    def fallbacks(top_k: int) -> int:  # digests that looked through the whole window
+        head = selection.SELECT_SQL.text[: selection.SELECT_SQL.text.index("\ntop AS MATERIALIZED")]
+        sql = head.rstrip().rstrip(",") + "\nSELECT count(DISTINCT digest_id) FROM top_more"
+        statement = text(sql).bindparams(*selection.SELECT_SQL._bindparams.values())
+        return db_session.scalar(statement, {**params, "top_k": top_k})
+
+    whole = picks(10_000)
+    assert len(whole) > 150
+    assert picks(5) == whole and picks(selection.TOP_K) == whole
+    assert 0 < fallbacks(5) < len(digest_ids)  # both paths were taken
+    assert fallbacks(10_000) == 0
 
 
 # --- user_affinity: what the selection reads instead of every reaction -----------------------------------
