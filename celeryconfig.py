@@ -77,6 +77,12 @@ worker_hijack_root_logger = False
 QUEUES = ("default", "crawl", "content", "llm", "telegram")
 task_default_queue = "default"
 task_create_missing_queues = True
+# What a user waits on (an update's handling, a discussion answer) goes ahead of bulk work sharing its queue
+# (digest sends on `telegram`; summaries and memory extraction on `llm`): kombu's Redis transport keeps a list
+# per priority level and a worker takes from the lowest number first; a message without a priority is 0.
+# Bulk tasks are routed at BULK_PRIORITY (their retries keep it), so a button press during a digest run of
+# thousands waits for a free worker thread, not for the run.
+BULK_PRIORITY = 6
 # hnpal.<area>.<verb>: the area picks the queue.
 task_routes = {
     # Quick database jobs of the crawl area must not wait behind a backlog of page downloads.
@@ -87,15 +93,15 @@ task_routes = {
     "hnpal.summaries.refresh_comments": {"queue": "default"},
     "hnpal.content.*": {"queue": "content"},
     "hnpal.llm.*": {"queue": "llm"},
-    "hnpal.summaries.*": {"queue": "llm"},
-    "hnpal.memory.extract": {"queue": "llm"},
+    "hnpal.summaries.*": {"queue": "llm", "priority": BULK_PRIORITY},
+    "hnpal.memory.extract": {"queue": "llm", "priority": BULK_PRIORITY},
     "hnpal.discussions.sweep": {"queue": "default"},
     "hnpal.discussions.*": {"queue": "llm"},
     "hnpal.privacy.*": {"queue": "default"},
     "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
-    "hnpal.digests.send": {"queue": "telegram"},
-    "hnpal.digests.send_batch": {"queue": "telegram"},
+    "hnpal.digests.send": {"queue": "telegram", "priority": BULK_PRIORITY},
+    "hnpal.digests.send_batch": {"queue": "telegram", "priority": BULK_PRIORITY},
 }
 
 # Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.

@@ -32,10 +32,9 @@ def test_routes_and_reliability_defaults() -> None:
 
 
 @pytest.mark.parametrize("how", ["countdown", "eta", "retry signature"])
-def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str, redis_client) -> None:
+def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str) -> None:
     """A message waiting out its countdown stays unacknowledged in Redis: every countdown and ETA,
     however a task asks for it, is capped at HNPAL_MAX_COUNTDOWN, below the visibility timeout."""
-    import json
     import uuid
     from datetime import UTC, datetime, timedelta
 
@@ -50,22 +49,61 @@ def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str, redis
     else:  # what Task.retry publishes
         send.signature((1,), countdown=asked, queue=queue).apply_async()
     published = datetime.now(UTC)
-    key = app.conf.broker_transport_options["global_keyprefix"] + queue
-    try:
-        (raw,) = redis_client.lrange(key, 0, -1)
-    finally:
-        redis_client.delete(key)
-    eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
+    (message,) = _take(queue, 1)
+    eta = datetime.fromisoformat(message.headers["eta"])
     assert timedelta(0) < eta - published <= timedelta(seconds=celeryconfig.MAX_COUNTDOWN)
     assert celeryconfig.MAX_COUNTDOWN < celeryconfig.VISIBILITY_TIMEOUT
     # a short countdown is left alone
     send.apply_async((1,), countdown=30, queue=queue)
-    try:
-        (raw,) = redis_client.lrange(key, 0, -1)
-    finally:
-        redis_client.delete(key)
-    eta = datetime.fromisoformat(json.loads(raw)["headers"]["eta"])
+    (message,) = _take(queue, 1)
+    eta = datetime.fromisoformat(message.headers["eta"])
     assert timedelta(seconds=25) < eta - datetime.now(UTC) <= timedelta(seconds=30)
+
+
+def _take(queue: str, count: int) -> list:
+    """The next ``count`` messages of ``queue`` as a worker would take them (every priority level), and
+    the queue deleted after."""
+    with app.connection_for_read() as connection:
+        with connection.SimpleQueue(queue, no_ack=True) as simple:
+            try:
+                return [simple.get(timeout=5) for _ in range(count)]
+            finally:
+                simple.queue.delete()
+
+
+def test_what_a_user_waits_on_goes_ahead_of_bulk_work() -> None:
+    """Digest sends queued by the thousand on `telegram` (summaries on `llm`) do not hold up a button
+    press or a discussion answer: a worker takes the interactive task first, and bulk tasks keep their
+    order among themselves."""
+    import uuid
+
+    from tasks.digests import send
+    from tasks.summaries import summarize
+
+    queue = f"prio-{uuid.uuid4().hex[:8]}"  # no worker consumes it
+    for digest_id in (1, 2, 3):
+        send.apply_async((digest_id,), queue=queue)  # as the fan-out does
+    summarize.apply_async((7, "basic", None), queue=queue)
+    app.send_task("hnpal.telegram.handle", args=[10], queue=queue)  # as the bot does
+    app.send_task("hnpal.discussions.message", args=[11], queue=queue)
+    taken = [(m.headers["task"], m.headers["argsrepr"]) for m in _take(queue, 6)]
+    assert taken == [
+        ("hnpal.telegram.handle", "[10]"),
+        ("hnpal.discussions.message", "[11]"),
+        ("hnpal.digests.send", "(1,)"),
+        ("hnpal.digests.send", "(2,)"),
+        ("hnpal.digests.send", "(3,)"),
+        ("hnpal.summaries.summarize", "(7, 'basic', None)"),
+    ]
+
+
+def test_bulk_retries_keep_their_priority() -> None:
+    from celery.app.task import Context
+
+    from tasks.digests import send
+
+    request = Context(delivery_info={"priority": celeryconfig.BULK_PRIORITY}, args=(1,), kwargs={}, id="x")
+    assert send.signature_from_request(request).options["priority"] == celeryconfig.BULK_PRIORITY
 
 
 def test_broker_keys_are_namespaced() -> None:

@@ -244,6 +244,38 @@ def test_help(tg: Stack) -> None:
     assert [c["command"] for c in tg.server.commands()] == menu
 
 
+def test_a_command_during_a_digest_run_does_not_wait_for_the_run(tg: Stack, redis_client) -> None:
+    """Thousands of digest sends queued on `telegram` (as a scheduled run fans out) and a user's /help:
+    the worker handles the command while most of the run still waits in the queue."""
+    from celery import Celery
+
+    from hnpal.runtime import broker_url
+
+    client = Celery("hnpal-test-client", set_as_current=False)
+    client.config_from_object("celeryconfig")  # the routes and priorities the fan-out uses
+    client.conf.broker_url = broker_url()
+    client.conf.broker_transport_options = {"global_keyprefix": tg.env["HNPAL_REDIS_KEY_PREFIX"]}
+    queue = f"{tg.env['HNPAL_REDIS_KEY_PREFIX']}telegram"
+
+    def backlog() -> int:  # every priority level of the queue (kombu: "<queue>\x06\x16<level>")
+        return sum(redis_client.llen(queue + suffix) for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"))
+
+    try:
+        with client.producer_or_acquire() as producer:
+            for digest_id in range(900_000_001, 900_002_001):  # no such digests: each send finds nothing
+                client.send_task("hnpal.digests.send", args=[digest_id], producer=producer)
+        queued = backlog()
+        uid = tg.new_user()
+        (reply,) = tg.send(uid, "/help")
+        left = backlog()
+    finally:
+        client.close()
+    assert reply.text.startswith("HN Pal brings you the best of Hacker News")
+    print(f"digest sends queued: {queued}; still queued when /help was answered: {left}")
+    assert queued > 1500 and left > 1000
+    tg.wait_until(lambda: backlog() == 0, what="the backlog to drain", timeout=120)
+
+
 def test_pause_toggles_status(tg: Stack) -> None:
     uid = tg.new_user()
     (reply,) = tg.send(uid, "/pause")
