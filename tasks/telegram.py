@@ -93,7 +93,9 @@ def handle_stored(task: Any, update_id: int, inline: dict[str, Inline] | None = 
     for task_name, args in effects.tasks:  # after the commit: the rows these ids name exist
         runner = (inline or {}).get(task_name)
         if runner is None or not runner(*args):
-            app.send_task(task_name, args=list(args))
+            # a task the user waits on at the default (highest) priority, not its route's bulk one
+            options = {"priority": 0} if task_name in effects.waited_on else {}
+            app.send_task(task_name, args=list(args), **options)
     return "processed", True
 
 

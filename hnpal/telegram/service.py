@@ -88,9 +88,14 @@ class Effects:
     (ids only). The ``hnpal.telegram.handle`` task sends them once the update's work is committed."""
 
     tasks: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    waited_on: set[str] = field(default_factory=set)  # tasks the user waits on (priority over bulk work)
 
-    def enqueue(self, task_name: str, *args: Any) -> None:
+    def enqueue(self, task_name: str, *args: Any, waited_on: bool = False) -> None:
+        """``waited_on``: the user asked for this and waits for it, so it goes ahead of bulk work routed at
+        a lower priority (``celeryconfig.BULK_PRIORITY``), e.g. a /digest during a scheduled digest run."""
         self.tasks.append((task_name, args))
+        if waited_on:
+            self.waited_on.add(task_name)
 
 
 @dataclass
@@ -298,7 +303,7 @@ def cmd_pause(ctx: Ctx, user: User, _: str) -> None:
 
 def cmd_digest(ctx: Ctx, user: User, _: str) -> None:
     digest_id = deliveries.create_manual_digest(session=ctx.session, user_id=user.id)
-    ctx.effects.enqueue("hnpal.digests.send", digest_id)
+    ctx.effects.enqueue("hnpal.digests.send", digest_id, waited_on=True)
     ctx.out.send(ctx.chat_id, "Putting your digest together…")
 
 

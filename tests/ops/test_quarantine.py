@@ -34,9 +34,12 @@ def hnpal(*args: str):  # type: ignore[no-untyped-def]
 
 
 def queued(redis_client, queue: str, task: str) -> list[list]:  # type: ignore[no-untyped-def]
-    """Arguments of the messages for ``task`` waiting in ``queue`` (the run's key prefix)."""
+    """Arguments of the messages for ``task`` waiting in ``queue`` (the run's key prefix), at every
+    priority level (kombu keeps each in a list "<queue>\x06\x16<level>"; bulk tasks go at 6)."""
     found = []
-    for raw in redis_client.lrange(f"{REDIS_PREFIX}{queue}", 0, -1):
+    levels = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+    raws = [raw for level in levels for raw in redis_client.lrange(f"{REDIS_PREFIX}{queue}{level}", 0, -1)]
+    for raw in raws:
         message = json.loads(raw)
         if message["headers"]["task"] == task:
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
