@@ -112,31 +112,38 @@ def test_a_reservation_during_a_purge_reserves_nothing_for_the_purged_user(commi
         assert deliveries_of(session, user_id=gone_id) == 0
 
 
-def test_the_floor_never_changes_a_digest(db_session, make) -> None:
-    """Random users (interests, reactions making domain and topic affinities, mutes, sizes) over random
-    posts: the statement with the floor picks exactly what it picks without it."""
-    rng = random.Random(5)
-    t = make.epoch
-    words = ["rust", "python", "postgres", "kernel", "compiler", "gpu", "privacy", "space", "zig", "llm"]
-    domains = [f"site{n}.example" for n in range(8)]
+WORDS = ["rust", "python", "postgres", "kernel", "compiler", "gpu", "privacy", "space", "zig", "llm"]
+DOMAINS = [f"site{n}.example" for n in range(8)]
+
+
+def random_digests(make, rng: random.Random, *, users: int, window: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Random users (interests, reactions making domain and topic affinities, deliveries in and before the
+    window, mutes, sizes, minimum scores) and their digests over ``window`` random posts, plus older
+    posts with high scores outside the window."""
 
     def title() -> str:
-        return " ".join(rng.sample(words, rng.randint(1, 3)) + [f"w{rng.randint(1, 40)}" for _ in range(3)])
+        return " ".join(rng.sample(WORDS, rng.randint(1, 3)) + [f"w{rng.randint(1, 40)}" for _ in range(3)])
 
-    old = [make.post(title(), domain=rng.choice(domains), summarized_at=t - timedelta(days=30)) for _ in range(30)]
-    for _ in range(150):
-        make.post(title(), domain=rng.choice(domains), score=rng.randint(1, 500))
+    old = [make.post(title(), domain=rng.choice(DOMAINS), score=rng.randint(400, 900),
+                     summarized_at=make.epoch - timedelta(days=30)) for _ in range(40)]  # fmt: skip
+    posts = [make.post(title(), domain=rng.choice(DOMAINS), score=rng.randint(1, 500)) for _ in range(window)]
     digest_ids = []
-    for n in range(60):
-        prefs = {"max_posts": rng.randint(1, 12), "min_score": rng.choice([0, 0, 50, 200])}
-        if n % 5 == 0:
-            prefs["muted_domains"] = [rng.choice(domains)]
-        if n % 7 == 0:
-            prefs["muted_keywords"] = [rng.choice(words)]
-        user = make.user(interests=rng.sample(words, rng.randint(0, 2)), prefs=prefs)
-        for post in rng.sample(old, rng.randint(0, 8)):
-            make.delivery(user, post, reaction=rng.choice(["up", "up", "down"]))
+    for n in range(users):
+        prefs = {"max_posts": rng.randint(1, 12), "min_score": rng.choice([0, 0, 50, 200, 300])}
+        if n % 4 == 0:
+            prefs["muted_domains"] = [rng.choice(DOMAINS)]
+        if n % 6 == 0:
+            prefs["muted_keywords"] = [rng.choice(WORDS)]
+        user = make.user(interests=rng.sample(WORDS, rng.randint(0, 2)), prefs=prefs)
+        for post in rng.sample(old, rng.randint(0, 8)) + rng.sample(posts, rng.randint(0, 4)):
+            make.delivery(user, post, reaction=rng.choice(["up", "up", "down", None]))
         digest_ids.append(make.digest(user).id)
+    return digest_ids
+
+
+def test_the_floor_never_changes_a_digest(db_session, make) -> None:
+    """Random users over random posts: the statement with the floor picks exactly what it picks without it."""
+    digest_ids = random_digests(make, random.Random(5), users=60, window=150)
 
     pruned = selection.SELECT_SQL
     filter_ = "c.score * (1 + c.interest_hits) * b.most >= b.floor"
@@ -169,28 +176,7 @@ def test_the_windows_best_by_score_shortcut_never_changes_a_digest(db_session, m
     window only when it cannot fill its places there. With a tiny TOP_K (both paths taken) the statement
     picks exactly what it picks with a TOP_K holding the whole window (one path). Old posts with high
     scores (a long history) are outside the window either way."""
-    rng = random.Random(11)
-    t = make.epoch
-    words = ["rust", "python", "postgres", "kernel", "compiler", "gpu", "privacy", "space", "zig", "llm"]
-    domains = [f"site{n}.example" for n in range(8)]
-
-    def title() -> str:
-        return " ".join(rng.sample(words, rng.randint(1, 3)) + [f"w{rng.randint(1, 40)}" for _ in range(3)])
-
-    old = [make.post(title(), domain=rng.choice(domains), score=rng.randint(400, 900),
-                     summarized_at=t - timedelta(days=30)) for _ in range(40)]  # fmt: skip
-    window = [make.post(title(), domain=rng.choice(domains), score=rng.randint(1, 500)) for _ in range(120)]
-    digest_ids = []
-    for n in range(50):
-        prefs = {"max_posts": rng.randint(1, 12), "min_score": rng.choice([0, 0, 100, 300])}
-        if n % 4 == 0:
-            prefs["muted_domains"] = [rng.choice(domains)]
-        if n % 6 == 0:
-            prefs["muted_keywords"] = [rng.choice(words)]
-        user = make.user(interests=rng.sample(words, rng.randint(0, 2)), prefs=prefs)
-        for post in rng.sample(old, rng.randint(0, 6)) + rng.sample(window, rng.randint(0, 6)):
-            make.delivery(user, post, reaction=rng.choice(["up", "down", None]))
-        digest_ids.append(make.digest(user).id)
+    digest_ids = random_digests(make, random.Random(11), users=50, window=120)
 
     params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds()}
 
