@@ -13,7 +13,7 @@ How it paces: GCRA (the generic cell rate algorithm) as virtual scheduling with 
 keeps, under the configured key prefix, a *theoretical arrival time* (TAT: the earliest moment the next
 send may go) for the overall limit (``<prefix>ratelimit:send/overall``) and one per chat
 (``<prefix>ratelimit:send/chat/<id>``), each with a TTL a second past it. Sends are spaced by the
-emission interval ``T = (1 + margin) / rate`` overall and ``T_chat = (1 + margin) / chat_rate`` per chat.
+emission interval ``T = (1 + margin) / rate`` overall and ``T_chat = (1 + chat_margin) / chat_rate`` per chat.
 One Lua script, atomic and on Redis's clock (``TIME``: one clock for every host), per send:
 
 * the chat's TAT is later than now: nothing is reserved; the script answers the wait, the caller sleeps
@@ -36,7 +36,10 @@ slots span ``rate * T = 1 + margin`` seconds, so the server never sees more than
 long as the delay from slot to arrival (scheduling, GIL, network) varies by less than ``margin`` seconds
 among them, whatever the rate. The trade-off: margin 0.03 (the default) paces at 0.971 of the limit
 (29.1/s of 30, 971/s of 1000) and tolerates 30 ms of such jitter; 0.05 gives 0.952 and 50 ms; 0.01 gives
-0.99 and only 10 ms. The same holds for one chat (its sends ``T_chat`` = 1.03 s apart). ``burst``
+0.99 and only 10 ms. The same holds for one chat, with a margin of its own: ``chat_margin`` 0.15 (a
+chat's sends 1.15 s apart) tolerates 150 ms, because a chat's sends are few (a flat_scroll digest, a
+reply) and their pace costs no throughput, while a 429 in the middle of a reply holds every sender off
+(0.03 let through one chat 429 in a few runs of the demo). ``burst``
 (default 0) lets that many sends go back to back after an idle spell; each eats ``T`` of the jitter
 tolerance, so keep it 0 for Telegram.
 
@@ -83,6 +86,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 DEFAULT_MARGIN = 0.03  # emission interval = (1 + margin) / rate: 0.97 of the limit, 30 ms of jitter tolerated
+DEFAULT_CHAT_MARGIN = 0.15  # one chat's sends (1 + chat_margin) / chat_rate apart: 150 ms of jitter tolerated
 DEFAULT_BURST = 0  # sends allowed back to back after an idle spell
 TRY_SLACK = 0.001  # try_acquire takes a slot at most this far ahead (and sleeps until it)
 MAX_MISSES = 2  # slots given up in a row for waking late; then the send goes late (the whole host is slow)
@@ -256,7 +260,8 @@ class SendLimiter:
     """Paces sends to the overall and the per-chat limit (see the module docstring).
 
     ``margin``: the emission interval is ``(1 + margin) / rate``; the jitter (seconds) tolerated between
-    a slot and its arrival at Telegram, for ``1 / (1 + margin)`` of the limit. ``burst``: sends allowed
+    a slot and its arrival at Telegram, for ``1 / (1 + margin)`` of the limit. ``chat_margin``: the same
+    for one chat's sends (default 0.15: its pace costs no throughput). ``burst``: sends allowed
     back to back after an idle spell (0: none). ``late_limit``: a thread waking more than this after its
     slot gives it up and reserves again (default ``margin / 2``; ``math.inf``: never). ``safety`` and
     ``gap`` are the moving-window limiter's knobs, kept for callers: ``safety`` (a fraction of the limit)
@@ -274,6 +279,7 @@ class SendLimiter:
         safety: float | None = None,
         gap: float | None = None,
         margin: float | None = None,
+        chat_margin: float = DEFAULT_CHAT_MARGIN,
         burst: int = DEFAULT_BURST,
         late_limit: float | None = None,
     ) -> None:
@@ -285,8 +291,8 @@ class SendLimiter:
             raise ValueError("gap is >= 0")
         if margin is None:
             margin = DEFAULT_MARGIN if safety is None else 1 / safety - 1
-        if margin < 0:
-            raise ValueError("margin is >= 0")
+        if margin < 0 or chat_margin < 0:
+            raise ValueError("margin and chat_margin are >= 0")
         if burst < 0:
             raise ValueError("burst is >= 0")
         if late_limit is not None and late_limit < 0:
@@ -302,7 +308,8 @@ class SendLimiter:
         self.margin = float(margin)
         self.burst = int(burst)
         self.overall_interval = (1 + self.margin) / self.overall_rate
-        self.chat_interval = (1 + self.margin) / self.chat_rate
+        self.chat_margin = float(chat_margin)
+        self.chat_interval = (1 + self.chat_margin) / self.chat_rate
         self.prefix = prefix
         self.redis = get_redis(redis_url)  # the app's shared pool; every key is "<prefix>ratelimit:send/..."
         self._reserve_script = self.redis.register_script(_RESERVE_LUA)
@@ -321,7 +328,7 @@ class SendLimiter:
         return (
             f"SendLimiter(overall={self.overall_rate:g}/s every {self.overall_interval * 1000:.3f}ms, "
             f"chat={self.chat_rate:g}/s every {self.chat_interval:.3f}s, margin={self.margin:g}, "
-            f"burst={self.burst}, prefix={self.prefix!r})"
+            f"chat_margin={self.chat_margin:g}, burst={self.burst}, prefix={self.prefix!r})"
         )
 
     @property

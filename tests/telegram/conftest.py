@@ -310,9 +310,9 @@ def tg_stack() -> Iterator[Stack]:
         "HNPAL_TELEGRAM_BASE_URL": server.base_url,
         "HNPAL_TELEGRAM_POLL_TIMEOUT": "1",
         "HNPAL_TELEGRAM_TIMEOUT": "10",
-        # 4.5/s against the server's 5: the limiter's 3% margin tolerates 30 ms of jitter between a chat's
-        # sends; a whole suite on two cores has shown more (one 429 in a clean-clone run), and this module
-        # asserts that no send ever met one. The margin then covers about 140 ms.
+        # 4.5/s against the server's 5: the limiter's chat margin (15%) tolerates 30 ms of jitter between a
+        # chat's sends at 5/s; a whole suite on two cores has shown more (one 429 in a clean-clone run), and
+        # this module asserts that no send ever met one. Paced at 4.5/s the margin covers about 50 ms more.
         "HNPAL_TELEGRAM_CHAT_RATE": "4.5",
         "HNPAL_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}tg-{uuid.uuid4().hex[:6]}:",
     }

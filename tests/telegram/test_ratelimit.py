@@ -99,16 +99,17 @@ def test_intervals_and_arguments(make_limiter: Callable[..., SendLimiter]) -> No
     limiter = make_limiter(overall_rate=30, chat_rate=1)
     assert limiter.margin == pytest.approx(0.03) and limiter.burst == 0
     assert limiter.overall_interval == pytest.approx(1.03 / 30)
-    assert limiter.chat_interval == pytest.approx(1.03)
+    assert limiter.chat_margin == pytest.approx(0.15) and limiter.chat_interval == pytest.approx(1.15)
     assert limiter.effective_rate == pytest.approx(30 / 1.03)  # 29.1 a second: 0.971 of the limit
     assert limiter.late_limit == pytest.approx(0.015)
     assert make_limiter(overall_rate=1000).effective_rate == pytest.approx(1000 / 1.03)
-    assert make_limiter(chat_rate=0.5).chat_interval == pytest.approx(2.06)
+    assert make_limiter(chat_rate=0.5).chat_interval == pytest.approx(2.30)
+    assert make_limiter(chat_rate=1, chat_margin=0.03).chat_interval == pytest.approx(1.03)
     # the moving-window limiter's knobs: safety maps onto the margin, gap is accepted and ignored
     assert make_limiter(safety=0.97, gap=0.05).margin == pytest.approx(1 / 0.97 - 1)
     assert make_limiter(safety=0.5, margin=0.05).margin == pytest.approx(0.05)
-    for bad in ({"overall_rate": 0}, {"chat_rate": -1}, {"margin": -0.1}, {"safety": 0}, {"safety": 1.5},
-                {"gap": -1}, {"burst": -1}, {"late_limit": -1}):  # fmt: skip
+    for bad in ({"overall_rate": 0}, {"chat_rate": -1}, {"margin": -0.1}, {"chat_margin": -0.1}, {"safety": 0},
+                {"safety": 1.5}, {"gap": -1}, {"burst": -1}, {"late_limit": -1}):  # fmt: skip
         with pytest.raises(ValueError):
             make_limiter(**bad)
 
@@ -382,17 +383,17 @@ def limited_tg() -> Iterator[TelegramServer]:
 
 
 def test_end_to_end_no_429(make_limiter: Callable[..., SendLimiter], limited_tg: TelegramServer) -> None:
-    """12 threads in two "processes" (limiter instances) send 60 messages to 20 chats through the real
-    client: no 429, the overall rate close to the limit. A chat's next message is 20 sends later, about
-    the chat interval at 19.4 sends/s, so the per-chat limit binds now and then too."""
+    """12 threads in two "processes" (limiter instances) send 66 messages to 22 chats through the real
+    client: no 429, the overall rate close to the limit. A chat's next message is 22 sends later, about
+    1.13 s at 19.4 sends/s, just under the chat interval (1.15 s), so the per-chat limit binds too."""
     tg = limited_tg
-    chats = list(range(1001, 1021))
+    chats = list(range(1001, 1023))
     for chat_id in chats:
         tg.add_user(chat_id)
     api = BotAPI(token=tg.token, base_url=tg.base_url, timeout=10)
     limiters = [make_limiter(overall_rate=20, chat_rate=1), make_limiter(overall_rate=20, chat_rate=1)]
     work: queue.Queue[tuple[int, int]] = queue.Queue()
-    for number in range(60):
+    for number in range(66):
         work.put((chats[number % len(chats)], number))
     throttled: list[RetryAfter] = []
 
@@ -424,7 +425,7 @@ def test_end_to_end_no_429(make_limiter: Callable[..., SendLimiter], limited_tg:
     finally:
         gc.unfreeze()
     assert throttled == [] and tg.too_many_requests == 0
-    assert sorted(m.text for m in tg.all_messages()) == sorted(f"message {n}" for n in range(60))
+    assert sorted(m.text for m in tg.all_messages()) == sorted(f"message {n}" for n in range(66))
     assert tg.max_sends_in_window(1.0) <= 20
     for chat_id in chats:
         at = [s.at for s in tg.sends if s.chat_id == chat_id]
