@@ -155,12 +155,10 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
     """``rounds`` times: ``users`` new users (half of them with past reactions) and their digests, selected
     and reserved as the scheduler's fan-out does. New users each round, so every round does the same work
     on a growing deliveries table, as production does (nothing deleted between rounds)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     from sqlalchemy import text
 
     from hnpal.db.session import session_scope
-    from hnpal.deliveries import service
     from hnpal.deliveries.selection import select_posts
 
     rng = random.Random(11)
@@ -184,22 +182,9 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
             baseline = len(ids[:sample]) / (time.perf_counter() - started)
         # As hnpal.digests.schedule fans out: one prepare per chunk, `workers` of them at a time (two worker
         # processes here; threads in this process do the same, the work is in PostgreSQL).
-        backend_cpu: list[float] = []  # CPU of the PostgreSQL backend per chunk (when PostgreSQL runs here)
-
-        def prepare_chunk(start: int, ids: list[int] = ids, backend_cpu: list[float] = backend_cpu) -> int:
-            with session_scope() as session:
-                pid = session.scalar(text("SELECT pg_backend_pid()"))
-                before = cpu_seconds(pid)
-                reserved = sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
-                backend_cpu.append(cpu_seconds(pid) - before)
-                return reserved
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            reserved = sum(pool.map(prepare_chunk, range(0, len(ids), chunk)))
-        elapsed = time.perf_counter() - started
+        elapsed, reserved, backend_cpu = _prepare_all(ids, chunk, workers)
         measured.append({"users_per_s": len(ids) / elapsed, "reserved": reserved, "select_s": elapsed,
-                         "pg_ms_per_user": sum(backend_cpu) * 1000 / len(ids)})  # fmt: skip
+                         "pg_ms_per_user": backend_cpu * 1000 / len(ids)})  # fmt: skip
         pg_ms = measured[-1]["pg_ms_per_user"]
         print(f"  round {round_ + 1}: {users} users in {elapsed:.2f}s = {len(ids) / elapsed:.0f} users/s "
               f"({reserved} posts reserved), PostgreSQL CPU {pg_ms:.3f} ms per user")  # fmt: skip
@@ -208,22 +193,28 @@ def phase_selection(users: int, posts: int, sample: int, workers: int, chunk: in
             "median_users_per_s": statistics.median(m["users_per_s"] for m in measured)}  # fmt: skip
 
 
-def _prepare_all(ids: list[int], chunk: int, workers: int) -> tuple[float, int]:
+def _prepare_all(ids: list[int], chunk: int, workers: int) -> tuple[float, int, float]:
     """Select and reserve the digests as the fan-out does (one prepare per chunk, ``workers`` at a time):
-    seconds taken and posts reserved."""
+    seconds taken, posts reserved, and the CPU seconds of the PostgreSQL backends (0 when PostgreSQL runs
+    on another host)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
 
     from hnpal.db.session import session_scope
     from hnpal.deliveries import service
 
-    def prepare_chunk(start: int) -> int:
+    def prepare_chunk(start: int) -> tuple[int, float]:
         with session_scope() as session:
-            return sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            before = cpu_seconds(pid)
+            reserved = sum(service.prepare(session=session, digest_ids=ids[start : start + chunk]).values())
+            return reserved, cpu_seconds(pid) - before
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reserved = sum(pool.map(prepare_chunk, range(0, len(ids), chunk)))
-    return time.perf_counter() - started, reserved
+        done = list(pool.map(prepare_chunk, range(0, len(ids), chunk)))
+    return time.perf_counter() - started, sum(r for r, _ in done), sum(c for _, c in done)
 
 
 def phase_history(users: int, days: int, posts: int, chunk: int, workers: int, rounds: int) -> dict:
@@ -293,7 +284,7 @@ def phase_history(users: int, days: int, posts: int, chunk: int, workers: int, r
                 batch = f"bench-history-{kind}-{round_}"
                 with session_scope() as session:
                     ids = create_digests(session, first, users, batch)
-                elapsed, reserved = _prepare_all(ids, chunk, workers)
+                elapsed, reserved, _cpu = _prepare_all(ids, chunk, workers)
                 best[kind] = max(best[kind], len(ids) / elapsed)
                 print(f"  round {round_ + 1}, users {'with a history' if kind == 'history' else 'without'}: "
                       f"{len(ids) / elapsed:.0f} users/s ({reserved} posts reserved)")  # fmt: skip

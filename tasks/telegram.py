@@ -90,11 +90,9 @@ def handle_stored(task: Any, update_id: int, inline: dict[str, Inline] | None = 
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
         log.exception("update %s could not be handled", update_id)
         return _quarantine(update_id, payload, exc), True
-    for task_name, args in effects.tasks:  # after the commit: the rows these ids name exist
+    for task_name, args, options in effects.tasks:  # after the commit: the rows these ids name exist
         runner = (inline or {}).get(task_name)
         if runner is None or not runner(*args):
-            # a task the user waits on at the default (highest) priority, not its route's bulk one
-            options = {"priority": 0} if task_name in effects.waited_on else {}
             app.send_task(task_name, args=list(args), **options)
     return "processed", True
 

@@ -60,15 +60,15 @@ class TelegramOutbox:
                 wait = exc.retry_after or 1.0
                 self.limiter.penalize(wait)
                 count_telegram_429(self.limiter.redis)  # hnpal_telegram_429_total (best effort)
-                started = self.reply and self.sent > 0
-                if attempt == (2 if started else 1) or wait > (
-                    self.max_started_wait if started else self.max_inline_retry
-                ):
+                # a started reply waits longer and tries once more; anything else goes back to its task
+                longest, tries = (self.max_started_wait, 3) if self.reply and self.sent else (self.max_inline_retry, 2)
+                if attempt + 1 >= tries or wait > longest:
                     raise
                 log.info("Telegram asked to wait %.1fs (429); sending again after that", wait)
                 max_wait = max(self.max_wait, wait + 5.0)  # the block set above must not time the slot out
                 continue
-            self.sent += new
+            if new:
+                self.sent += 1
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 

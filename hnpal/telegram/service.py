@@ -87,15 +87,13 @@ class Effects:
     """What handling an update asks for after commit: tasks to enqueue, by name, with their arguments
     (ids only). The ``hnpal.telegram.handle`` task sends them once the update's work is committed."""
 
-    tasks: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    waited_on: set[str] = field(default_factory=set)  # tasks the user waits on (priority over bulk work)
+    tasks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)  # name, args, options
 
     def enqueue(self, task_name: str, *args: Any, waited_on: bool = False) -> None:
-        """``waited_on``: the user asked for this and waits for it, so it goes ahead of bulk work routed at
-        a lower priority (``celeryconfig.BULK_PRIORITY``), e.g. a /digest during a scheduled digest run."""
-        self.tasks.append((task_name, args))
-        if waited_on:
-            self.waited_on.add(task_name)
+        """``waited_on``: the user asked for this and waits for it, so it is sent at the default (highest)
+        priority, ahead of bulk work routed at ``celeryconfig.BULK_PRIORITY`` (a /digest during a
+        scheduled digest run)."""
+        self.tasks.append((task_name, args, {"priority": 0} if waited_on else {}))
 
 
 @dataclass

@@ -73,24 +73,17 @@ def test_an_edit_does_not_start_a_reply(tg, make_outbox) -> None:  # type: ignor
     assert texts(tg) == ["edited"]
 
 
-def test_other_senders_leave_a_long_429_to_their_task(tg, make_outbox) -> None:  # type: ignore[no-untyped-def]
-    """A digest sender records each message before the next, so its task resumes where it stopped."""
-    outbox = make_outbox(reply=False)
-    tg.set_fault("sendMessage", "too_many_requests", skip=1, retry_after=2)
-    outbox.send(CHAT, "post one")
-    with pytest.raises(RetryAfter):
-        outbox.send(CHAT, "post two")
-    assert texts(tg) == ["post one"]
-
-
-def test_a_started_reply_waits_no_longer_than_its_limit(tg, make_outbox) -> None:  # type: ignore[no-untyped-def]
-    outbox = make_outbox(reply=True)
+@pytest.mark.parametrize("reply", [False, True], ids=["digest sender", "reply over its limit"])
+def test_a_long_429_after_the_first_message_goes_back_to_the_task(tg, make_outbox, reply: bool) -> None:  # type: ignore[no-untyped-def]
+    """A digest sender records each message before the next, so its task resumes where it stopped; a
+    started reply waits out no more than ``max_started_wait``."""
+    outbox = make_outbox(reply=reply)
     outbox.max_started_wait = 1.0
     tg.set_fault("sendMessage", "too_many_requests", skip=1, retry_after=2)
-    outbox.send(CHAT, "part one")
+    outbox.send(CHAT, "one")
     with pytest.raises(RetryAfter):
-        outbox.send(CHAT, "part two")
-    assert texts(tg) == ["part one"]
+        outbox.send(CHAT, "two")
+    assert texts(tg) == ["one"]
 
 
 def test_the_reply_tasks_use_reply_outboxes(settings_env, tg) -> None:  # type: ignore[no-untyped-def]
