@@ -6,6 +6,7 @@ from hnpal.db.base import Base
 from hnpal.deliveries.models import Delivery, Digest, UserAffinity
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
+from hnpal.relevance.models import InterestTopics, UserTopicAffinity
 from hnpal.summaries.models import Summary
 from hnpal.telegram.models import TelegramUpdate
 from hnpal.usage.models import AgentCall, UserTokenUsage
@@ -18,11 +19,13 @@ __all__ = [
     "Conversation",
     "Delivery",
     "Digest",
+    "InterestTopics",
     "Memory",
     "Post",
     "Summary",
     "TelegramUpdate",
     "User",
     "UserAffinity",
+    "UserTopicAffinity",
     "UserTokenUsage",
 ]

@@ -51,6 +51,8 @@ class Delivery(Base):
     batch_id: Mapped[str | None] = mapped_column(String(50))
 
     reaction: Mapped[str | None] = mapped_column(String(10))
+    # Why the selection picked the post: "topic:<t>", "learned:<t>", "word:<w>", "top" or NULL (by score).
+    reason: Mapped[str | None] = mapped_column(String(120))
     is_saved: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     is_read: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 

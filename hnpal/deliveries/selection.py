@@ -34,6 +34,8 @@ posts it reads FOR KEY SHARE, as a foreign key check would but once per row read
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,6 +43,8 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, TEXT
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from hnpal.relevance.service import phrase_sql
 
 # Words too common to say anything about a user's taste.
 STOPWORDS = sorted(
@@ -62,6 +66,16 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
                 AND NOT EXISTS (SELECT 1 FROM posts o
                                 WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since))))"""
 TOP_K = 100  # the window's best by score each digest looks through first
+
+# How a digest with interests (declared, typed or learned) ranks its posts: (relevance + WORD x interest words
+# in the title, at most two) x (1 + BETA x ln(1 + score)). Relevance is the sum over the user's topics of
+# their weight x the post's probability of being about it (topic pairs below MIN_REL are not joined); a
+# learned dislike weighs NEG of a like. The window's best story, when it scores UNMISSABLE times its tenth
+# best, takes one place in every digest of five or more. A post's "why" names its strongest topic when its
+# relevance is at least MIN_REASON.
+RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2}
+if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
+    RANKING.update(json.loads(_tuning))
 
 SELECT_SQL = text(
     r"""
@@ -112,10 +126,40 @@ iw AS MATERIALIZED (
                      WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
     WHERE w <> '' AND w <> ALL(:stopwords)
 ),
+-- each digest's interest phrases, keyed as interest_topics keys them (hnpal.relevance.service.phrase_sql)
+phrases AS (
+    SELECT d.digest_id, {phrase} AS k
+    FROM d CROSS JOIN LATERAL (
+             SELECT i FROM jsonb_array_elements_text(d.interests) i
+             UNION ALL
+             SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
+         ) x(i)
+),
+-- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
+-- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
+-- a like counts up to 1, a dislike down to -:neg)
+ut AS MATERIALIZED (
+    SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned
+    FROM (
+        SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned
+        FROM phrases p JOIN interest_topics it ON it.phrase = p.k
+        CROSS JOIN LATERAL unnest(it.topics, it.weights) t(topic, w)
+        UNION ALL
+        SELECT d.digest_id, a.topic, 0,
+               CASE WHEN a.weight > 0 THEN LEAST(a.weight, 1) ELSE GREATEST(a.weight, -1) * :neg END
+        FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
+        WHERE abs(a.weight) >= 0.05
+    ) x
+    GROUP BY 1, 2
+),
+-- digests whose user has interests or reacted to posts with topics: ranked by relevance first, score second
+profiled AS MATERIALIZED (
+    SELECT digest_id FROM ut UNION SELECT digest_id FROM iw
+),
 -- the posts any of these digests may take, once, locked like the users (ranked takes its posts from here, so
 -- a post deleted meanwhile is not reserved)
 wp AS MATERIALIZED (
-    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at FROM posts
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, topics, topic_weights FROM posts
     WHERE summarized_at > (SELECT min(since) FROM d)
     FOR KEY SHARE
 ),
@@ -157,6 +201,7 @@ topic AS (
 ),
 du AS MATERIALIZED (
     SELECT d.*, coalesce(seen.posts, '{}') AS seen,
+           d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.muted_kw <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
                OR topic.user_id IS NOT NULL AS particular,
@@ -192,7 +237,8 @@ top AS MATERIALIZED (SELECT * FROM top_first UNION SELECT * FROM top_more),
 -- domain weight and a liked topic)
 bounds AS MATERIALIZED (
     SELECT du.digest_id,
-           CASE WHEN t.n >= du.max_posts THEN t.floor ELSE 0 END AS floor,
+           -- a digest ranked by relevance has no such floor: every post about its topics is a candidate
+           CASE WHEN t.n >= du.max_posts AND NOT du.profiled THEN t.floor ELSE 0 END AS floor,
            CASE WHEN NOT du.particular THEN 1 ELSE
                (1 + 0.25::float8 * GREATEST(0, (SELECT max(w) FROM unnest(du.domain_weights) w)))
                * CASE WHEN du.liked_topics <> '{}' THEN 1.25 ELSE 1 END END AS most
@@ -200,6 +246,14 @@ bounds AS MATERIALIZED (
          ON t.digest_id = du.digest_id
 ),
 wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
+pt AS (SELECT wp.id AS post_id, wp.score, t.topic, t.w FROM wp, unnest(wp.topics, wp.topic_weights) t(topic, w)),
+-- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
+unmissable AS MATERIALIZED (
+    SELECT id FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n FROM wtop) t
+    WHERE n = 1 AND score >= :unmissable * (SELECT min(score) FROM (SELECT score FROM wtop
+                                                              ORDER BY score DESC LIMIT 10) s)
+      AND (SELECT count(*) FROM wtop) >= 10
+),
 -- candidates with their interest hits: title words met by interest words or reacted topics (one hash join of
 -- (digest, word) with (post, word) pairs), the best by score, and the posts of the domains the user reacted
 -- to; a candidate whose rank cannot reach the floor is dropped before the ranking
@@ -209,20 +263,31 @@ candidates AS MATERIALIZED (
                -- what the title's words and the domain say to this user, from the same join: a liked or
                -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain)
                bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
-               max(weight) AS domain_weight
+               max(weight) AS domain_weight,
+               -- relevance: the user's topic weights times how much the post is about each (kind 4), the
+               -- topic that counts most (why the post is there), and the first interest word met
+               coalesce(sum(rel) FILTER (WHERE kind = 4), 0) AS rel,
+               (array_agg(why ORDER BY rel DESC) FILTER (WHERE kind = 4 AND rel > 0))[1] AS topic_reason,
+               min(why) FILTER (WHERE kind = 0) AS word
         FROM (
-            SELECT uw.digest_id, wk.post_id, wk.score, uw.hit, uw.kind, NULL::int AS weight
+            SELECT uw.digest_id, wk.post_id, wk.score, uw.hit, uw.kind, NULL::int AS weight,
+                   NULL::float8 AS rel, uw.w AS why
             FROM (SELECT digest_id, w, 1 AS hit, 0 AS kind FROM iw
                   UNION ALL SELECT digest_id, w, 0, 1 FROM du, unnest(du.liked_topics) w
                   UNION ALL SELECT digest_id, w, 0, 2 FROM du, unnest(du.disliked_topics) w
                   UNION ALL SELECT digest_id, w, 0, 3 FROM du, unnest(du.muted_kw) w) uw
             JOIN wk ON wk.k = uw.w
             UNION ALL
-            SELECT digest_id, post_id, score, 0, 0, NULL FROM top
+            SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
             UNION ALL
-            SELECT du.digest_id, wp.id, wp.score, 0, 0, dw.weight
+            SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
             FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
             JOIN wp ON wp.domain = dw.name
+            UNION ALL
+            SELECT ut.digest_id, pt.post_id, pt.score, 0, 4, NULL, (ut.declared + ut.learned) * pt.w,
+                   CASE WHEN ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic
+            FROM ut JOIN pt ON pt.topic = ut.topic
+            WHERE ut.declared + ut.learned <> 0 AND abs(ut.declared + ut.learned) * pt.w >= :min_rel
         ) c
         GROUP BY 1, 2, 3
     ) c JOIN bounds b ON b.digest_id = c.digest_id
@@ -230,9 +295,16 @@ candidates AS MATERIALIZED (
 ),
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, p.id AS post_id,
-           p.score::float8 * (1 + c.interest_hits) * CASE WHEN NOT du.particular THEN 1 ELSE
+           CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
+                -- relevance first (topics, and interest words in the title), the score second
+                THEN (GREATEST(c.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
+                     * (1 + :beta * ln(1 + p.score::float8))
+                ELSE p.score::float8 * (1 + c.interest_hits) END
+           * CASE WHEN NOT du.particular THEN 1 ELSE
                (1 + 0.25::float8 * coalesce(c.domain_weight, 0)) * (1 + 0.25::float8 * (c.liked::int - c.disliked::int))
-           END AS rank
+           END AS rank,
+           CASE WHEN {top_story} THEN 'top' WHEN du.profiled AND c.rel >= :min_reason THEN c.topic_reason
+                WHEN c.word IS NOT NULL THEN 'word:' || c.word END AS reason
     FROM candidates c
     JOIN du ON du.digest_id = c.digest_id
     JOIN wp p ON p.id = c.post_id
@@ -243,13 +315,15 @@ ranked AS (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
 )
-SELECT digest_id, user_id, batch_id, post_id, rank, position FROM (
+SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
     SELECT ranked.*, row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
     FROM ranked
 ) t
 WHERE position <= max_posts
 ORDER BY digest_id, position
 """.replace("{eligible}", ELIGIBLE)
+    .replace("{phrase}", phrase_sql("i"))
+    .replace("{top_story}", "(du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),
@@ -261,8 +335,8 @@ RESERVE_SQL = text(
     + str(SELECT_SQL.text).replace("ORDER BY digest_id, position", "")
     + """),
 reserved AS (
-    INSERT INTO deliveries (user_id, post_id, batch_id)
-    SELECT p.user_id, p.post_id, p.batch_id FROM picks p
+    INSERT INTO deliveries (user_id, post_id, batch_id, reason)
+    SELECT p.user_id, p.post_id, p.batch_id, p.reason FROM picks p
     ORDER BY p.digest_id, p.position
     ON CONFLICT (user_id, post_id) DO NOTHING
     RETURNING user_id, batch_id
@@ -291,8 +365,8 @@ RESERVE_FAST_SQL = text(
     + str(SELECT_SQL.text).replace("ORDER BY digest_id, position", "")
     + """),
 reserved AS (
-    INSERT INTO deliveries (user_id, post_id, batch_id)
-    SELECT p.user_id, p.post_id, p.batch_id FROM picks p
+    INSERT INTO deliveries (user_id, post_id, batch_id, reason)
+    SELECT p.user_id, p.post_id, p.batch_id, p.reason FROM picks p
     ORDER BY p.digest_id, p.position
 ),
 counts AS (
@@ -325,6 +399,7 @@ class Pick:
     post_id: int
     rank: float
     position: int
+    reason: str | None = None
 
 
 def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta) -> dict[int, list[Pick]]:
@@ -339,12 +414,13 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
             "top_k": TOP_K,
+            **RANKING,
         },
     )
     picks: dict[int, list[Pick]] = {}
     for row in rows:
         picks.setdefault(row.digest_id, []).append(
-            Pick(row.digest_id, row.user_id, row.post_id, row.rank, row.position)
+            Pick(row.digest_id, row.user_id, row.post_id, row.rank, row.position, row.reason)
         )
     return picks
 
@@ -356,7 +432,7 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
         return {}
     _plan_settings(session)
     params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
-              "top_k": TOP_K}  # fmt: skip
+              "top_k": TOP_K, **RANKING}  # fmt: skip
     try:
         with session.begin_nested():
             rows = session.execute(RESERVE_FAST_SQL, params).all()

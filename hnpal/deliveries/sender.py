@@ -35,6 +35,7 @@ from sqlalchemy import Connection, text
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine
 from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, digest_heading, preferences
+from hnpal.relevance.service import explain
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram import render
 from hnpal.telegram.client import BadRequest, Forbidden, NetworkError, RetryAfter
@@ -52,7 +53,8 @@ SELECT g.id AS digest_id, g.status, g.manual, g.batch_id, g.style AS digest_styl
        CASE WHEN d.id IS NULL OR d.id = min(d.id) OVER (PARTITION BY g.id) THEN u.interests END AS interests,
        d.id AS delivery_id, d.message_id, d.reaction, d.is_saved,
        p.id AS post_id, p.hn_id, p.title, p.url, p.domain, p.score, p.comment_count,
-       CASE WHEN g.style IS DISTINCT FROM 'brief' THEN p.summary END AS summary  -- a brief lists titles only
+       CASE WHEN g.style IS DISTINCT FROM 'brief' THEN p.summary END AS summary,  -- a brief lists titles only
+       d.reason
 FROM digests g
 JOIN users u ON u.id = g.user_id
 LEFT JOIN deliveries d ON d.user_id = g.user_id AND d.batch_id = g.batch_id
@@ -64,7 +66,7 @@ ORDER BY g.id, d.id
 # LOAD_SQL's columns, by position (read as tuples)
 (_DIGEST, _STATUS, _MANUAL, _BATCH, _STYLE, _DIGEST_MESSAGE, _ATTEMPTS, _USER, _CHAT, _USER_STATUS, _PREFS) = range(11)
 (_INTERESTS, _DELIVERY, _MESSAGE, _REACTION, _SAVED, _POST, _HN_ID, _TITLE) = range(11, 19)
-(_URL, _DOMAIN, _SCORE, _COMMENTS, _SUMMARY) = range(19, 24)
+(_URL, _DOMAIN, _SCORE, _COMMENTS, _SUMMARY, _REASON) = range(19, 25)
 STYLED_SQL = text(
     "SELECT post_id, style, variant, text FROM summaries "
     "WHERE post_id = ANY(:posts) AND style = ANY(:styles) AND variant = ANY(:variants)"
@@ -170,6 +172,7 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
                 total=total,
                 reaction=r[_REACTION],
                 saved=r[_SAVED],
+                why=explain(r[_REASON]),
             )
             for n, r in enumerate(reserved, start=1)
         ]

@@ -28,6 +28,7 @@ from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import batch_due_at, current_batch
 from hnpal.deliveries.selection import reserve_posts
 from hnpal.posts.models import Post
+from hnpal.relevance.service import classify_posts, explain, map_interests
 from hnpal.summaries.models import Summary
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram import render
@@ -110,6 +111,10 @@ def prepare(*, session: Session, digest_ids: list[int], settings: Settings | Non
     )
     if not pending:
         return {}
+    # what the posts are about and what the interests mean, where not known yet: once per post (posts
+    # ingested before topics existed) and once per distinct interest phrase, never per user
+    classify_posts(session=session, limit=5000)
+    map_interests(session=session, digest_ids=pending)
     return reserve_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
 
 
@@ -158,6 +163,7 @@ def make_card(delivery: Any, post: Any, styled: str | None, *, position: int, to
         total=total,
         reaction=delivery.reaction,
         saved=delivery.is_saved,
+        why=explain(getattr(delivery, "reason", None)),
     )
 
 

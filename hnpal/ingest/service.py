@@ -24,6 +24,7 @@ from hnpal.db.hooks import after_commit
 from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
+from hnpal.relevance.service import classify_posts
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -150,6 +151,11 @@ def _upsert_batch(
         elif hn_id in texts:
             new_texts.append((post_id, hn_id, texts[hn_id]))
     report.crawl_enqueued.extend(new_crawls)
+    # what each new post is about, once (hnpal.relevance): a second fetch of the post does not redo it
+    new_ids = [post_id for post_id, _, _, inserted in result if inserted]
+    if new_ids:
+        id_of = {hn_id: post_id for post_id, hn_id, _, _ in result}
+        classify_posts(session=session, post_ids=new_ids, texts={id_of[h]: t for h, t in texts.items() if h in id_of})
     for post_id, hn_id, html in new_texts:
         _send_hn_text(session, post_id, hn_id, html, enqueue)
         report.text_posts.append(post_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    REAL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -52,6 +53,13 @@ class Post(Base):
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
         CheckConstraint("summary_status IN ('pending', 'done', 'failed', 'skipped')", name="summary_status_valid"),
+        CheckConstraint(
+            "(topics IS NULL) = (topic_weights IS NULL) AND "
+            "coalesce(cardinality(topics), 0) = coalesce(cardinality(topic_weights), 0)",
+            name="topics_match_weights",
+        ),
+        # Posts whose topics are not computed yet (hnpal.relevance fills them in).
+        Index("ix_posts_topics_missing", "id", postgresql_where=text("topics IS NULL")),
         # hn_id is UNIQUE, which already indexes it: the document's idx_hn_id would be a duplicate.
         Index("ix_posts_type", "type"),
         Index("ix_posts_crawl_status", "is_crawl_success", "crawl_retry_count"),
@@ -119,6 +127,12 @@ class Post(Base):
     summary_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
     summary_basis: Mapped[str | None] = mapped_column(String(30))
     summary_error: Mapped[str | None] = mapped_column(Text)
+
+    # What the post is about (hnpal.relevance): topics with their probabilities, computed once per post;
+    # NULL until then. topics_model names the model that computed them.
+    topics: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    topic_weights: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
+    topics_model: Mapped[str | None] = mapped_column(String(40))
 
     fetched_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

@@ -73,6 +73,7 @@ class PostCard:
     total: int = 1
     reaction: str | None = None
     saved: bool = False
+    why: str | None = None  # why the post is in this digest, one short line (hnpal.relevance.service.explain)
 
 
 def post_keyboard(card: PostCard, telegram_id: int, extra_rows: list[list[dict]] | None = None) -> dict[str, Any]:
@@ -95,6 +96,8 @@ def post_message(card: PostCard) -> str:
     if card.url:
         link = f'\n\n🔗 <a href="{esc(card.url)}">{esc(card.domain or card.url)}</a>'
     stats = f"\n⬆️ {card.score} · 💬 {card.comments} · {card.position}/{card.total}"
+    if card.why:
+        stats += f"\n💡 {esc(shorten(card.why, 80))}"
     fixed = visible_length(head + link + stats) + 4
     summary = plain_summary(card.summary or "No summary yet.")
     budget = MAX_MESSAGE - fixed - 10
@@ -111,9 +114,10 @@ def brief_message(cards: list[PostCard], heading: str) -> str:
         body = []
         for card in cards:
             domain = f" · {esc(card.domain)}" if card.domain else ""
+            why = f" · 💡 {esc(shorten(card.why, 60))}" if card.why else ""
             body.append(
                 f"{card.position}. <b>{esc(shorten(card.title, title_limit))}</b>\n"
-                f"    ⬆️ {card.score} · 💬 {card.comments}{domain}"
+                f"    ⬆️ {card.score} · 💬 {card.comments}{domain}{why}"
             )
         text = "\n".join(lines + body)
         if visible_length(text) <= MAX_MESSAGE or title_limit <= 20:

@@ -1,0 +1,126 @@
+"""Relevance bookkeeping: topics once per post, topics once per interest phrase, explanations.
+
+The digest selection (``hnpal.deliveries.selection``) reads what this module stores: it never runs the
+model itself, so its cost does not grow with the model, and the model's cost grows with posts and
+distinct interests, never with users.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, REAL, TEXT
+from sqlalchemy.orm import Session
+
+from hnpal.relevance.model import MODEL_NAME, PostText, model, topic_name
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+def phrase_sql(expr: str) -> str:
+    """How an interest phrase is keyed, in SQL: the selection and :func:`map_interests` use the same."""
+    return f"left(lower(btrim(regexp_replace({expr}, '\\s+', ' ', 'g'))), 200)"
+
+
+_MISSING_POSTS = text(
+    "SELECT id, title, url, domain FROM posts WHERE topics IS NULL AND (:all OR id = ANY(:ids)) ORDER BY id LIMIT :n"
+).bindparams(bindparam("ids", type_=ARRAY(INTEGER)))
+
+
+def classify_posts(
+    *, session: Session, post_ids: list[int] | None = None, texts: dict[int, str] | None = None, limit: int = 50_000
+) -> int:
+    """Compute and store the topics of posts that have none yet (``post_ids``, or any post): once per
+    post; a post that has topics is never recomputed. ``texts`` adds a post's own text (HN text) to what
+    the model reads. Returns how many posts got topics."""
+    done = 0
+    while done < limit:
+        rows = session.execute(
+            _MISSING_POSTS, {"all": post_ids is None, "ids": post_ids or [], "n": min(BATCH, limit - done)}
+        ).all()
+        if not rows:
+            break
+        found = model().classify([PostText(r.title, r.url, r.domain, (texts or {}).get(r.id)) for r in rows])
+        # unnest of a two-dimensional array flattens it, so each post's topics go as one text literal
+        session.execute(
+            text(
+                """
+                UPDATE posts p SET topics = v.topics::text[], topic_weights = v.weights::real[], topics_model = :model
+                FROM unnest(:ids, :topics, :weights) AS v(id, topics, weights)
+                WHERE p.id = v.id AND p.topics IS NULL
+                """
+            ).bindparams(
+                bindparam("ids", type_=ARRAY(INTEGER)),
+                bindparam("topics", type_=ARRAY(TEXT)),
+                bindparam("weights", type_=ARRAY(TEXT)),
+            ),
+            {
+                "ids": [r.id for r in rows],
+                "topics": [_pg_array(list(f)) for f in found],
+                "weights": [_pg_array([str(w) for w in f.values()]) for f in found],
+                "model": MODEL_NAME,
+            },
+        )
+        done += len(rows)
+        if post_ids is not None:
+            break
+    return done
+
+
+def _pg_array(items: list[str]) -> str:
+    return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
+
+
+_MISSING_PHRASES = text(
+    f"""
+    SELECT DISTINCT k FROM (
+        SELECT {phrase_sql("i")} AS k
+        FROM digests g JOIN users u ON u.id = g.user_id
+        CROSS JOIN LATERAL jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(u.interests) = 'array' THEN u.interests ELSE '[]'::jsonb END) i
+        WHERE g.id = ANY(:digest_ids)
+        UNION ALL
+        SELECT {phrase_sql("m.content")}
+        FROM digests g JOIN memory m ON m.user_id = g.user_id AND m.active AND m.type = 'interest'
+        WHERE g.id = ANY(:digest_ids)
+    ) x
+    WHERE k <> '' AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = x.k AND t.model = :model)
+    """  # noqa: S608 - this module's constant SQL only
+).bindparams(bindparam("digest_ids", type_=ARRAY(INTEGER)))
+_STORE_PHRASE = text(
+    """
+    INSERT INTO interest_topics (phrase, topics, weights, model) VALUES (:phrase, :topics, :weights, :model)
+    ON CONFLICT (phrase) DO UPDATE SET topics = excluded.topics, weights = excluded.weights, model = excluded.model
+    """
+).bindparams(bindparam("topics", type_=ARRAY(TEXT)), bindparam("weights", type_=ARRAY(REAL)))
+
+
+def map_interests(*, session: Session, digest_ids: list[int]) -> int:
+    """Map the interest phrases of these digests' users (their interests and active interest memory)
+    that have no topics yet: once per distinct phrase. Returns how many were mapped."""
+    phrases = list(session.scalars(_MISSING_PHRASES, {"digest_ids": list(digest_ids), "model": MODEL_NAME}))
+    for phrase in phrases:
+        meant = model().interest_topics(phrase)
+        session.execute(
+            _STORE_PHRASE,
+            {"phrase": phrase, "topics": list(meant), "weights": list(meant.values()), "model": MODEL_NAME},
+        )
+    return len(phrases)
+
+
+def explain(reason: str | None) -> str | None:
+    """The one short line under a post that says why it is in the digest (None: picked by score)."""
+    if not reason:
+        return None
+    kind, _, value = reason.partition(":")
+    if kind == "topic":
+        return topic_name(value)
+    if kind == "learned":
+        return f"{topic_name(value)} · 👍 on similar posts"
+    if kind == "word":
+        return f"you follow “{value}”"
+    if kind == "top":
+        return "one of today's top stories"
+    return None
