@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -167,6 +168,8 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
                 for delivery_id, hn_id in picks:
                     reaction = "up" if learner_ids[uid] in tags_of[hn_id] else "down"
                     react(session=session, telegram_id=telegram_of[uid], delivery_id=delivery_id, reaction=reaction)
+        if os.environ.get("BENCH_DEBUG"):
+            print("   likes", {learner_ids[u]: sum(learner_ids[u] in tags_of[h] for _, h in p) for u, p in got.items()})
     fourth = digest(list(learner_ids))
     for uid, picks in fourth.items():
         stats["learned"].append(sum(learner_ids[uid] in tags_of[h] for _, h in picks) / POSTS)

@@ -249,10 +249,10 @@ wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
 pt AS (SELECT wp.id AS post_id, wp.score, t.topic, t.w FROM wp, unnest(wp.topics, wp.topic_weights) t(topic, w)),
 -- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
 unmissable AS MATERIALIZED (
-    SELECT id FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n FROM wtop) t
-    WHERE n = 1 AND score >= :unmissable * (SELECT min(score) FROM (SELECT score FROM wtop
-                                                              ORDER BY score DESC LIMIT 10) s)
-      AND (SELECT count(*) FROM wtop) >= 10
+    SELECT id FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n,
+                           count(*) OVER () AS total, min(score) OVER () AS tenth
+                    FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
+    WHERE n = 1 AND total = 10 AND score >= :unmissable * tenth
 ),
 -- candidates with their interest hits: title words met by interest words or reacted topics (one hash join of
 -- (digest, word) with (post, word) pairs), the best by score, and the posts of the domains the user reacted

@@ -64,7 +64,7 @@ def classify_posts(
             },
         )
         done += len(rows)
-        if post_ids is not None:
+        if post_ids is not None or len(rows) < BATCH:
             break
     return done
 
@@ -101,11 +101,11 @@ def map_interests(*, session: Session, digest_ids: list[int]) -> int:
     """Map the interest phrases of these digests' users (their interests and active interest memory)
     that have no topics yet: once per distinct phrase. Returns how many were mapped."""
     phrases = list(session.scalars(_MISSING_PHRASES, {"digest_ids": list(digest_ids), "model": MODEL_NAME}))
-    for phrase in phrases:
-        meant = model().interest_topics(phrase)
+    if phrases:
+        meanings = [(phrase, model().interest_topics(phrase)) for phrase in phrases]
         session.execute(
             _STORE_PHRASE,
-            {"phrase": phrase, "topics": list(meant), "weights": list(meant.values()), "model": MODEL_NAME},
+            [{"phrase": p, "topics": list(m), "weights": list(m.values()), "model": MODEL_NAME} for p, m in meanings],
         )
     return len(phrases)
 

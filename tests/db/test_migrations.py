@@ -22,6 +22,8 @@ TABLES = {
     "telegram_updates",
     "summaries",
     "user_affinity",
+    "user_topic_affinity",
+    "interest_topics",
 }
 
 

@@ -141,6 +141,16 @@ def random_digests(make, rng: random.Random, *, users: int, window: int) -> list
     return digest_ids
 
 
+def part(sql: str):
+    """A part of the selection statement, with the bound parameter types of those it takes."""
+    return text(sql).bindparams(*(b for k, b in selection.SELECT_SQL._bindparams.items() if f":{k}" in sql))
+
+
+def used(statement, params: dict) -> dict:
+    """The parameters a part of the selection statement takes (a part cut before the ranking takes fewer)."""
+    return {k: v for k, v in params.items() if f":{k}" in statement.text}
+
+
 def test_the_floor_never_changes_a_digest(db_session, make) -> None:
     """Random users over random posts: the statement with the floor picks exactly what it picks without it."""
     digest_ids = random_digests(make, random.Random(5), users=60, window=150)
@@ -150,7 +160,7 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
     assert filter_ in pruned.text
     unpruned = text(pruned.text.replace(filter_, "true")).bindparams(*pruned._bindparams.values())
     params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds(),
-              "top_k": selection.TOP_K}  # fmt: skip
+              "top_k": selection.TOP_K, **selection.RANKING}  # fmt: skip
     with_floor = db_session.execute(pruned, params).all()
     without = db_session.execute(unpruned, params).all()
     assert len(with_floor) > 200
@@ -160,13 +170,11 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
     # and the floor did drop candidates here (otherwise this compares a statement with itself)
     head = pruned.text[: pruned.text.rindex("ranked AS (")]
     count = "SELECT count(*) FROM candidates"
-    dropped = text(head.rstrip().rstrip(",") + "\n" + count).bindparams(*pruned._bindparams.values())
-    kept = db_session.scalar(dropped, params)
+    dropped = part(head.rstrip().rstrip(",") + "\n" + count)
+    kept = db_session.scalar(dropped, used(dropped, params))
     everything = db_session.scalar(
-        text(head.replace(filter_, "true").rstrip().rstrip(",") + "\n" + count).bindparams(
-            *pruned._bindparams.values()
-        ),
-        params,
+        part(head.replace(filter_, "true").rstrip().rstrip(",") + "\n" + count),
+        used(dropped, params),
     )
     assert kept < everything
 
@@ -178,7 +186,8 @@ def test_the_windows_best_by_score_shortcut_never_changes_a_digest(db_session, m
     scores (a long history) are outside the window either way."""
     digest_ids = random_digests(make, random.Random(11), users=50, window=120)
 
-    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds()}
+    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds(),
+              **selection.RANKING}  # fmt: skip
 
     def picks(top_k: int) -> list[tuple[int, int, int]]:
         rows = db_session.execute(selection.SELECT_SQL, {**params, "top_k": top_k}).all()
@@ -187,8 +196,8 @@ def test_the_windows_best_by_score_shortcut_never_changes_a_digest(db_session, m
     def fallbacks(top_k: int) -> int:  # digests that looked through the whole window
         head = selection.SELECT_SQL.text[: selection.SELECT_SQL.text.index("\ntop AS MATERIALIZED")]
         sql = head.rstrip().rstrip(",") + "\nSELECT count(DISTINCT digest_id) FROM top_more"
-        statement = text(sql).bindparams(*selection.SELECT_SQL._bindparams.values())
-        return db_session.scalar(statement, {**params, "top_k": top_k})
+        statement = part(sql)
+        return db_session.scalar(statement, used(statement, {**params, "top_k": top_k}))
 
     whole = picks(10_000)
     assert len(whole) > 150
