@@ -173,6 +173,12 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
     fourth = digest(list(learner_ids))
     for uid, picks in fourth.items():
         stats["learned"].append(sum(learner_ids[uid] in tags_of[h] for _, h in picks) / POSTS)
+        if os.environ.get("BENCH_DEBUG"):
+            with session_scope() as session:
+                likes = session.scalar(
+                    text("SELECT count(*) FROM deliveries WHERE user_id = :u AND reaction = 'up'"), {"u": uid}
+                )
+            stats.setdefault("by_likes", []).append((likes, stats["learned"][-1]))
 
 
 def main() -> int:
@@ -217,6 +223,11 @@ def main() -> int:
         "features_ms_per_post": 1000 * stats["features_cpu"] / max(1, stats["posts"]),
         "users_per_s": stats["digests"] / max(stats["select_s"], 1e-9),
     }
+    if stats.get("by_likes"):
+        for n in range(4):
+            got = [p for likes, p in stats["by_likes"] if (likes >= 3 if n == 3 else likes == n)]
+            if got:
+                print(f"  learners with {n}{'+' if n == 3 else ''} likes: {len(got)}, p10 {statistics.mean(got):.3f}")
     missed = [k for k, v in TARGETS.items() if figures[k] < v]
     if figures["features_ms_per_post"] > MAX_FEATURES_MS:
         missed.append("features_ms_per_post")

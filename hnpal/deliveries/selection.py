@@ -58,6 +58,7 @@ STOPWORDS = sorted(
 ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
           AND (NOT du.particular OR (p.id <> ALL(du.seen)
                AND NOT (p.keywords && du.muted_kw)
+               AND {phrase_mutes}
                AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
                AND NOT (coalesce(p.domain, '') = ANY(du.disliked_domains))
                AND NOT (p.keywords && du.disliked_topics)))
@@ -65,6 +66,12 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
                 p.repost_of_post_id <> ALL(du.seen)
                 AND NOT EXISTS (SELECT 1 FROM posts o
                                 WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since))))"""
+# Whether post p's title holds none of the digest's muted phrases (checked only for users who have any).
+PHRASE_MUTES = """((du.muted_seq = '{}' OR NOT EXISTS (
+                    SELECT 1 FROM unnest(du.muted_seq) m
+                    WHERE position(m IN ' ' || regexp_replace(lower(p.title), '[^a-z0-9+#]+', ' ', 'g') || ' ') > 0))
+               AND (du.muted_text = '{}' OR NOT EXISTS (
+                    SELECT 1 FROM unnest(du.muted_text) m WHERE position(m IN lower(normalize(p.title, NFKC))) > 0)))"""
 TOP_K = 100  # the window's best by score each digest looks through first
 
 # How a digest with interests (declared, typed or learned) ranks its posts: (relevance + WORD x interest words
@@ -73,7 +80,8 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # learned dislike weighs NEG of a like. The window's best story, when it scores UNMISSABLE times its tenth
 # best, takes one place in every digest of five or more. A post's "why" names its strongest topic when its
 # relevance is at least MIN_REASON.
-RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2}
+RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
+           "explore_until": 1.5}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -87,10 +95,13 @@ WITH d AS MATERIALIZED (
                  THEN (g.digest_preferences->>'max_posts')::numeric END, 10), 1), 30)::int AS max_posts,
            LEAST(GREATEST(coalesce(CASE WHEN jsonb_typeof(g.digest_preferences->'min_score') = 'number'
                  THEN (g.digest_preferences->>'min_score')::numeric END, 0), 0), 2147483647)::int AS min_score,
-           ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(
-                 CASE WHEN jsonb_typeof(g.digest_preferences->'muted_keywords') = 'array'
-                      THEN g.digest_preferences->'muted_keywords' ELSE '[]'::jsonb END) x
-                 WHERE x IS NOT NULL) AS muted_kw,
+           -- muted keywords: single words meet the title's words (keywords); several ASCII words meet
+           -- them in sequence ("machine learning", "node.js": ' node js '); any other script is found
+           -- in the NFKC, lower-cased title ("café", "日本")
+           ARRAY(SELECT x FROM unnest(g.mutes) x WHERE x ~ '^[a-z0-9+#]+$') AS muted_kw,
+           ARRAY(SELECT ' ' || btrim(regexp_replace(x, '[^a-z0-9+#]+', ' ', 'g')) || ' ' FROM unnest(g.mutes) x
+                 WHERE x !~ '^[a-z0-9+#]+$' AND x !~ '[^\x01-\x7f]' AND x ~ '[a-z0-9+#]') AS muted_seq,
+           ARRAY(SELECT x FROM unnest(g.mutes) x WHERE x ~ '[^\x01-\x7f]') AS muted_text, g.mutes,
            ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(
                  CASE WHEN jsonb_typeof(g.digest_preferences->'muted_domains') = 'array'
                       THEN g.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
@@ -108,32 +119,36 @@ WITH d AS MATERIALIZED (
     -- user purged meanwhile is skipped.
     FROM unnest(:digest_ids) AS r(id)
     CROSS JOIN LATERAL (
-        SELECT g.*, u.interests, u.digest_preferences FROM digests g JOIN users u ON u.id = g.user_id
+        SELECT g.*, u.interests, u.digest_preferences,
+               ARRAY(SELECT lower(normalize(x, NFKC)) FROM jsonb_array_elements_text(
+                     CASE WHEN jsonb_typeof(u.digest_preferences->'muted_keywords') = 'array'
+                          THEN u.digest_preferences->'muted_keywords' ELSE '[]'::jsonb END) x
+                     WHERE x IS NOT NULL AND btrim(x) <> '') AS mutes
+        FROM digests g JOIN users u ON u.id = g.user_id
         WHERE g.id = r.id OFFSET 0 FOR KEY SHARE OF u
     ) g
 ),
 -- each interest word (of users.interests and of the active 'interest' memory: what onboarding, reactions and
 -- discussions taught) with its plural or singular ("databases" also meets "database")
-iw AS MATERIALIZED (
-    SELECT DISTINCT d.digest_id, f AS w
-    FROM d CROSS JOIN LATERAL (
-             SELECT i FROM jsonb_array_elements_text(d.interests) i
-             UNION ALL
-             SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
-         ) i(i),
-         regexp_split_to_table(lower(i), '[^a-z0-9+#]+') w,
-         unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
-                     WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
-    WHERE w <> '' AND w <> ALL(:stopwords)
-),
--- each digest's interest phrases, keyed as interest_topics keys them (hnpal.relevance.service.phrase_sql)
-phrases AS (
-    SELECT d.digest_id, {phrase} AS k
+phrases AS MATERIALIZED (
+    SELECT d.digest_id, i, {phrase} AS k
     FROM d CROSS JOIN LATERAL (
              SELECT i FROM jsonb_array_elements_text(d.interests) i
              UNION ALL
              SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
          ) x(i)
+),
+-- the words of the interests that mean no topic (interest_topics: "sourdough"), each with its plural or
+-- singular ("databases" also meets "database"); an interest that means topics counts through them instead
+-- (the words of "distributed systems" or "game development" would meet every title with "systems")
+iw AS MATERIALIZED (
+    SELECT DISTINCT p.digest_id, f AS w
+    FROM phrases p,
+         regexp_split_to_table(lower(p.i), '[^a-z0-9+#]+') w,
+         unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
+                     WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
+    WHERE w <> '' AND w <> ALL(:stopwords)
+      AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.topics <> '{}')
 ),
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
@@ -156,10 +171,17 @@ ut AS MATERIALIZED (
 profiled AS MATERIALIZED (
     SELECT digest_id FROM ut UNION SELECT digest_id FROM iw
 ),
+-- of those, the digests of users who declared nothing and whose reactions say little yet (no topic liked
+-- :explore_until or more): every other place goes to the window's best of as many different subjects as
+-- possible (best first by dominant topic, away from what they disliked), so that they find what they like
+exploring AS MATERIALIZED (
+    SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0 AND max(learned) < :explore_until
+    EXCEPT SELECT digest_id FROM iw
+),
 -- the posts any of these digests may take, once, locked like the users (ranked takes its posts from here, so
 -- a post deleted meanwhile is not reserved)
 wp AS MATERIALIZED (
-    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, topics, topic_weights FROM posts
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, topics, topic_weights, title FROM posts
     WHERE summarized_at > (SELECT min(since) FROM d)
     FOR KEY SHARE
 ),
@@ -202,8 +224,9 @@ topic AS (
 du AS MATERIALIZED (
     SELECT d.*, coalesce(seen.posts, '{}') AS seen,
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
+           d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,
            -- what applies to this user at all: the per-candidate checks below skip the rest
-           seen.posts IS NOT NULL OR d.muted_kw <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
+           seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
                OR topic.user_id IS NOT NULL AS particular,
            coalesce(dom.disliked, '{}') AS disliked_domains, coalesce(dom.names, '{}') AS domain_names,
            coalesce(dom.weights, '{}') AS domain_weights,
@@ -217,7 +240,7 @@ du AS MATERIALIZED (
 -- however many posts the table holds); a digest that cannot fill its places there looks through the whole
 -- window (top_more). Either way they are exactly its best eligible posts by (score, id).
 wtop AS MATERIALIZED (
-    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at FROM wp
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, title FROM wp
     ORDER BY score DESC, id DESC LIMIT :top_k
 ),
 top_first AS MATERIALIZED (
@@ -280,6 +303,8 @@ candidates AS MATERIALIZED (
             UNION ALL
             SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
             UNION ALL
+            SELECT du.digest_id, wp.id, wp.score, 0, 5, NULL, NULL, NULL FROM du JOIN wp ON du.exploring
+            UNION ALL
             SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
             FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
             JOIN wp ON wp.domain = dw.name
@@ -294,7 +319,8 @@ candidates AS MATERIALIZED (
     WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
-    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, p.id AS post_id,
+    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, p.id AS post_id,
+           coalesce(p.topics[1], '') AS dominant,
            CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
                 -- relevance first (topics, and interest words in the title), the score second
                 THEN (GREATEST(c.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
@@ -310,18 +336,26 @@ ranked AS (
     JOIN wp p ON p.id = c.post_id
     WHERE p.summarized_at > du.since
       AND p.score >= du.min_score
-      AND (NOT du.particular OR (p.id <> ALL(du.seen) AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))))
+      AND (NOT du.particular OR (p.id <> ALL(du.seen) AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
+                                 AND {phrase_mutes}))
       AND (p.repost_of_post_id IS NULL OR (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
 )
 SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
-    SELECT ranked.*, row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
-    FROM ranked
+    SELECT r.*, row_number() OVER (PARTITION BY digest_id ORDER BY
+               CASE WHEN exploring THEN LEAST(2 * best - 1, 2 * varied) ELSE best END, rank DESC, post_id DESC)
+               AS position
+    FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, rank DESC, post_id DESC) AS varied
+          FROM (SELECT ranked.*,
+                       row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS best,
+                       row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth
+                FROM ranked) v) r
 ) t
 WHERE position <= max_posts
 ORDER BY digest_id, position
 """.replace("{eligible}", ELIGIBLE)
+    .replace("{phrase_mutes}", PHRASE_MUTES)
     .replace("{phrase}", phrase_sql("i"))
     .replace("{top_story}", "(du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
 ).bindparams(

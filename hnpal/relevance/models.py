@@ -26,8 +26,8 @@ class InterestTopics(Base):
 
 
 class UserTopicAffinity(Base):
-    """A user's net 👍/👎 per topic, weighted by how much each reacted post is about it (kept by triggers
-    on ``deliveries``, migration 0009)."""
+    """A user's net 👍/👎 per topic, weighted by the square of how much each reacted post is about it
+    (kept by triggers on ``deliveries``, migration 0009)."""
 
     __tablename__ = "user_topic_affinity"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -74,7 +75,9 @@ class DigestPreferences(BaseModel):
     @field_validator("muted_keywords")
     @classmethod
     def _dedupe(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(v))
+        # NFKC, case-folded, single spaces: how the selection compares them with titles
+        folded = (" ".join(unicodedata.normalize("NFKC", k).casefold().split()) for k in v)
+        return list(dict.fromkeys(k for k in folded if k))
 
     @property
     def times(self) -> list[str]:

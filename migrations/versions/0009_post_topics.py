@@ -3,8 +3,10 @@
 ``posts.topics`` / ``posts.topic_weights``: the topics a post is about with their probabilities, computed
 once per post by ``hnpal.relevance`` (NULL: not computed yet; ``topics_model`` names the model, so a new
 one recomputes). ``interest_topics``: the topics a typed interest means, once per distinct phrase, not per
-user. ``user_topic_affinity``: each user's net 👍/👎 per topic, weighted by how much each reacted post
-is about it, kept by triggers on ``deliveries`` like ``user_affinity``. ``deliveries.reason``: why the
+user. ``user_topic_affinity``: each user's net 👍/👎 per topic, weighted by the square of how much each
+reacted post is about it (a post is evidence about what it is mostly about, hardly about its side topics:
+nine dislikes of posts 10% about Rust do not cancel a like of one 90% about it), kept by triggers on
+``deliveries`` like ``user_affinity``. ``deliveries.reason``: why the
 selection picked a post (shown under it).
 
 Revision ID: 0009
@@ -33,7 +35,7 @@ BEGIN
     END IF;
     IF delta <> 0 THEN
         INSERT INTO user_topic_affinity AS a (user_id, topic, weight)
-        SELECT NEW.user_id, t.topic, sum(delta * t.w)
+        SELECT NEW.user_id, t.topic, sum(delta * t.w * t.w)
         FROM posts p CROSS JOIN LATERAL unnest(p.topics, p.topic_weights) t(topic, w)
         WHERE p.id = NEW.post_id AND t.topic IS NOT NULL AND t.w IS NOT NULL
         GROUP BY t.topic

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
-from hnpal.relevance.service import classify_posts, map_interests
 from hnpal.deliveries.models import Delivery
 from hnpal.deliveries.selection import select_posts
 from hnpal.deliveries.service import prepare
+from hnpal.relevance.service import classify_posts, map_interests
 
 LOOKBACK = timedelta(hours=24)
 
