@@ -81,7 +81,7 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # best, takes one place in every digest of five or more. A post's "why" names its strongest topic when its
 # relevance is at least MIN_REASON.
 RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
-           "explore_until": 1.5}  # fmt: skip
+           "explore_until": 1.5, "unmissable_window": 50}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -271,11 +271,12 @@ bounds AS MATERIALIZED (
 wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
 pt AS (SELECT wp.id AS post_id, wp.score, t.topic, t.w FROM wp, unnest(wp.topics, wp.topic_weights) t(topic, w)),
 -- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
+-- (in a window of :unmissable_window posts or more: among a handful, the best is no event)
 unmissable AS MATERIALIZED (
     SELECT id FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n,
-                           count(*) OVER () AS total, min(score) OVER () AS tenth
+                           min(score) OVER () AS tenth
                     FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
-    WHERE n = 1 AND total = 10 AND score >= :unmissable * tenth
+    WHERE n = 1 AND score >= :unmissable * tenth AND (SELECT count(*) FROM wp) >= :unmissable_window
 ),
 -- candidates with their interest hits: title words met by interest words or reacted topics (one hash join of
 -- (digest, word) with (post, word) pairs), the best by score, and the posts of the domains the user reacted
