@@ -152,16 +152,17 @@ iw AS MATERIALIZED (
 ),
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
--- a like counts up to 1, a dislike down to -:neg)
+-- liked topics relative to the most liked one, at most 1; a disliked one down to -:neg)
 ut AS MATERIALIZED (
-    SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned
+    SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned, sum(evidence) AS evidence
     FROM (
-        SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned
+        SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned, 0::float8 AS evidence
         FROM phrases p JOIN interest_topics it ON it.phrase = p.k
         CROSS JOIN LATERAL unnest(it.topics, it.weights) t(topic, w)
         UNION ALL
         SELECT d.digest_id, a.topic, 0,
-               CASE WHEN a.weight > 0 THEN LEAST(a.weight, 1) ELSE GREATEST(a.weight, -1) * :neg END
+               CASE WHEN a.weight > 0 THEN a.weight / GREATEST(max(a.weight) OVER (PARTITION BY d.digest_id), 1)
+                    ELSE GREATEST(a.weight, -1) * :neg END, a.weight
         FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
         WHERE abs(a.weight) >= 0.05
     ) x
@@ -175,7 +176,7 @@ profiled AS MATERIALIZED (
 -- :explore_until or more): every other place goes to the window's best of as many different subjects as
 -- possible (best first by dominant topic, away from what they disliked), so that they find what they like
 exploring AS MATERIALIZED (
-    SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0 AND max(learned) < :explore_until
+    SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0 AND max(evidence) < :explore_until
     EXCEPT SELECT digest_id FROM iw
 ),
 -- the posts any of these digests may take, once, locked like the users (ranked takes its posts from here, so
@@ -322,6 +323,8 @@ candidates AS MATERIALIZED (
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
+           du.exploring AND EXISTS (SELECT 1 FROM ut WHERE ut.digest_id = du.digest_id AND ut.topic = p.topics[1]
+                                                       AND ut.learned < 0) AS disliked,
            CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
                 -- relevance first (topics, and interest words in the title), the score second
                 THEN (GREATEST(c.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
@@ -347,10 +350,14 @@ SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
     SELECT r.*, row_number() OVER (PARTITION BY digest_id ORDER BY
                CASE WHEN exploring THEN LEAST(2 * best - 1, 2 * varied) ELSE best END, rank DESC, post_id DESC)
                AS position
-    FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, rank DESC, post_id DESC) AS varied
+    -- varied: each subject's best first (nth), subjects (a post's dominant topic) not disliked before the
+    -- others, the window's most common subjects first (where a reader is likeliest to find theirs)
+    FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, disliked, common DESC, rank DESC,
+                                                                         post_id DESC) AS varied
           FROM (SELECT ranked.*,
                        row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS best,
-                       row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth
+                       row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth,
+                       count(*) OVER (PARTITION BY digest_id, dominant) AS common
                 FROM ranked) v) r
 ) t
 WHERE position <= max_posts
