@@ -11,7 +11,7 @@
 
 Everything shares the test run's database and a Redis key prefix of its own (broker queues included,
 so stale tasks of other test modules are never consumed). The sandbox's update ids start above every
-id already stored, because the bot resumes polling after the largest stored update_id.
+id already stored, so that no test's update collides with an earlier module's row.
 
 The :class:`Stack` methods send as a user and wait for the outcome: the update's row in
 ``telegram_updates`` reaching ``processed`` or ``quarantined`` (replies, edits and button answers all
