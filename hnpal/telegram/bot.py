@@ -450,6 +450,7 @@ class BotProcess:
             expected = secret.get_secret_value()
         expected_bytes = expected.encode()
         process = self
+        highest = [await asyncio.to_thread(stored_maximum)]  # of updates that passed the secret only
 
         class Handler(tornado.web.RequestHandler):
             async def post(self) -> None:
@@ -467,11 +468,13 @@ class BotProcess:
                     self.set_status(400)
                     return
                 try:
-                    await accept([update], bot_username=process.username)
+                    stored = await accept([update], bot_username=process.username)
                 except Exception:  # noqa: BLE001 - not stored: Telegram must send it again
                     log.exception("webhook update not stored")
                     self.set_status(500)
                     return
+                if stored.new:
+                    highest[0] = restarted(highest[0], stored.new, stored.new)
                 process.received += 1
                 self.set_status(200)
 
