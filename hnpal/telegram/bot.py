@@ -166,8 +166,8 @@ def store_updates(
         for (row, user_id, chat_id), wait in zip(senders, waits, strict=True):
             if wait > 0:
                 row.update(status="deferred", delay=wait, error="deferred: over the sender's update budget")
-                if user_id is not None and user_id == chat_id:
-                    stored.over_budget.add(user_id)
+                if user_id is not None and user_id == chat_id and "message" in row["payload"]:
+                    stored.over_budget.add(user_id)  # told when they write (taps on buttons wait quietly)
     # One autocommitted statement (no BEGIN/COMMIT round trips); a batch is all or nothing all the same.
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         new = set(conn.scalars(_store_statement(), rows))
