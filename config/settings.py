@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     )
     telegram_chat_rate: float = Field(default=1.0, gt=0, le=30, description="Messages per second to one chat.")
     telegram_timeout: float = Field(default=15.0, gt=0, le=120, description="Seconds per Bot API request.")
+    telegram_user_update_rate: float = Field(
+        default=0.5, gt=0, le=100, description="Updates per second one user may have handled; the rest waits."
+    )
+    telegram_user_update_burst: int = Field(
+        default=5, ge=1, le=1000, description="Updates one user may send back to back before waiting."
+    )
+    telegram_group_update_rate: float = Field(
+        default=0.5, gt=0, le=100, description="Updates per second handled from one group chat (all members)."
+    )
+    telegram_group_update_burst: int = Field(
+        default=10, ge=1, le=1000, description="Updates one group chat may send back to back before waiting."
+    )
     telegram_callback_secret: SecretStr | None = Field(
         default=None, description="Key that signs button data. Empty: derived from the bot token."
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from hnpal.celery import app
@@ -105,7 +105,8 @@ CLAIM = text(
     WHERE t.update_id = :update_id AND t.status NOT IN ('processed', 'quarantined')
       AND NOT (:check_order AND t.chat_id IS NOT NULL AND EXISTS (
           SELECT 1 FROM telegram_updates e
-          WHERE e.chat_id = t.chat_id AND e.update_id < t.update_id AND e.status IN ('received', 'failed')
+          WHERE e.chat_id = t.chat_id AND e.update_id < t.update_id
+            AND e.status IN ('received', 'failed', 'deferred')
             AND e.received_at > now() - interval '2 minutes'))
     RETURNING t.payload, t.attempts
     """
@@ -159,9 +160,39 @@ def _quarantine(update_id: int, payload: dict, exc: BaseException) -> str:
     return "quarantined"
 
 
+OVER_BUDGET = (
+    "You're sending messages faster than I can answer them all. I've kept every one and will go through "
+    "them in order (about one every {seconds:g} s); {waiting} waiting. Other people's messages go first "
+    "meanwhile."
+)
+
+
+@app.task(name="hnpal.telegram.over_budget", bind=True, max_retries=3)
+def over_budget(self, telegram_id: int) -> int:
+    """Tell a user their updates are over the budget and wait in their own line (the bot enqueues this at
+    most once a minute per user). Returns how many of their updates wait."""
+    from config.settings import get_settings
+
+    with session_scope() as session:
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(TelegramUpdate)
+            .where(TelegramUpdate.chat_id == telegram_id, TelegramUpdate.status == "deferred")
+        )
+    seconds = round(1 / get_settings().telegram_user_update_rate, 1)
+    try:
+        _outbox().send(telegram_id, OVER_BUDGET.format(seconds=seconds, waiting=waiting or "some"))
+    except Forbidden:
+        return waiting or 0
+    except TRANSIENT as exc:
+        raise self.retry(countdown=getattr(exc, "retry_after", None) or 5) from None
+    return waiting or 0
+
+
 @app.task(name="hnpal.telegram.sweep")
 def sweep() -> int:
-    """Re-enqueue updates whose task was lost; drop expired quarantine and old processed rows."""
+    """Re-enqueue updates whose task was lost (deferred ones once their time has come, and those deferred
+    further than a task's countdown may reach); drop expired quarantine and old processed rows."""
     now = datetime.now(UTC)
     with session_scope() as session:
         stuck = list(
@@ -175,6 +206,14 @@ def sweep() -> int:
                 .order_by(TelegramUpdate.update_id)
                 .limit(1000)
             )
+        )
+        # A deferred update's task runs at its time; one still deferred a minute later lost its task (or
+        # was deferred beyond the longest countdown and never had one).
+        stuck += session.scalars(
+            select(TelegramUpdate.update_id)
+            .where(TelegramUpdate.status == "deferred", TelegramUpdate.deferred_until < now - timedelta(minutes=1))
+            .order_by(TelegramUpdate.deferred_until)
+            .limit(1000)
         )
         session.execute(
             delete(TelegramUpdate).where(TelegramUpdate.status == "quarantined", TelegramUpdate.expires_at < now)

@@ -83,6 +83,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "HNPAL_REDIS_KEY_PREFIX": REDIS_PREFIX,
             "HNPAL_DATA_DIR": str(_tmp_root / "var"),
             "HNPAL_LOG_LEVEL": "INFO",
+            # Tests press buttons and send commands far faster than a person: a budget of their own, so
+            # only the fairness tests (tests/telegram/test_fairness.py, with the defaults) meet deferrals.
+            "HNPAL_TELEGRAM_USER_UPDATE_RATE": "50",
+            "HNPAL_TELEGRAM_USER_UPDATE_BURST": "500",
+            "HNPAL_TELEGRAM_GROUP_UPDATE_RATE": "50",
+            "HNPAL_TELEGRAM_GROUP_UPDATE_BURST": "500",
         }
     )
     for key in list(os.environ):
@@ -92,6 +98,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "HNPAL_REDIS_KEY_PREFIX",
             "HNPAL_DATA_DIR",
             "HNPAL_LOG_LEVEL",
+            "HNPAL_TELEGRAM_USER_UPDATE_RATE",
+            "HNPAL_TELEGRAM_USER_UPDATE_BURST",
+            "HNPAL_TELEGRAM_GROUP_UPDATE_RATE",
+            "HNPAL_TELEGRAM_GROUP_UPDATE_BURST",
             "HNPAL_TEST_DATABASE_URL",
             "HNPAL_TEST_REDIS_URL",
         }:

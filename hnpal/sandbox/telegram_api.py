@@ -62,7 +62,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from hnpal.sandbox._server import LoopbackServer, SandboxHandler
 
 DEFAULT_TOKEN = "123456:sandbox-token"
-FAULT_KINDS = ("error_500", "bad_gateway", "too_many_requests", "timeout", "drop")
+FAULT_KINDS = ("error_500", "bad_gateway", "bad_request", "too_many_requests", "timeout", "drop")
 JSON_UTF8 = "application/json"
 MAX_TEXT_UTF16 = 4096
 MAX_CAPTION_UTF16 = 1024
@@ -1155,6 +1155,8 @@ class TelegramServer(LoopbackServer):
 
         * ``error_500(description="Internal Server Error")``: 500 in the Bot API error shape;
         * ``bad_gateway``: 502 with nginx's HTML page, as Telegram's front end sometimes answers;
+        * ``bad_request(description="message can't be edited")``: 400 (an edit of a message older than
+          48 hours, or otherwise no longer editable, is refused so);
         * ``too_many_requests(retry_after=1)``: 429 with ``parameters.retry_after`` (not counted in
           :attr:`too_many_requests`, which counts enforced limits only);
         * ``timeout(seconds=30)``: wait, then answer normally (the client's timeout fires first);
@@ -1515,6 +1517,8 @@ class TelegramServer(LoopbackServer):
                 b"</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n"
             )
             return Reply(502, page, "text/html")
+        if kind == "bad_request":
+            return _error_reply(_bad(str(params.get("description", "message can't be edited"))))
         if kind == "too_many_requests":
             return _error_reply(_too_many(max(1, int(params.get("retry_after", 1)))))
         if kind == "timeout":

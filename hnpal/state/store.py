@@ -123,6 +123,15 @@ class StateStore:
             log.warning("redis unavailable, deleting %s skipped: %s", keys, exc)
             return False
 
+    def once(self, name: str, ttl: int) -> bool:
+        """True the first time ``name`` is asked for within ``ttl`` seconds (a notice sent at most once
+        per interval), False after that. Redis unreachable: True (a notice too many beats none)."""
+        try:
+            return bool(self.client.set(f"{self.prefix}once:{name}", b"1", nx=True, ex=max(1, int(ttl))))
+        except (redis.RedisError, OSError) as exc:
+            log.warning("redis unavailable, notice %s not rate-limited: %s", name, exc)
+            return True
+
     # --- FSM -----------------------------------------------------------------------------------------
     def get_fsm(self, telegram_id: int) -> FsmState | None:
         raw = self._get(self.fsm_key(telegram_id))

@@ -8,7 +8,10 @@ nothing (Telegram sends the update again); a crash after it leaves a stored row 
 enqueues. Database writes and enqueueing run in worker threads, never on the event loop.
 
 Webhook mode (HNPAL_TELEGRAM_MODE=webhook) answers Telegram's POST only after the write, so Telegram
-retries an update we could not store.
+retries an update we could not store; it always checks Telegram's secret header (see ``_webhook``).
+
+Before an update is enqueued it is charged to its sender's budget (hnpal/telegram/fairness.py): a flood
+is deferred into its sender's own line instead of the shared queue.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, case, func, null, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.telegram.fairness import Budget
 from hnpal.telegram.models import TelegramUpdate
 
 log = logging.getLogger(__name__)
 # Updates are fetched raw on purpose (see above); python-telegram-bot suggests its parsed method.
 warnings.filterwarnings("ignore", message=".*Bot.getUpdates.*")
+OVER_BUDGET_NOTICE_INTERVAL = 60  # a user over their update budget hears about it at most once a minute
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("digest", "A digest now"),
@@ -85,29 +92,155 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def store_updates(updates: Iterable[dict[str, Any]]) -> list[int]:
-    """Write updates ahead of handling them; returns the ids that were new (to enqueue)."""
-    rows = []
+# An update id seen again within this long is the same update (Telegram keeps an unconfirmed update for
+# 24 hours); a finished row older than that with the same id is an older update of a restarted sequence
+# (after a week without updates Telegram may restart the ids at a random value) and is replaced.
+DEDUP_WINDOW = timedelta(days=1)
+
+
+@dataclass
+class Stored:
+    """What :func:`store_updates` did with a batch: the new updates to enqueue now, those deferred (id and
+    seconds to wait) and the ids ignored at once (a command for another bot)."""
+
+    now: list[int] = field(default_factory=list)
+    deferred: list[tuple[int, float]] = field(default_factory=list)
+    ignored: list[int] = field(default_factory=list)
+    over_budget: set[int] = field(default_factory=set)  # senders (private chats) that went over their budget
+
+    @property
+    def new(self) -> list[int]:
+        return sorted([*self.now, *(i for i, _ in self.deferred), *self.ignored])
+
+
+def for_another_bot(update: dict[str, Any], username: str | None) -> bool:
+    """A command in a group addressed to another bot (``/x@OtherBot``): not ours to handle."""
+    from hnpal.telegram.service import addressed_to
+
+    body = update.get("message")
+    if not isinstance(body, dict) or not isinstance(body.get("chat"), dict):
+        return False
+    if body["chat"].get("type") == "private" or not isinstance(body.get("text"), str):
+        return False
+    target = addressed_to(body["text"]) if body["text"].startswith("/") else None
+    return target is not None and target != (username or "").casefold()
+
+
+def store_updates(
+    updates: Iterable[dict[str, Any]], *, bot_username: str | None = None, budget: Budget | None = None
+) -> Stored:
+    """Write updates ahead of handling them. With a ``budget``, each is charged to its sender's (and
+    group's) budget first: one over it is stored 'deferred' until its slot (see hnpal/telegram/fairness.py).
+    A group command for another bot is stored as processed, with the reason, and not handled."""
+    rows, senders, seen = [], [], set()
     for update in updates:
         update_id = update.get("update_id")
         if not _bigint(update_id) or update_id < 0:
             log.warning("update without a valid update_id ignored: %.200s", json.dumps(update))
             continue
+        if update_id in seen:  # the same update twice in one batch: one row (an upsert touches a row once)
+            continue
+        seen.add(update_id)
         user_id, chat_id = _ids(update)
-        rows.append(
-            {"update_id": update_id, "payload": _storable(update), "telegram_user_id": user_id, "chat_id": chat_id}
-        )
+        row = {
+            "update_id": update_id,
+            "payload": _storable(update),
+            "telegram_user_id": user_id,
+            "chat_id": chat_id,
+            "status": "received",
+            "error": None,
+            "delay": 0.0,
+        }
+        if for_another_bot(update, bot_username):
+            row.update(status="processed", error="ignored: a command for another bot")
+        else:
+            senders.append((row, user_id, chat_id))
+        rows.append(row)
     if not rows:
-        return []
+        return Stored()
+    stored = Stored()
+    if budget is not None and senders:
+        from hnpal.state.store import get_redis
+
+        waits = budget.charge(get_redis(), [(u, c) for _, u, c in senders])
+        for (row, user_id, chat_id), wait in zip(senders, waits, strict=True):
+            if wait > 0:
+                row.update(status="deferred", delay=wait, error="deferred: over the sender's update budget")
+                if user_id is not None and user_id == chat_id and "message" in row["payload"]:
+                    stored.over_budget.add(user_id)  # told when they write (taps on buttons wait quietly)
     # One autocommitted statement (no BEGIN/COMMIT round trips); a batch is all or nothing all the same.
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        return sorted(conn.scalars(_store_statement(), rows))
+        new = set(conn.scalars(_store_statement(), rows))
+    for row in rows:
+        if row["update_id"] not in new:
+            continue
+        if row["status"] == "processed":
+            stored.ignored.append(row["update_id"])
+        elif row["status"] == "deferred":
+            stored.deferred.append((row["update_id"], row["delay"]))
+        else:
+            stored.now.append(row["update_id"])
+    stored.now.sort()
+    return stored
 
 
 @functools.cache
 def _store_statement():  # type: ignore[no-untyped-def]
-    """The write-ahead insert, built once (executemany-free: one multi-row INSERT per batch)."""
-    return insert(TelegramUpdate).on_conflict_do_nothing().returning(TelegramUpdate.update_id)
+    """The write-ahead insert, built once (executemany-free: one multi-row INSERT per batch). A row with the
+    same id is kept (a duplicate) unless it is finished and older than :data:`DEDUP_WINDOW`."""
+    values = {
+        "update_id": bindparam("update_id"),
+        "payload": bindparam("payload", type_=TelegramUpdate.payload.type),
+        "telegram_user_id": bindparam("telegram_user_id"),
+        "chat_id": bindparam("chat_id"),
+        "status": bindparam("status"),
+        "error": bindparam("error"),
+        "processed_at": case((bindparam("status") == "processed", func.now()), else_=null()),
+        "deferred_until": case(
+            (bindparam("status") == "deferred", func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("delay"))),
+            else_=null(),
+        ),
+    }
+    stmt = insert(TelegramUpdate).values(values)
+    replace = {
+        k: stmt.excluded[k]
+        for k in ("payload", "telegram_user_id", "chat_id", "status", "error", "processed_at", "deferred_until")
+    }
+    replace.update(attempts=0, received_at=func.now(), expires_at=null())
+    return stmt.on_conflict_do_update(
+        index_elements=[TelegramUpdate.update_id],
+        set_=replace,
+        # literal SQL: a batch is one executemany, which takes no expanding IN parameter
+        where=text(
+            "telegram_updates.status IN ('processed', 'quarantined') AND "
+            f"telegram_updates.received_at < now() - interval '{int(DEDUP_WINDOW.total_seconds())} seconds'"
+        ),
+    ).returning(TelegramUpdate.update_id)
+
+
+def enqueue_deferred(deferred: list[tuple[int, float]], updates: Iterable[dict[str, Any]] = ()) -> None:
+    """Enqueue deferred updates with their countdowns; one further away than the longest countdown a task
+    may carry (HNPAL_MAX_COUNTDOWN) is left to the sweep, which enqueues it when it is due."""
+    from tasks.discussions import message
+    from tasks.telegram import handle
+
+    longest = get_settings().max_countdown
+    by_id = {u.get("update_id"): u for u in updates}
+    for update_id, wait in deferred:
+        if wait <= longest:
+            task = message if _in_discussion(by_id.get(update_id)) else handle
+            task.apply_async((update_id,), countdown=wait)
+
+
+def notify_over_budget(senders: set[int]) -> None:
+    """Tell each user who just went over their budget, at most once per interval (a Redis key)."""
+    from hnpal.state.store import StateStore
+    from tasks.telegram import over_budget
+
+    store = StateStore()
+    for user_id in sorted(senders):
+        if store.once(f"budget-notice:{user_id}", OVER_BUDGET_NOTICE_INTERVAL):
+            over_budget.delay(user_id)
 
 
 def enqueue(update_ids: list[int], updates: Iterable[dict[str, Any]] = ()) -> None:
@@ -143,18 +276,44 @@ def _in_discussion(update: dict[str, Any] | None) -> bool:
     return state is not None and state.state == BotState.DISCUSSION and not state.data.get("awaiting")
 
 
-def resume_offset() -> int | None:
-    """The first update_id not stored yet (None on a fresh database: take what Telegram has)."""
+def stored_maximum() -> int | None:
+    """The largest update_id stored (None on a fresh database)."""
     with session_scope() as session:
-        last = session.scalar(select(func.max(TelegramUpdate.update_id)))
-    return None if last is None else last + 1
+        return session.scalar(select(func.max(TelegramUpdate.update_id)))
 
 
-async def accept(updates: list[dict[str, Any]]) -> None:
-    """Store, then enqueue: both off the event loop."""
-    new = await asyncio.to_thread(store_updates, updates)
-    if new:
-        await asyncio.to_thread(enqueue, new, updates)
+def restarted(highest: int | None, ids: list[int], new: list[int]) -> int:
+    """Log when a batch brings new updates whose ids are below the largest seen so far (Telegram restarted
+    its sequence, or an earlier id was forged): they are handled all the same. Returns the new largest."""
+    if highest is not None:
+        below = [i for i in new if i < highest]
+        if below:
+            log.warning(
+                "update ids restarted below the largest seen (%d new updates from id %d; largest so far %d): "
+                "handled as usual, duplicates recognised by id within %s",
+                len(below), min(below), highest, DEDUP_WINDOW,
+            )  # fmt: skip
+    return max(ids) if highest is None else max(highest, *ids)
+
+
+def accept_sync(updates: list[dict[str, Any]], *, bot_username: str | None = None) -> Stored:
+    """Store (charging each update to its sender's budget), then enqueue: what is within the budget now,
+    the rest with its countdown; tell a user who went over their budget."""
+    stored = store_updates(updates, bot_username=bot_username, budget=Budget.from_settings())
+    if stored.now:
+        enqueue(stored.now, updates)
+    if stored.deferred:
+        enqueue_deferred(stored.deferred, updates)
+        log.info("%d updates deferred (over their sender's budget)", len(stored.deferred))
+    if stored.ignored:
+        log.info("%d group commands for other bots ignored", len(stored.ignored))
+    notify_over_budget(stored.over_budget)
+    return stored
+
+
+async def accept(updates: list[dict[str, Any]], *, bot_username: str | None = None) -> Stored:
+    """:func:`accept_sync` off the event loop."""
+    return await asyncio.to_thread(functools.partial(accept_sync, updates, bot_username=bot_username))
 
 
 class BotProcess:
@@ -164,6 +323,7 @@ class BotProcess:
             raise SystemExit("HNPAL_TELEGRAM_TOKEN is not set: the bot needs a token from @BotFather")
         self.stopping = asyncio.Event()
         self.received = 0
+        self.username: str | None = None  # ours, casefolded (known once the application is initialised)
 
     def _application(self):  # type: ignore[no-untyped-def]
         from telegram.ext import Application
@@ -195,6 +355,7 @@ class BotProcess:
         async with application:
             bot = application.bot
             me = bot.bot
+            self.username = me.username.casefold() if me.username else None
             log.info("bot @%s started (%s)", me.username, self.settings.telegram_mode)
             try:
                 await bot.set_my_commands(COMMANDS)
@@ -207,10 +368,15 @@ class BotProcess:
         log.info("bot stopped after %d updates", self.received)
 
     async def _poll(self, bot) -> None:  # type: ignore[no-untyped-def]
+        """Long polling. The offset only confirms a batch just stored (the call after it); every other call
+        goes without one and gets whatever Telegram has not had confirmed. So nothing depends on update ids
+        only growing: after a week without updates Telegram may restart them at a random value, and a
+        stored maximum used as the offset would confirm (drop) every update below it."""
         from telegram.error import NetworkError, RetryAfter, TimedOut
 
         await bot.delete_webhook(drop_pending_updates=False)
-        offset = await asyncio.to_thread(resume_offset)
+        highest = await asyncio.to_thread(stored_maximum)
+        offset: int | None = None
         backoff = 1.0
         while not self.stopping.is_set():
             params: dict[str, Any] = {
@@ -238,12 +404,13 @@ class BotProcess:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
+            offset = None  # this call confirmed the last batch
             if not isinstance(updates, list) or not updates:
                 continue
             updates = [u for u in updates if isinstance(u, dict)]
             while not self.stopping.is_set():
                 try:
-                    await accept(updates)
+                    stored = await accept(updates, bot_username=self.username)
                     break
                 except Exception as exc:  # noqa: BLE001 - database or broker down: keep the batch, retry
                     log.error("could not store %d updates (%s); retrying in %.0fs", len(updates), exc, backoff)
@@ -252,9 +419,10 @@ class BotProcess:
             else:
                 break
             self.received += len(updates)
-            ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+            ids = [u["update_id"] for u in updates if _bigint(u.get("update_id")) and u["update_id"] >= 0]
             if ids:
-                offset = max(ids) + 1  # confirmed only now that they are stored
+                highest = restarted(highest, ids, stored.new)
+                offset = max(ids) + 1  # confirmed by the next call, now that they are stored
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -263,16 +431,32 @@ class BotProcess:
             pass
 
     async def _webhook(self, bot) -> None:  # type: ignore[no-untyped-def]
+        """Webhook mode. Telegram's secret header is the only proof that a POST comes from Telegram, so the
+        webhook never runs without one: the configured HNPAL_TELEGRAM_WEBHOOK_SECRET, else a random one made
+        for this run and registered with setWebhook. It is compared in constant time; a POST without it is
+        refused (403) before anything is read or stored."""
+        import secrets
+
         import tornado.web
 
         secret = self.settings.telegram_webhook_secret
-        expected = secret.get_secret_value() if secret else None
+        if secret is None:
+            expected = secrets.token_urlsafe(48)  # Telegram allows A-Z, a-z, 0-9, _ and -: so does this
+            log.warning(
+                "HNPAL_TELEGRAM_WEBHOOK_SECRET is not set: a random secret was generated and registered for "
+                "this run (set one to keep it across restarts)"
+            )
+        else:
+            expected = secret.get_secret_value()
+        expected_bytes = expected.encode()
         process = self
+        highest = [await asyncio.to_thread(stored_maximum)]  # of updates that passed the secret only
 
         class Handler(tornado.web.RequestHandler):
             async def post(self) -> None:
-                given = self.request.headers.get("X-Telegram-Bot-Api-Secret-Token")
-                if expected is not None and not (given and hmac.compare_digest(given, expected)):
+                given = self.request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+                if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected_bytes):
+                    log.warning("webhook call without the right secret refused (from %s)", self.request.remote_ip)
                     self.set_status(403)
                     return
                 try:
@@ -284,11 +468,13 @@ class BotProcess:
                     self.set_status(400)
                     return
                 try:
-                    await accept([update])
+                    stored = await accept([update], bot_username=process.username)
                 except Exception:  # noqa: BLE001 - not stored: Telegram must send it again
                     log.exception("webhook update not stored")
                     self.set_status(500)
                     return
+                if stored.new:
+                    highest[0] = restarted(highest[0], stored.new, stored.new)
                 process.received += 1
                 self.set_status(200)
 

@@ -9,14 +9,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
-UPDATE_STATUSES = ("received", "processed", "failed", "quarantined")
+UPDATE_STATUSES = ("received", "processed", "failed", "quarantined", "deferred")
 
 
 class TelegramUpdate(Base):
     """Write-ahead log and recovery cursor for incoming updates.
 
     The bot stores each update here before enqueueing it, and resumes polling after the largest stored
-    update_id. A poison update is quarantined (with ``expires_at`` 7 days on) instead of retried forever.
+    update_id. An update over its sender's budget is 'deferred' (handled at ``deferred_until``, never dropped).
+    A poison update is quarantined (with ``expires_at`` 7 days on) instead of retried forever.
     """
 
     __tablename__ = "telegram_updates"
@@ -25,6 +26,7 @@ class TelegramUpdate(Base):
         CheckConstraint(f"status IN {UPDATE_STATUSES!r}", name="status_valid"),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
         CheckConstraint("status <> 'quarantined' OR expires_at IS NOT NULL", name="quarantine_expires"),
+        CheckConstraint("status <> 'deferred' OR deferred_until IS NOT NULL", name="deferred_until_set"),
         Index(
             "ix_telegram_updates_pending",
             "status",
@@ -36,6 +38,7 @@ class TelegramUpdate(Base):
             "expires_at",
             postgresql_where=text("status = 'quarantined'"),
         ),
+        Index("ix_telegram_updates_deferred", "deferred_until", postgresql_where=text("status = 'deferred'")),
     )
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -48,3 +51,5 @@ class TelegramUpdate(Base):
     received_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     processed_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    # 'deferred': over its sender's (or chat's) budget; handled at this time, after everyone else's
+    deferred_until: Mapped[datetime | None]

@@ -1,14 +1,16 @@
 """Sending to Telegram from tasks: the Bot API client behind the shared rate limiter.
 
 Every message and edit first takes a token from the limiter (about 30 messages/s over all sender
-processes, or 1000/s with paid broadcasts, and 1 per second per chat); a 429 that still happens makes
-the whole fleet hold off for ``retry_after`` and is raised to the task, which retries later. Button
+processes, or 1000/s with paid broadcasts, and 1 per second per chat); a 429 that still happens holds
+that chat off for ``retry_after`` (a group's 20-a-minute limit must not stop everyone else's replies), or
+the whole fleet when 429s hit several chats at once (the overall limit: see
+:meth:`~hnpal.telegram.ratelimit.SendLimiter.penalize_429`), and is raised to the task, which retries later. Button
 answers are not rate-limited by Telegram and go straight out.
 
 The outbox of one reply (``reply=True``: an update's handling, a discussion answer) finishes a reply it
 has started: once one of its messages is out, a 429 is waited out in place (up to
 ``max_started_wait``) instead of being raised, because the task's retry would send the reply again from
-its first message. The whole fleet is held off for that time anyway.
+its first message. The chat (or the fleet) is held off for that time anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from hnpal.telegram.client import BadRequest, BotAPI, RetryAfter, is_not_modifie
 from hnpal.telegram.ratelimit import Reservation, SendLimiter
 
 log = logging.getLogger(__name__)
+
+
+def uneditable(exc: BadRequest) -> bool:
+    """A 400 about the message edited, not about what was sent: too old, deleted, not the bot's, or
+    otherwise not editable. (A text Telegram cannot parse is refused as a new message too.)"""
+    description = exc.description.lower()
+    return "parse" not in description and ("edit" in description or "message_id_invalid" in description
+                                            or "message not found" in description)  # fmt: skip
 
 
 class TelegramOutbox:
@@ -58,7 +68,7 @@ class TelegramOutbox:
                 result = call()
             except RetryAfter as exc:
                 wait = exc.retry_after or 1.0
-                self.limiter.penalize(wait)
+                self.limiter.penalize_429(wait, chat_id)  # that chat only, unless the overall limit was hit
                 count_telegram_429(self.limiter.redis)  # hnpal_telegram_429_total (best effort)
                 # a started reply waits longer and tries once more; anything else goes back to its task
                 longest, tries = (self.max_started_wait, 3) if self.reply and self.sent else (self.max_inline_retry, 2)
@@ -83,6 +93,8 @@ class TelegramOutbox:
         return self._paced(chat_id, call, reservation)
 
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict:
+        """Replace a message's text; when Telegram will not edit it (too old, deleted, a message of the
+        user's), the new text goes out as a fresh message instead: the button's work is done and kept."""
         try:
             return self._paced(
                 chat_id,
@@ -92,9 +104,14 @@ class TelegramOutbox:
         except BadRequest as exc:
             if is_not_modified(exc):  # pressing the same button twice: nothing to change
                 return {}
-            raise
+            if not uneditable(exc):
+                raise
+            log.info("message %s in chat %s cannot be edited (%s): sent anew", message_id, chat_id, exc.description)
+            return self.send(chat_id, text, reply_markup=reply_markup)
 
-    def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict:
+    def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict | None:
+        """Replace a message's buttons; None when Telegram will not edit the message (the caller sends a
+        fresh one if the buttons matter)."""
         try:
             return self._paced(
                 chat_id, lambda: self.api.edit_message_reply_markup(chat_id, message_id, reply_markup), new=False
@@ -102,7 +119,10 @@ class TelegramOutbox:
         except BadRequest as exc:
             if is_not_modified(exc):
                 return {}
-            raise
+            if not uneditable(exc):
+                raise
+            log.info("buttons of message %s in chat %s cannot be edited (%s)", message_id, chat_id, exc.description)
+            return None
 
     def send_document(self, chat_id: int, filename: str, data: bytes, caption: str | None = None) -> dict:
         """Upload ``data`` as a file named ``filename`` (paced like a message; the caption is plain text)."""

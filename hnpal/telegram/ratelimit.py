@@ -188,6 +188,21 @@ return 1
 """
 
 
+# A 429 for one chat: KEYS: the recent 429s (a sorted set of chat ids by time); ARGV: chat id, window (s).
+# Returns how many distinct chats met a 429 within the window, this one included.
+_RECENT_429_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000) + 1000)
+return redis.call('ZCARD', KEYS[1])
+"""
+RECENT_429_KEY = "send/recent429"
+GLOBAL_429_WINDOW = 2.0  # 429s in this many distinct chats within this many seconds: the overall limit
+GLOBAL_429_CHATS = 2
+
+
 class LimiterTimeout(Exception):  # noqa: N818 - the name the callers use
     """The send could not be allowed within ``max_wait``; retry it in ``retry_in`` seconds (also
     ``retry_after``, the name :class:`~hnpal.telegram.client.RetryAfter` uses)."""
@@ -315,6 +330,7 @@ class SendLimiter:
         self._reserve_script = self.redis.register_script(_RESERVE_LUA)
         self._penalize_script = self.redis.register_script(_PENALIZE_LUA)
         self._reserve_many_script = self.redis.register_script(_RESERVE_MANY_LUA)
+        self._recent_script = self.redis.register_script(_RECENT_429_LUA)
         self._overall_key = self._key(OVERALL_KEY)
         self._block_key = self._key(BLOCK_KEY)
         self._burst_allowance = self.burst * self.overall_interval
@@ -362,7 +378,7 @@ class SendLimiter:
 
     def load_scripts(self) -> None:
         """Load the Lua scripts into Redis now (one round trip each), not on a first send's clock."""
-        for script in (self._reserve_script, self._penalize_script, self._reserve_many_script):
+        for script in (self._reserve_script, self._penalize_script, self._reserve_many_script, self._recent_script):
             self.redis.script_load(script.script)  # the same sha the Script object computed
 
     # --- keys ------------------------------------------------------------------------------------
@@ -481,6 +497,20 @@ class SendLimiter:
         else:
             keys, allowance = (self._chat_key(chat_id), self._chat_block_key(chat_id)), 0.0
         self._penalize_script(keys=keys, args=(float(seconds), allowance))
+
+    def penalize_429(self, seconds: float, chat_id: int) -> bool:
+        """After a 429 on a send to ``chat_id``. Telegram does not say which limit it was: one chat's (1 a
+        second), a group's (20 a minute) or the bot's overall one. Only that chat is held off, unless 429s
+        met :data:`GLOBAL_429_CHATS` distinct chats within :data:`GLOBAL_429_WINDOW` seconds: then the
+        overall limit was hit and every sender holds off. Returns True for an overall block."""
+        if seconds <= 0:
+            return False
+        chats = int(self._recent_script(keys=(self._key(RECENT_429_KEY),), args=(int(chat_id), GLOBAL_429_WINDOW)))
+        overall = chats >= GLOBAL_429_CHATS
+        self.penalize(seconds, chat_id)
+        if overall:
+            self.penalize(seconds)
+        return overall
 
     def _seconds_until(self, keys: list[str]) -> float:
         pipe = self.redis.pipeline(transaction=False)

@@ -31,7 +31,7 @@ from hnpal.telegram import render
 from hnpal.telegram.callbacks import BadCallback, Callback, sign, verify
 from hnpal.telegram.render import esc
 from hnpal.users.models import User
-from hnpal.users.schemas import DigestPreferences
+from hnpal.users.schemas import DigestPreferences, zone_label
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ MAX_TEXT = 4000  # longest user text we look at; the rest is ignored
 class Outbox(Protocol):
     def send(self, chat_id: int, text: str, reply_markup: dict | None = None) -> dict: ...
     def edit(self, chat_id: int, message_id: int, text: str, reply_markup: dict | None = None) -> dict: ...
-    def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict: ...
+    def edit_markup(self, chat_id: int, message_id: int, reply_markup: dict | None) -> dict | None: ...
     def answer(self, callback_query_id: str, text: str | None = None) -> None: ...
     def send_document(self, chat_id: int, filename: str, data: bytes, caption: str | None = None) -> dict: ...
 
@@ -157,9 +157,7 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
     if not isinstance(chat, dict) or not isinstance(chat.get("id"), int) or isinstance(chat.get("id"), bool):
         raise MalformedUpdate("a message without a chat id")
     if chat.get("type") != "private":
-        text = message.get("text") or ""
-        if text.startswith("/"):
-            out.send(chat["id"], "HN Pal works in private chats only: open a chat with me and send /start.")
+        _group_message(out, store, chat["id"], message)
         return
     if not isinstance(sender.get("id"), int) or sender.get("is_bot"):
         return
@@ -195,6 +193,49 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
     discuss.on_idle_text(ctx, user, full_text)
 
 
+GROUP_NOTICE = "HN Pal works in private chats only: open a chat with me and send /start."
+GROUP_NOTICE_INTERVAL = 10 * 60  # one chat hears the notice at most once in this many seconds
+
+
+def _group_message(out: Outbox, store: StateStore, chat_id: int, message: dict[str, Any]) -> None:
+    """A group or channel: HN Pal answers only in private chats. A command of ours (``/help``,
+    ``/help@HNPalBot``) gets the notice, at most once per chat per interval (a flood of commands must not
+    hit Telegram's 20-a-minute group limit); a command addressed to another bot, or plain talk, nothing."""
+    text = message.get("text")
+    if not isinstance(text, str) or not text.startswith("/"):
+        return
+    target = addressed_to(text)
+    if target is not None and target != bot_username():
+        return
+    if store.once(f"group-notice:{int(chat_id)}", GROUP_NOTICE_INTERVAL):
+        out.send(chat_id, GROUP_NOTICE)
+
+
+def addressed_to(text: str) -> str | None:
+    """The bot a command names (``/help@OtherBot`` → ``otherbot``), casefolded; None when it names none."""
+    head = text.strip().split(maxsplit=1)[0] if text.strip() else ""
+    _, at, name = head.partition("@")
+    return name.casefold() if at else None
+
+
+_bot_username: list[str | None] = []  # this process's answer, once known
+
+
+def bot_username() -> str | None:
+    """This bot's username, casefolded (``getMe``, once per process); None if Telegram cannot say now (a
+    command addressed to some bot is then taken as another bot's)."""
+    from hnpal.telegram.client import BotAPI
+
+    if not _bot_username:
+        try:
+            name = BotAPI.from_settings().get_me().get("username")
+        except Exception as exc:  # noqa: BLE001 - not knowing our name only makes us quieter
+            log.warning("getMe failed (%s): commands addressed to a bot are ignored in groups", exc)
+            return None
+        _bot_username.append(name.casefold() if isinstance(name, str) else None)
+    return _bot_username[0]
+
+
 def _command_of(text: Any) -> str | None:
     """The command a message starts with (``/start@HNPalBot now`` → ``start``), or None."""
     if not isinstance(text, str) or not text.strip().startswith("/"):
@@ -224,10 +265,20 @@ def _touch_statement() -> Any:
         index_elements=[User.telegram_id],
         set_={
             **{k: stmt.excluded[k] for k in columns[1:]},
-            # writing to the bot again means they unblocked it
-            "status": case((User.status == "blocked", "active"), else_=User.status),
+            # writing to the bot again means they unblocked it (a paused user comes back paused)
+            "status": _unblocked(),
         },
     ).returning(User)
+
+
+def _unblocked() -> Any:
+    """The status of a user who unblocked the bot: 'paused' if they had paused their digests, else
+    'active'; any other status is kept."""
+    return case(
+        (User.status != "blocked", User.status),
+        (User.paused_at.is_not(None), "paused"),
+        else_="active",
+    )
 
 
 def _membership(session: Session, member: dict[str, Any]) -> None:
@@ -244,7 +295,7 @@ def _membership(session: Session, member: dict[str, Any]) -> None:
         )
     elif status == "member":
         session.execute(
-            update(User).where(User.telegram_id == user_id, User.status == "blocked").values(status="active")
+            update(User).where(User.telegram_id == user_id, User.status == "blocked").values(status=_unblocked())
         )
 
 
@@ -292,10 +343,10 @@ def cmd_help(ctx: Ctx, _: User, __: str) -> None:
 
 def cmd_pause(ctx: Ctx, user: User, _: str) -> None:
     if user.status == "paused":
-        user.status = "active"
+        user.status, user.paused_at = "active", None
         ctx.out.send(ctx.chat_id, "Digests resumed. /pause stops them again.")
     else:
-        user.status = "paused"
+        user.status, user.paused_at = "paused", datetime.now(UTC)
         ctx.out.send(ctx.chat_id, "Digests paused. /pause resumes them; /digest still works.")
 
 
@@ -365,7 +416,8 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
             "",
             f"Digest style: <b>{prefs.style}</b>",
             f"Summary style: <b>{prefs.summary_style}</b>",
-            f"Frequency: <b>{prefs.frequency.replace('_', ' ')}</b> at <b>{esc(when)}</b> ({esc(prefs.timezone)})",
+            f"Frequency: <b>{prefs.frequency.replace('_', ' ')}</b> at <b>{esc(when)}</b> "
+            f"({esc(zone_label(prefs.timezone))})",
             f"Posts per digest: <b>{prefs.max_posts}</b> · minimum score: <b>{prefs.min_score}</b>",
             f"Muted keywords: {esc(', '.join(prefs.muted_keywords) or '—')}",
             f"Muted domains: {esc(', '.join(prefs.muted_domains) or '—')}",
@@ -513,7 +565,10 @@ def btn_reaction(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
     if message_id is not None:
         card = deliveries.card_for(session=ctx.session, delivery=delivery)
         extra = _brief_rows(ctx, delivery, message)
-        ctx.out.edit_markup(ctx.chat_id, message_id, render.post_keyboard(card, ctx.telegram_id, extra))
+        keyboard = render.post_keyboard(card, ctx.telegram_id, extra)
+        if ctx.out.edit_markup(ctx.chat_id, message_id, keyboard) is None:  # no longer editable: a fresh card
+            fresh = render.post_keyboard(card, ctx.telegram_id)
+            ctx.out.send(ctx.chat_id, render.post_message(card), reply_markup=fresh)
     return notice
 
 
@@ -608,7 +663,9 @@ def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
         current.append(topic)
     user.interests = current
     if message_id is not None:
-        ctx.out.edit_markup(ctx.chat_id, message_id, _topics_keyboard(ctx.telegram_id, current))
+        keyboard = _topics_keyboard(ctx.telegram_id, current)
+        if ctx.out.edit_markup(ctx.chat_id, message_id, keyboard) is None:  # no longer editable: a fresh one
+            ctx.out.send(ctx.chat_id, "Which topics interest you? Pick any, then tap Done.", reply_markup=keyboard)
     return None
 
 

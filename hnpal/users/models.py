@@ -60,4 +60,6 @@ class User(TimestampMixin, Base):
     )
 
     last_interaction_at: Mapped[datetime | None]
+    # set by /pause, cleared by resuming: a block and unblock (status 'blocked', then back) keeps the pause
+    paused_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]

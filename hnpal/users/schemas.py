@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+import zoneinfo
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,15 +25,49 @@ SummaryStyle = Literal["basic", "technical", "business", "concise", "personalize
 Word = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=100)]
 
 
+# Files of the zone database that are not zones a person lives in: the host's own zone (whatever the server
+# is set to), the POSIX rules template, and the "Factory" placeholder (its abbreviation reads "-00").
+NOT_ZONES = frozenset({"localtime", "posixrules", "factory", "leapseconds", "zone.tab", "zone1970.tab", "tzdata.zi"})
+
+
+@functools.cache
+def _zones() -> dict[str, str]:
+    """The real IANA zones, by casefolded name (``europe/berlin`` → ``Europe/Berlin``)."""
+    return {
+        name.casefold(): name
+        for name in zoneinfo.available_timezones()
+        if name.casefold() not in NOT_ZONES and not name.startswith(("posix/", "right/"))
+    }
+
+
 def check_timezone(name: str) -> str:
-    """An IANA zone name (``Europe/Berlin``), or ValueError with a hint."""
+    """An IANA zone name (``Europe/Berlin``; any case), as the database spells it, or ValueError with a
+    hint. Only real zones: not the host's ``localtime``, ``posixrules`` or ``Factory``."""
+    canonical = _zones().get(name.strip().casefold()) if len(name) <= 64 else None
+    if canonical is None:
+        raise ValueError(f"unknown time zone {name[:64]!r}; use an IANA name such as Europe/Berlin or America/New_York")
     try:
-        ZoneInfo(name)
+        ZoneInfo(canonical)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin or America/New_York"
-        ) from None
-    return name
+        raise ValueError(f"time zone {canonical!r} cannot be loaded on this server") from None
+    return canonical
+
+
+_POSIX_OFFSET = re.compile(r"^(?:Etc/)?GMT[+-]\d{1,2}$")
+
+
+def zone_label(name: str, now: datetime | None = None) -> str:
+    """How a zone is shown: its name, and for the POSIX-style ``Etc/GMT±N`` zones the real offset too.
+    Their sign is the POSIX one, the opposite of what it looks like: ``Etc/GMT+3`` is three hours *behind*
+    UTC, shown as ``Etc/GMT+3 (UTC−03:00)``."""
+    if not _POSIX_OFFSET.match(name):
+        return name
+    from datetime import UTC
+
+    offset = (now or datetime.now(UTC)).astimezone(ZoneInfo(name)).utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "+" if minutes >= 0 else "\u2212"
+    return f"{name}, UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 class DigestPreferences(BaseModel):

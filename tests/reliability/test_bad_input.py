@@ -498,7 +498,7 @@ def run_telegram(case: Case, tg: Stack) -> None:
         from hnpal.telegram.bot import store_updates
 
         update_id = tg.server.first_update_id - 1000 - len(UPDATES)
-        assert store_updates([{**update, "update_id": update_id}]) == [update_id]
+        assert store_updates([{**update, "update_id": update_id}]).new == [update_id]
         tg.enqueue_handle(update_id)
     UPDATES.append(update_id)
     row = tg.wait_handled(update_id)

@@ -11,7 +11,7 @@
 
 Everything shares the test run's database and a Redis key prefix of its own (broker queues included,
 so stale tasks of other test modules are never consumed). The sandbox's update ids start above every
-id already stored, because the bot resumes polling after the largest stored update_id.
+id already stored, so that no test's update collides with an earlier module's row.
 
 The :class:`Stack` methods send as a user and wait for the outcome: the update's row in
 ``telegram_updates`` reaching ``processed`` or ``quarantined`` (replies, edits and button answers all
@@ -21,6 +21,7 @@ the worker's and the bot's logs are attached to its report.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -298,8 +299,9 @@ def _first_update_id() -> int:
     return largest + 100_000
 
 
-@pytest.fixture(scope="module")
-def tg_stack() -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(**extra_env: str) -> Iterator[Stack]:
+    """The sandbox, a worker and the bot, as :func:`tg_stack` describes, with ``extra_env`` on top."""
     from config.settings import reset_settings_cache
 
     server = TelegramServer(enforce_limits=True, first_update_id=_first_update_id())
@@ -315,6 +317,7 @@ def tg_stack() -> Iterator[Stack]:
         # this module asserts that no send ever met one. Paced at 4.5/s the margin covers about 50 ms more.
         "HNPAL_TELEGRAM_CHAT_RATE": "4.5",
         "HNPAL_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}tg-{uuid.uuid4().hex[:6]}:",
+        **extra_env,
     }
     # The test process signs and checks button data with the same settings as the bot's worker.
     patch = pytest.MonkeyPatch()
@@ -337,6 +340,12 @@ def tg_stack() -> Iterator[Stack]:
         from hnpal.telegram.client import close_clients
 
         close_clients()
+
+
+@pytest.fixture(scope="module")
+def tg_stack() -> Iterator[Stack]:
+    with running_stack() as stack:
+        yield stack
 
 
 @pytest.hookimpl(wrapper=True)

@@ -317,6 +317,36 @@ def test_pause_toggles_status(tg: Stack) -> None:
     assert user_row(uid)["status"] == "active"
 
 
+def test_pause_survives_a_block_and_unblock(tg: Stack) -> None:
+    """Paused, then blocked and unblocked (Telegram's membership updates), or blocked and then writing to the
+    bot again: still paused, no digests."""
+    uid = tg.new_user()
+    tg.send(uid, "/pause")
+    assert tg.inject(membership(tg, uid, "member", "kicked"))["status"] == "processed"
+    assert user_row(uid)["status"] == "blocked"
+    assert tg.inject(membership(tg, uid, "kicked", "member"))["status"] == "processed"
+    assert user_row(uid)["status"] == "paused"
+
+    tg.inject(membership(tg, uid, "member", "kicked"))
+    assert user_row(uid)["status"] == "blocked"
+    (reply,) = tg.send(uid, "/help")  # writing after a block (no membership update seen)
+    assert reply.text.startswith("HN Pal brings you")
+    assert user_row(uid)["status"] == "paused"
+
+    # a reply refused with 403 marks them blocked; writing again later still finds them paused
+    tg.server.block(uid)
+    command = [{"type": "bot_command", "offset": 0, "length": 5}]
+    tg.inject({"message": private_message(tg, uid, text="/help", entities=command)})
+    assert user_row(uid)["status"] == "blocked"
+    tg.server.unblock(uid)
+    (reply,) = tg.send(uid, "/pause")
+    assert reply.text.startswith("Digests resumed.")  # the pause was still there to lift
+    assert user_row(uid)["status"] == "active"
+    tg.inject(membership(tg, uid, "member", "kicked"))
+    tg.inject(membership(tg, uid, "kicked", "member"))
+    assert user_row(uid)["status"] == "active" and user_row(uid)["paused_at"] is None
+
+
 def test_unknown_command_and_plain_text(tg: Stack) -> None:
     uid = tg.new_user()
     (reply,) = tg.send(uid, "/frobnicate")
@@ -543,6 +573,31 @@ def test_settings_timezone(tg: Stack) -> None:
     assert prefs(uid)["timezone"] == "Europe/Berlin"
 
 
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "posix/Europe/Berlin", "right/UTC"])
+def test_settings_timezone_refuses_files_that_are_not_zones(tg: Stack, name: str) -> None:
+    """The zone database holds files that load as zones but are none a person lives in: the server's own
+    zone (``localtime``: whatever the host is set to), the POSIX template, the "Factory" placeholder."""
+    uid = tg.new_user()
+    (menu,) = tg.send(uid, "/settings")
+    ask(tg, uid, menu, "Time zone", "timezone")
+    reply = answer(tg, uid, name)
+    assert reply.startswith(f"⚠️ unknown time zone {name!r}; use an IANA name")
+    assert prefs(uid).get("timezone", "UTC") == "UTC"
+
+
+def test_settings_timezone_posix_offsets_are_shown_as_they_are(tg: Stack) -> None:
+    """``Etc/GMT+3`` is three hours behind UTC (POSIX signs): the settings say so; a name in another case
+    is stored as the database spells it."""
+    uid = tg.new_user()
+    (menu,) = tg.send(uid, "/settings")
+    ask(tg, uid, menu, "Time zone", "timezone")
+    reply = answer(tg, uid, "etc/gmt+3")
+    assert "daily at 07:00 (Etc/GMT+3, UTC\u221203:00)" in reply
+    assert prefs(uid)["timezone"] == "Etc/GMT+3"
+    ask(tg, uid, tg.send(uid, "/settings")[0], "Time zone", "timezone")
+    assert "(Etc/GMT-14, UTC+14:00)" in answer(tg, uid, "Etc/GMT-14")
+
+
 def test_settings_numbers(tg: Stack) -> None:
     uid = tg.new_user()
     (menu,) = tg.send(uid, "/settings")
@@ -729,7 +784,7 @@ def test_unknown_update_kinds_are_processed_silently(tg: Stack) -> None:
     # ...and when one is stored anyway (an older allowed_updates, a manual replay), handling it does nothing.
     update_id = tg.server.first_update_id - 10
     messages_before = len(tg.server.all_messages())
-    assert store_updates([{**poll, "update_id": update_id}]) == [update_id]
+    assert store_updates([{**poll, "update_id": update_id}]).new == [update_id]
     tg.enqueue_handle(update_id)
     row = tg.wait_handled(update_id)
     assert row["status"] == "processed" and row["error"] is None and row["attempts"] == 1
@@ -765,6 +820,31 @@ def test_group_chats_are_refused(tg: Stack) -> None:
         rows("SELECT id FROM digests g WHERE g.user_id IN (SELECT id FROM users WHERE telegram_id = :t)", t=uid) == []
     )
     assert tg.server.messages(uid) == []
+
+
+def test_a_group_hears_the_notice_once_and_commands_for_other_bots_are_ignored(tg: Stack) -> None:
+    """A flood of commands in a group: HN Pal's own get the "private chats only" notice once per chat per
+    interval (the 21st answer would meet Telegram's 20-a-minute group limit); commands addressed to another
+    bot are recorded as ignored, never handled or answered."""
+    uid = tg.new_user()
+    group = -1_000_000_000_000 - uid
+    updates = []
+    for n in range(12):
+        text_ = ("/help@OtherBot", "/start@hnpal_sandbox_bot", "/x@Other_Bot now", "/digest")[n % 4]
+        updates.append(tg.server.send_user_message(uid, text_, chat_type="supergroup", chat_id=group))
+    handled = [tg.wait_handled(u["update_id"]) for u in updates]
+    assert all(row["status"] == "processed" for row in handled)
+    for update, row in zip(updates, handled, strict=True):
+        other = "@Other" in update["message"]["text"]
+        assert (row["error"] == "ignored: a command for another bot") == other, update["message"]["text"]
+        assert (row["attempts"] == 0) == other  # never handed to a worker
+    notices = tg.server.messages(group)  # every reply is sent before its update's row is processed
+    assert [m.text for m in notices] == [service.GROUP_NOTICE]
+    # another group gets its own notice
+    other_group = group - 1
+    (reply,) = tg.send(uid, "/help", chat_type="group", chat_id=other_group)
+    assert reply.text == service.GROUP_NOTICE
+    assert user_row(uid) is None
 
 
 # --- hostile and unlucky button presses -------------------------------------------------------------
@@ -807,6 +887,40 @@ def test_forged_callbacks_are_rejected(tg: Stack) -> None:
     answers = [tg.press(owner, post, up, check=False) for _ in range(3)]
     assert answers == ["Noted: more like this 👍", "Reaction removed", "Noted: more like this 👍"]
     assert deliveries(owner)[0]["reaction"] == "up"
+
+
+def test_buttons_on_a_message_that_can_no_longer_be_edited(tg: Stack) -> None:
+    """Telegram refuses to edit a message (older than 48 hours, say) with a 400: the button's action is kept
+    and the button answered all the same, and what the edit would have shown comes as a fresh message."""
+    posts, floor = make_posts(1)
+    uid = make_user(tg, min_score=floor)
+    (post,) = digest(tg, uid, 1)
+    tg.server.set_fault("editMessageReplyMarkup", "bad_request", count=None, description="message can't be edited")
+    tg.server.set_fault("editMessageText", "bad_request", count=None, description="message can't be edited")
+    try:
+        assert tg.press(uid, post, "👍", replies=1) == "Noted: more like this 👍"
+        assert deliveries(uid)[0]["reaction"] == "up"
+        fresh = tg.server.messages(uid)[-1]
+        assert fresh.text.startswith(posts[0]["title"]) and labels(fresh) == ["💬 Discuss", "👍✓", "👎", "💾 Save"]
+        assert tg.press(uid, post, "💾 Save", replies=1) == "Saved 💾 (see /saved)"
+        assert deliveries(uid)[0]["is_saved"]
+        assert labels(tg.server.messages(uid)[-1]) == ["💬 Discuss", "👍✓", "👎", "💾✓"]
+
+        (question,) = tg.send(uid, "/deletemydata")
+        assert tg.press(uid, question, "Yes, delete my data", replies=1) == "Account deleted"
+        assert tg.server.messages(uid)[-1].text.startswith("🗑 Your account is scheduled for deletion on")
+        assert user_row(uid)["status"] == "deleted"
+        audit = rows(
+            "SELECT a.action FROM audit_log a JOIN users u ON u.id = a.subject_user_id WHERE u.telegram_id = :t",
+            t=uid,
+        )
+        assert [a["action"] for a in audit] == ["account.delete"]
+    finally:
+        tg.server.clear_faults()
+    quarantined = rows(
+        "SELECT update_id FROM telegram_updates WHERE telegram_user_id = :t AND status <> 'processed'", t=uid
+    )
+    assert quarantined == []
 
 
 def test_blocked_user(tg: Stack) -> None:
@@ -889,13 +1003,13 @@ def test_same_update_stored_twice_is_ignored(tg: Stack) -> None:
     update_id = tg.server.first_update_id - 20
     first = {"update_id": update_id, "message": {"message_id": 1, "text": "first", "chat": {"id": 5, "type": "private"},
                                                  "from": {"id": 5, "is_bot": False, "first_name": "A"}}}  # fmt: skip
-    assert store_updates([first]) == [update_id]
-    assert store_updates([{**first, "message": {**first["message"], "text": "second"}}]) == []
-    assert store_updates([first, first]) == []
+    assert store_updates([first]).new == [update_id]
+    assert store_updates([{**first, "message": {**first["message"], "text": "second"}}]).new == []
+    assert store_updates([first, first]).new == []
     row = update_row(update_id)
     assert row["payload"]["message"]["text"] == "first" and row["status"] == "received"
     assert row["telegram_user_id"] == 5 and row["chat_id"] == 5
-    assert store_updates([{"update_id": -1}, {"update_id": "x"}, {"update_id": 2**63}, {"message": {}}]) == []
+    assert store_updates([{"update_id": -1}, {"update_id": "x"}, {"update_id": 2**63}, {"message": {}}]).new == []
     execute("DELETE FROM telegram_updates WHERE update_id = :u", u=update_id)
 
 
@@ -971,6 +1085,80 @@ def test_webhook_mode(tg: Stack) -> None:
         tg.stop_bot()
         tg.start_bot()  # polling again (deletes the webhook)
     uid = tg.new_user()
+    (reply,) = tg.send(uid, "/help")
+    assert reply.text.startswith("HN Pal brings you")
+
+
+def test_webhook_mode_without_a_secret_makes_one_and_refuses_forged_updates(tg: Stack) -> None:
+    """Without HNPAL_TELEGRAM_WEBHOOK_SECRET the bot generates a secret and registers it with setWebhook:
+    Telegram's own calls carry it and are handled; a forged one (a "kicked" that would stop someone's
+    digests, a /pause, an update id ahead of the real ones) is refused and stores nothing."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/tg/hook"
+    victim = tg.new_user()
+    tg.send(victim, "/help")
+    tg.stop_bot()
+    try:
+        tg.start_bot(
+            HNPAL_TELEGRAM_MODE="webhook",
+            HNPAL_TELEGRAM_WEBHOOK_URL=url,
+            HNPAL_TELEGRAM_WEBHOOK_LISTEN="127.0.0.1",
+            HNPAL_TELEGRAM_WEBHOOK_PORT=str(port),
+            HNPAL_TELEGRAM_WEBHOOK_SECRET="",
+        )
+        secret = tg.server._webhook["secret_token"]
+        assert secret and len(secret) >= 32
+        future = tg.server.first_update_id + 10**7
+        forged = [
+            {"update_id": future, **membership(tg, victim, "member", "kicked")},
+            {"update_id": future + 1, "message": private_message(tg, victim, text="/pause")},
+        ]
+        with httpx.Client(timeout=10) as client:
+            for update in forged:
+                assert client.post(url, json=update).status_code == 403
+                guessed = {"X-Telegram-Bot-Api-Secret-Token": secret[:-1] + ("A" if secret[-1] != "A" else "B")}
+                assert client.post(url, json=update, headers=guessed).status_code == 403
+                long_guess = {"X-Telegram-Bot-Api-Secret-Token": secret * 3}
+                assert client.post(url, json=update, headers=long_guess).status_code == 403
+                assert update_row(update["update_id"]) is None
+        assert user_row(victim)["status"] == "active"
+        (reply,) = tg.send(victim, "/help")  # Telegram's real delivery, with the registered secret
+        assert reply.text.startswith("HN Pal brings you")
+        assert "HNPAL_TELEGRAM_WEBHOOK_SECRET is not set" in tg.bot.log()
+    finally:
+        tg.stop_bot()
+        tg.start_bot()
+    assert user_row(victim)["status"] == "active"
+
+
+def test_update_ids_restarting_below_the_largest_are_handled(tg: Stack) -> None:
+    """After a week without updates Telegram may restart update ids at a random value: updates below the
+    largest ever stored are handled (they used to be confirmed away by the stored maximum used as the
+    offset), and a finished row of the old sequence older than the dedup window is replaced, not taken for
+    a duplicate. The restart is logged."""
+    uid = tg.new_user()
+    tg.send(uid, "/help")
+    low = tg.server.first_update_id - 50_000
+    command = [{"type": "bot_command", "offset": 0, "length": 6}]
+    tg.server.inject_update({"update_id": low, "message": private_message(tg, uid, text="/pause", entities=command)})
+    row = tg.wait_handled(low)
+    assert (row["status"], row["attempts"]) == ("processed", 1)
+    assert user_row(uid)["status"] == "paused"
+    assert tg.server.messages(uid)[-1].text.startswith("Digests paused.")
+
+    # an id the old sequence used nine days ago
+    old_id = low + 1
+    execute(
+        "INSERT INTO telegram_updates (update_id, payload, status, received_at, processed_at) "
+        "VALUES (:u, '{}'::jsonb, 'processed', now() - interval '9 days', now() - interval '9 days')",
+        u=old_id,
+    )
+    tg.server.inject_update({"update_id": old_id, "message": private_message(tg, uid, text="/pause", entities=command)})
+    tg.wait_until(lambda: update_row(old_id)["payload"] != {}, what="the new update to replace the old row")
+    assert tg.wait_handled(old_id)["status"] == "processed"
+    assert user_row(uid)["status"] == "active"
+    assert "update ids restarted below the largest seen" in tg.bot.log()
+    # the sequence goes on from there, and so does the bot
     (reply,) = tg.send(uid, "/help")
     assert reply.text.startswith("HN Pal brings you")
 

@@ -92,3 +92,40 @@ def test_the_reply_tasks_use_reply_outboxes(settings_env, tg) -> None:  # type: 
     settings_env(telegram_token=tg.token, telegram_base_url=tg.base_url)
     assert _outbox().reply is True
     assert TelegramOutbox().reply is False  # digests and courtesy notices
+
+
+def test_a_groups_429_holds_only_that_group(make_outbox, settings_env) -> None:  # type: ignore[no-untyped-def]
+    """Telegram's 20-a-minute group limit answers 429 with a long wait: that group waits it out, every other
+    chat's replies go on (the wait used to be applied to every sender)."""
+    with TelegramServer(enforce_limits=True) as server:
+        server.set_limits(global_rate=30, per_chat_rate=30, group_rate=3)
+        group = -100_777
+        server.add_group(group, chat_type="supergroup")
+        server.add_user(CHAT, "Ada")
+        settings_env(telegram_token=server.token, telegram_base_url=server.base_url)
+        outbox = make_outbox(reply=False)
+        for n in range(3):
+            outbox.send(group, f"group {n}")
+        with pytest.raises(RetryAfter) as refused:
+            outbox.send(group, "one too many")  # the group's fourth in a minute
+        assert refused.value.retry_after > 5
+        assert [t.scope for t in server.throttled] == ["group"]
+        assert outbox.limiter.blocked_for() == 0.0  # nobody else is held
+        assert outbox.limiter.blocked_for(group) > 5
+        assert outbox.send(CHAT, "a private reply goes out")["chat"]["id"] == CHAT
+        assert server.throttled[-1].chat_id == group and len(server.throttled) == 1
+    close_clients()
+
+
+def test_429s_in_several_chats_at_once_hold_every_sender(make_outbox, tg: TelegramServer) -> None:  # type: ignore[no-untyped-def]
+    """429s for two different chats within a moment: that is the bot's overall limit, and every sender waits."""
+    other = CHAT + 1
+    tg.add_user(other, "Bob")
+    outbox = make_outbox(reply=False)
+    tg.set_fault("sendMessage", "too_many_requests", count=2, retry_after=7)
+    with pytest.raises(RetryAfter):
+        outbox.send(CHAT, "one")
+    assert outbox.limiter.blocked_for() == 0.0 and outbox.limiter.blocked_for(CHAT) > 5
+    with pytest.raises(RetryAfter):
+        outbox.send(other, "two")
+    assert outbox.limiter.blocked_for() > 5
