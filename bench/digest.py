@@ -82,7 +82,10 @@ def _serve(rate: float, first_tid: int, users: int, urls, stop, results) -> None
 
 
 def seed_posts(session, count: int) -> None:  # type: ignore[no-untyped-def]
+    """``count`` summarized posts with their topics (computed as ingest computes them)."""
     from sqlalchemy import text
+
+    from hnpal.relevance.service import classify_posts
 
     rng = random.Random(7)
     words = [f"w{i}" for i in range(3000)]
@@ -101,6 +104,7 @@ def seed_posts(session, count: int) -> None:  # type: ignore[no-untyped-def]
         ),
         rows,
     )
+    classify_posts(session=session)
 
 
 def seed_users(session, first_tid: int, count: int, style: str, rng: random.Random) -> None:  # type: ignore[no-untyped-def]

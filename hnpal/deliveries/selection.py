@@ -138,8 +138,9 @@ phrases AS MATERIALIZED (
              SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
          ) x(i)
 ),
--- the words of the interests that mean no topic (interest_topics: "sourdough"), each with its plural or
--- singular ("databases" also meets "database"); an interest that means topics counts through them instead
+-- the words of the interests, each with its plural or singular ("databases" also meets "database"): every
+-- word of an interest that means no topic (interest_topics: "sourdough bread"), the one word of an interest
+-- that means topics ("rust"); an interest of several words that means topics counts through its topics only
 -- (the words of "distributed systems" or "game development" would meet every title with "systems")
 iw AS MATERIALIZED (
     SELECT DISTINCT p.digest_id, f AS w
@@ -148,7 +149,8 @@ iw AS MATERIALIZED (
          unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
                      WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
     WHERE w <> '' AND w <> ALL(:stopwords)
-      AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.topics <> '{}')
+      AND (position(' ' IN p.k) = 0
+           OR NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.topics <> '{}'))
 ),
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
@@ -173,8 +175,9 @@ profiled AS MATERIALIZED (
     SELECT digest_id FROM ut UNION SELECT digest_id FROM iw
 ),
 -- of those, the digests of users who declared nothing and whose reactions say little yet (no topic liked
--- :explore_until or more): every other place goes to the window's best of as many different subjects as
--- possible (best first by dominant topic, away from what they disliked), so that they find what they like
+-- :explore_until or more): their places go to the window's best of as many different subjects as possible
+-- (best first by dominant topic, away from what they disliked), every other place once they liked something,
+-- so that they find what they like
 exploring AS MATERIALIZED (
     SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0 AND max(evidence) < :explore_until
     EXCEPT SELECT digest_id FROM iw
@@ -226,6 +229,7 @@ du AS MATERIALIZED (
     SELECT d.*, coalesce(seen.posts, '{}') AS seen,
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,
+           d.digest_id IN (SELECT digest_id FROM ut WHERE learned > 0) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
                OR topic.user_id IS NOT NULL AS particular,
@@ -321,7 +325,7 @@ candidates AS MATERIALIZED (
     WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
-    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, p.id AS post_id,
+    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
            du.exploring AND EXISTS (SELECT 1 FROM ut WHERE ut.digest_id = du.digest_id AND ut.topic = p.topics[1]
                                                        AND ut.learned < 0) AS disliked,
@@ -348,7 +352,8 @@ ranked AS (
 )
 SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
     SELECT r.*, row_number() OVER (PARTITION BY digest_id ORDER BY
-               CASE WHEN exploring THEN LEAST(2 * best - 1, 2 * varied) ELSE best END, rank DESC, post_id DESC)
+               CASE WHEN NOT exploring THEN best WHEN liked_any THEN LEAST(2 * best - 1, 2 * varied) ELSE varied END,
+               rank DESC, post_id DESC)
                AS position
     -- varied: each subject's best first (nth), subjects (a post's dominant topic) not disliked before the
     -- others, the window's most common subjects first (where a reader is likeliest to find theirs)

@@ -111,9 +111,9 @@ def prepare(*, session: Session, digest_ids: list[int], settings: Settings | Non
     )
     if not pending:
         return {}
-    # what the posts are about and what the interests mean, where not known yet: once per post (posts
-    # ingested before topics existed) and once per distinct interest phrase, never per user
-    classify_posts(session=session, limit=5000)
+    # what the posts are about and what the interests mean, where not known yet: once per post (posts of
+    # the last week ingested before topics existed) and once per distinct interest phrase, never per user
+    classify_posts(session=session, since=datetime.now(UTC) - timedelta(days=7), limit=5000)
     map_interests(session=session, digest_ids=pending)
     return reserve_posts(session=session, digest_ids=pending, lookback=timedelta(hours=settings.digest_lookback_hours))
 

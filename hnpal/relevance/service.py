@@ -8,6 +8,8 @@ distinct interests, never with users.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, REAL, TEXT
@@ -25,20 +27,27 @@ def phrase_sql(expr: str) -> str:
 
 
 _MISSING_POSTS = text(
-    "SELECT id, title, url, domain FROM posts WHERE topics IS NULL AND (:all OR id = ANY(:ids)) ORDER BY id LIMIT :n"
+    "SELECT id, title, url, domain FROM posts WHERE topics IS NULL AND (:all OR id = ANY(:ids)) "
+    "AND (CAST(:since AS timestamptz) IS NULL OR summarized_at > :since) ORDER BY id LIMIT :n"
 ).bindparams(bindparam("ids", type_=ARRAY(INTEGER)))
 
 
 def classify_posts(
-    *, session: Session, post_ids: list[int] | None = None, texts: dict[int, str] | None = None, limit: int = 50_000
+    *,
+    session: Session,
+    post_ids: list[int] | None = None,
+    texts: dict[int, str] | None = None,
+    since: datetime | None = None,
+    limit: int = 50_000,
 ) -> int:
-    """Compute and store the topics of posts that have none yet (``post_ids``, or any post): once per
-    post; a post that has topics is never recomputed. ``texts`` adds a post's own text (HN text) to what
-    the model reads. Returns how many posts got topics."""
+    """Compute and store the topics of posts that have none yet (``post_ids``, or any post summarized
+    after ``since``): once per post; a post that has topics is never recomputed. ``texts`` adds a post's
+    own text (HN text) to what the model reads. Returns how many posts got topics."""
     done = 0
     while done < limit:
         rows = session.execute(
-            _MISSING_POSTS, {"all": post_ids is None, "ids": post_ids or [], "n": min(BATCH, limit - done)}
+            _MISSING_POSTS,
+            {"all": post_ids is None, "ids": post_ids or [], "since": since, "n": min(BATCH, limit - done)},
         ).all()
         if not rows:
             break
@@ -100,14 +109,35 @@ _STORE_PHRASE = text(
 def map_interests(*, session: Session, digest_ids: list[int]) -> int:
     """Map the interest phrases of these digests' users (their interests and active interest memory)
     that have no topics yet: once per distinct phrase. Returns how many were mapped."""
-    phrases = list(session.scalars(_MISSING_PHRASES, {"digest_ids": list(digest_ids), "model": MODEL_NAME}))
-    if phrases:
-        meanings = [(phrase, model().interest_topics(phrase)) for phrase in phrases]
+    return _store_meanings(
+        session, list(session.scalars(_MISSING_PHRASES, {"digest_ids": list(digest_ids), "model": MODEL_NAME}))
+    )
+
+
+_MISSING_GIVEN = text(
+    f"""
+    SELECT DISTINCT k FROM (SELECT {phrase_sql("x")} AS k FROM unnest(:phrases) x) p
+    WHERE k <> '' AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.model = :model)
+    """  # noqa: S608 - this module's constant SQL only
+).bindparams(bindparam("phrases", type_=ARRAY(TEXT)))
+
+
+def map_phrases(*, session: Session, phrases: list[str]) -> int:
+    """Map these interest phrases (a reader's new interests) that have no topics yet."""
+    if not phrases:
+        return 0
+    return _store_meanings(session, list(session.scalars(_MISSING_GIVEN, {"phrases": phrases, "model": MODEL_NAME})))
+
+
+def _store_meanings(session: Session, keys: list[str]) -> int:
+    """What each phrase key means (the model), stored in interest_topics: one statement for all."""
+    if keys:
+        meanings = [(key, model().interest_topics(key)) for key in keys]
         session.execute(
             _STORE_PHRASE,
-            [{"phrase": p, "topics": list(m), "weights": list(m.values()), "model": MODEL_NAME} for p, m in meanings],
+            [{"phrase": k, "topics": list(m), "weights": list(m.values()), "model": MODEL_NAME} for k, m in meanings],
         )
-    return len(phrases)
+    return len(keys)
 
 
 def explain(reason: str | None) -> str | None:
@@ -124,3 +154,44 @@ def explain(reason: str | None) -> str | None:
     if kind == "top":
         return "one of today's top stories"
     return None
+
+
+_IN_USE = text(
+    f"""
+    SELECT 'declared' AS kind, i AS label, t.topics
+    FROM users u CROSS JOIN LATERAL jsonb_array_elements_text(
+             CASE WHEN jsonb_typeof(u.interests) = 'array' THEN u.interests ELSE '[]'::jsonb END) i
+    LEFT JOIN interest_topics t ON t.phrase = {phrase_sql("i")}
+    WHERE u.id = :user_id
+    UNION ALL
+    SELECT DISTINCT ON (lower(m.content)) 'remembered', m.content, t.topics
+    FROM memory m LEFT JOIN interest_topics t ON t.phrase = {phrase_sql("m.content")}
+    WHERE m.user_id = :user_id AND m.active AND m.type = 'interest' AND m.source_type <> 'onboarding'
+    UNION ALL
+    (SELECT 'learned', a.topic, NULL FROM user_topic_affinity a
+     WHERE a.user_id = :user_id AND a.weight >= 0.5 ORDER BY a.weight DESC LIMIT 3)
+    """  # noqa: S608 - this module's constant SQL only
+)
+
+
+@dataclass(frozen=True)
+class InterestsInUse:
+    declared: list[str]  # "distributed systems → Distributed systems", "sourdough"
+    remembered: list[str]  # interests learned in discussions
+    learned: list[str]  # topic names the reader's 👍 taught
+
+
+def interests_in_use(*, session: Session, user_id: int) -> InterestsInUse:
+    """What the digest selection uses for a reader, in words: typed and chosen interests (with the topics
+    they mean, when that says more than the interest itself), remembered ones, and topics learned from 👍."""
+    declared: list[str] = []
+    remembered: list[str] = []
+    learned: list[str] = []
+    for kind, label, topics in session.execute(_IN_USE, {"user_id": user_id}):
+        if kind == "learned":
+            learned.append(topic_name(label))
+            continue
+        names = [topic_name(t) for t in (topics or [])]
+        shown = label if not names or names[0].casefold() == label.casefold() else f"{label} → {', '.join(names)}"
+        (declared if kind == "declared" else remembered).append(shown)
+    return InterestsInUse(declared, remembered, learned)

@@ -25,13 +25,14 @@ from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import next_delivery
 from hnpal.memory import service as memory_service
 from hnpal.memory.models import Memory
+from hnpal.relevance.service import interests_in_use, map_phrases
 from hnpal.state.service import current_state
 from hnpal.state.store import BotState, FsmState, StateStore
 from hnpal.telegram import render
 from hnpal.telegram.callbacks import BadCallback, Callback, sign, verify
 from hnpal.telegram.render import esc
 from hnpal.users.models import User
-from hnpal.users.schemas import DigestPreferences, zone_label
+from hnpal.users.schemas import DigestPreferences, UserCreate, zone_label
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ PROMPTS = {
     "timezone": "Send your time zone as an IANA name, for example Europe/Berlin or America/New_York.",
     "max_posts": "How many posts per digest? Send a number from 1 to 30.",
     "min_score": "Only posts with at least this many points: send a number (0 for all).",
+    "interests": "Send what you want to read about, separated by commas, for example: distributed systems, "
+    "compilers, sourdough (send - to clear). They replace your interests; /start picks topic buttons.",
     "muted_keywords": "Send keywords to mute, separated by commas (send - to clear).",
     "muted_domains": "Send domains to mute, separated by commas, e.g. example.com (send - to clear).",
 }
@@ -419,6 +422,7 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
             f"Frequency: <b>{prefs.frequency.replace('_', ' ')}</b> at <b>{esc(when)}</b> "
             f"({esc(zone_label(prefs.timezone))})",
             f"Posts per digest: <b>{prefs.max_posts}</b> · minimum score: <b>{prefs.min_score}</b>",
+            *_interests_lines(ctx, user),
             f"Muted keywords: {esc(', '.join(prefs.muted_keywords) or '—')}",
             f"Muted domains: {esc(', '.join(prefs.muted_domains) or '—')}",
             f"Status: <b>{user.status}</b> · next digest {upcoming:%a %d %b %H:%M}",
@@ -430,9 +434,22 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
         [_button(tid, "Frequency", "st", "frequency"), _button(tid, "Time", "st", "time")],
         [_button(tid, "Time zone", "st", "timezone"), _button(tid, "Weekday", "st", "weekday")],
         [_button(tid, "Posts per digest", "st", "max_posts"), _button(tid, "Min score", "st", "min_score")],
-        [_button(tid, "Muted keywords", "st", "muted_keywords"), _button(tid, "Muted domains", "st", "muted_domains")],
+        [_button(tid, "Interests", "st", "interests"), _button(tid, "Muted keywords", "st", "muted_keywords")],
+        [_button(tid, "Muted domains", "st", "muted_domains")],
     ]
     return text, {"inline_keyboard": rows}
+
+
+def _interests_lines(ctx: Ctx, user: User) -> list[str]:
+    """The interests the digests use: chosen and typed ones (with the topics they mean), remembered ones,
+    and what 👍 taught; each list shortened so the view stays within one message."""
+    in_use = interests_in_use(session=ctx.session, user_id=user.id)
+    lines = [f"Interests: {esc(render.shorten(', '.join(in_use.declared), 600) or '— (👍/👎 teach me)')}"]
+    if in_use.remembered:
+        lines.append(f"Remembered from our talks: {esc(render.shorten(', '.join(in_use.remembered), 300))}")
+    if in_use.learned:
+        lines.append(f"Learned from your 👍: {esc(', '.join(in_use.learned))}")
+    return lines
 
 
 def _zone(prefs: DigestPreferences) -> Any:
@@ -469,6 +486,17 @@ def _answer_prompt(ctx: Ctx, user: User, field_name: str, text: str) -> None:
             _update_prefs(ctx, user, **changes)
         elif field_name == "timezone":
             _update_prefs(ctx, user, timezone=text.strip())
+        elif field_name == "interests":
+            typed = [] if text.strip() in ("-", "") else [p.strip() for p in text.split(",") if p.strip()]
+            try:
+                chosen = UserCreate(telegram_id=user.telegram_id, interests=typed).interests
+            except ValidationError:
+                raise ValueError("send at most 50 interests of up to 100 characters each") from None
+            user.interests = chosen
+            _remember_interests(ctx.session, user)
+            # what they mean, before the view below shows it (once per new phrase)
+            ctx.session.flush()
+            map_phrases(session=ctx.session, phrases=chosen)
         elif field_name in ("max_posts", "min_score"):
             try:
                 value = int(text.strip())

@@ -455,19 +455,20 @@ def option_label(field: str, value: str) -> str:
 def test_settings_shows_the_menu(tg: Stack) -> None:
     uid = tg.new_user()
     (menu,) = tg.send(uid, "/settings")
-    assert menu.text.splitlines()[:7] == [
+    assert menu.text.splitlines()[:8] == [
         "Settings",
         "",
         "Digest style: flat_scroll",
         "Summary style: basic",
         "Frequency: daily at 07:00 (UTC)",
         "Posts per digest: 10 · minimum score: 0",
+        "Interests: — (👍/👎 teach me)",
         "Muted keywords: —",
     ]
     assert "Status: active · next digest" in menu.text
     assert labels(menu) == [
         "Digest style", "Summary style", "Frequency", "Time", "Time zone", "Weekday", "Posts per digest",
-        "Min score", "Muted keywords", "Muted domains",
+        "Min score", "Interests", "Muted keywords", "Muted domains",
     ]  # fmt: skip
 
 
@@ -640,6 +641,22 @@ def test_settings_muted_lists(tg: Stack) -> None:
     assert "Muted domains: —" in answer(tg, uid, " - ")
     stored = prefs(uid)
     assert stored["muted_keywords"] == [] and stored["muted_domains"] == []
+
+
+def test_settings_typed_interests_are_shown_with_what_they_mean(tg: Stack) -> None:
+    uid = tg.new_user()
+    (menu,) = tg.send(uid, "/settings")
+    ask(tg, uid, menu, "Interests", "interests")
+    reply = answer(tg, uid, "computer networking, Compilers ,compilers, sourdough, <b>x</b>")
+    # what an interest means is shown when it says more than the interest itself
+    assert "Interests: computer networking → Networking, Compilers, sourdough, <b>x</b>" in reply
+    (user,) = rows("SELECT interests FROM users WHERE telegram_id = :t", t=uid)
+    assert user["interests"] == ["computer networking", "Compilers", "sourdough", "<b>x</b>"]
+    with session_scope() as session:
+        meant = dict(session.execute(text("SELECT phrase, topics FROM interest_topics")).all())
+    assert meant["computer networking"] == ["networking"] and meant["sourdough"] == []
+    ask(tg, uid, menu, "Interests", "interests")
+    assert "Interests: — (👍/👎 teach me)" in answer(tg, uid, "-")
 
 
 # --- digests and post buttons -----------------------------------------------------------------------
