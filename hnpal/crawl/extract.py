@@ -136,17 +136,33 @@ def extract_pdf(data: bytes) -> Extraction:
     return Extraction(text, markdown, "pdf", result.title)
 
 
+def expand_hn_links(tree: lxml.html.HtmlElement) -> None:
+    """HN shows a long link as its first characters and ``...``: put the whole URL back as its text."""
+    for link in tree.iter("a"):
+        href = link.get("href") or ""
+        shown = link.text_content().strip()
+        if href and shown.endswith("...") and shown[:-3] and shown[:-3] in href:
+            for child in list(link):
+                link.remove(child)
+            link.text = href
+
+
 def extract_hn_text(html_text: str) -> Extraction:
     """The HTML ``text`` of an Ask HN / Show HN / job / poll item, as text and markdown."""
-    markdown = html_to_markdown(f"<div>{html_text}</div>")
     try:
         tree = lxml.html.fragment_fromstring(html_text, create_parent="div")
+    except (ValueError, lxml.etree.ParserError):
+        tree = None
+    if tree is None:
+        markdown = html_to_markdown(f"<div>{html_text}</div>")
+        text = markdown
+    else:
+        expand_hn_links(tree)
+        markdown = html_to_markdown(lxml.html.tostring(tree, encoding="unicode"))
         # HN separates paragraphs with a bare <p>: keep those breaks in the plain text too.
         for para in tree.iter("p"):
             para.text = "\n\n" + (para.text or "")
         text = _BLANKS.sub("\n\n", tree.text_content()).strip()
-    except (ValueError, lxml.etree.ParserError):
-        text = markdown
     if not text:
         raise ExtractionError("the item has no text")
     return Extraction(text, markdown, "hn_text")

@@ -24,6 +24,7 @@ from hnpal.db.hooks import after_commit
 from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
+from hnpal.posts.schemas import INT_MAX
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -217,4 +218,7 @@ def fetch_comments(*, post_id: int, depth: int, limit: int) -> tuple[int, str] |
         if not isinstance(story, dict):
             return None
         comments = fetch_thread(client, story, depth=depth, limit=limit)
-    return row.hn_id, thread_document(row.hn_id, comments, int(story.get("descendants") or row.comment_count))
+    descendants = story.get("descendants")
+    if not isinstance(descendants, int) or isinstance(descendants, bool) or not 0 <= descendants <= INT_MAX:
+        descendants = row.comment_count
+    return row.hn_id, thread_document(row.hn_id, comments, descendants)
