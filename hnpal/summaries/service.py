@@ -35,6 +35,7 @@ from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import Post
 from hnpal.summaries.models import SUMMARY_STYLES, Summary
+from hnpal.summaries.plain import plain_text
 
 log = logging.getLogger(__name__)
 TITLE_ONLY_PREFIX = "Summary from title and comments only (the article could not be read):"
@@ -216,7 +217,8 @@ def _generate(
     result = llm.call(
         request, provider=provider, agent_type="summarization", post_id=post.id, purpose=style, connection=conn
     )
-    text = result.text
+    # Shown in Telegram's HTML mode: no Markdown marks (a comment summary keeps its "- " lines).
+    text = result.text if style == "comments" else plain_text(result.text)
     if material.basis == "title_and_comments" and style != "comments" and not text.startswith(TITLE_ONLY_PREFIX):
         text = f"{TITLE_ONLY_PREFIX} {text}"
     result = LLMResult(text, result.model, result.provider, result.input_tokens, result.output_tokens,

@@ -34,6 +34,9 @@ from hnpal.telegram.models import TelegramUpdate
 log = logging.getLogger(__name__)
 # Updates are fetched raw on purpose (see above); python-telegram-bot suggests its parsed method.
 warnings.filterwarnings("ignore", message=".*Bot.getUpdates.*")
+# After an empty getUpdates answer that came at once: the first pause, doubled while it lasts, up to the last.
+IDLE_PAUSE = 0.5
+IDLE_PAUSE_MAX = 5.0
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("digest", "A digest now"),
@@ -164,6 +167,7 @@ class BotProcess:
             raise SystemExit("HNPAL_TELEGRAM_TOKEN is not set: the bot needs a token from @BotFather")
         self.stopping = asyncio.Event()
         self.received = 0
+        self.idle_pauses: list[float] = []  # the pauses after quick empty getUpdates answers
 
     def _application(self):  # type: ignore[no-untyped-def]
         from telegram.ext import Application
@@ -209,9 +213,10 @@ class BotProcess:
     async def _poll(self, bot) -> None:  # type: ignore[no-untyped-def]
         from telegram.error import NetworkError, RetryAfter, TimedOut
 
+        loop = asyncio.get_running_loop()
         await bot.delete_webhook(drop_pending_updates=False)
         offset = await asyncio.to_thread(resume_offset)
-        backoff = 1.0
+        backoff, idle = 1.0, 0.0
         while not self.stopping.is_set():
             params: dict[str, Any] = {
                 "timeout": self.settings.telegram_poll_timeout,
@@ -220,6 +225,7 @@ class BotProcess:
             if offset is not None:
                 params["offset"] = offset
             fetch = asyncio.ensure_future(bot.do_api_request("getUpdates", api_kwargs=params))
+            asked = loop.time()
             stop = asyncio.ensure_future(self.stopping.wait())
             done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
             if fetch not in done:
@@ -239,7 +245,16 @@ class BotProcess:
                 continue
             backoff = 1.0
             if not isinstance(updates, list) or not updates:
+                # An empty answer that came at once (a timeout of 0, a server that does not hold the
+                # request) must not turn the loop into a spin: pause, longer while it lasts.
+                if loop.time() - asked >= self.settings.telegram_poll_timeout / 2 + IDLE_PAUSE:
+                    idle = 0.0  # a real long poll that timed out: ask again at once
+                    continue
+                idle = min(idle * 2, IDLE_PAUSE_MAX) if idle else IDLE_PAUSE
+                self.idle_pauses.append(idle)
+                await self._sleep(idle)
                 continue
+            idle = 0.0
             updates = [u for u in updates if isinstance(u, dict)]
             while not self.stopping.is_set():
                 try:

@@ -208,3 +208,25 @@ def test_few_comments_get_no_comment_summary(store, make_post) -> None:
 def test_unknown_style_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown summary style"):
         service.summarize(post_id=1, style="poetic")
+
+
+def test_summaries_carry_no_markdown_marks(store, make_post) -> None:
+    """The offline summarizer quotes the article's markdown: its marks must not reach an HTML message."""
+    markdown = "\n".join(
+        [
+            "# Running SQLite in production",
+            r"We moved the write path to \*markdown\* \_bits\_ that every storage engine in the fleet can parse.",
+            "The migration to the new write path is *still* in progress across the **three** regions we run.",
+            "* Deploys of the storage engine now happen nightly after the fsync batching change landed in `main`.",
+            "in WAL mode the writer never blocks the readers, which was the whole point of the storage engine work.",
+            "See [the design notes](https://example.com/notes_(v2)) for the storage engine batching numbers we saw.",
+        ]
+        * 8
+    )
+    post_id = make_post(hn_id=7_100_009, text=markdown)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    summary = post(post_id).summary
+    assert summary and "storage engine" in summary
+    for mark in ("*", "\\", "`", "#", "](", "_bits"):
+        assert mark not in summary, (mark, summary)
+    assert " in WAL mode" not in summary  # a sentence start keeps its capital
