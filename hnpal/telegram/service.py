@@ -367,8 +367,8 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
             f"Summary style: <b>{prefs.summary_style}</b>",
             f"Frequency: <b>{prefs.frequency.replace('_', ' ')}</b> at <b>{esc(when)}</b> ({esc(prefs.timezone)})",
             f"Posts per digest: <b>{prefs.max_posts}</b> · minimum score: <b>{prefs.min_score}</b>",
-            f"Muted keywords: {esc(', '.join(prefs.muted_keywords) or '—')}",
-            f"Muted domains: {esc(', '.join(prefs.muted_domains) or '—')}",
+            f"Muted keywords{_count(prefs.muted_keywords)}: {esc(_listed(prefs.muted_keywords))}",
+            f"Muted domains{_count(prefs.muted_domains)}: {esc(_listed(prefs.muted_domains))}",
             f"Status: <b>{user.status}</b> · next digest {upcoming:%a %d %b %H:%M}",
         ]
     )
@@ -381,6 +381,19 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
         [_button(tid, "Muted keywords", "st", "muted_keywords"), _button(tid, "Muted domains", "st", "muted_domains")],
     ]
     return text, {"inline_keyboard": rows}
+
+
+# Each muted list shown in at most this many characters: 50 entries of 100 characters each would take
+# Telegram's whole 4096 (the count says how many there are; the list itself is in the prompt's answer).
+LIST_CHARS = 1500
+
+
+def _listed(items: list[str]) -> str:
+    return render.shorten(", ".join(items), LIST_CHARS) if items else "—"
+
+
+def _count(items: list[str]) -> str:
+    return f" ({len(items)})" if items else ""
 
 
 def _zone(prefs: DigestPreferences) -> Any:
@@ -588,7 +601,7 @@ def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
             user.interests = [str(i) for i in before][:50]  # Skip: the topics tapped just now are dropped
         if arg == "done":
             _remember_interests(ctx.session, user)
-        chosen = ", ".join(user.interests) if user.interests else "none yet (👍/👎 teach me)"
+        chosen = render.shorten(", ".join(user.interests), 3000) if user.interests else "none yet (👍/👎 teach me)"
         text = (
             f"Interests: {esc(chosen)}.\n\nYour first digest arrives at your delivery time; "
             "/digest sends one now, /settings changes the rest."
