@@ -85,6 +85,24 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
     return StoreResult(post.id, post.hn_id, tuple(kinds), "stored")
 
 
+def quarantine_payload(*, session: Session, post_id: int, error: str) -> bool:
+    """A payload that could not be stored after its retries: the post's crawl is marked failed with the
+    reason, so it is listed by `hnpal quarantine` (whose retry produces the content again) instead of
+    staying ``fetched`` for ever. A post whose article is already stored keeps it (a comment thread that
+    failed is fetched again by the comment refresh); the failure is logged."""
+    post = session.get(Post, post_id, with_for_update=True)
+    if post is None:
+        return False
+    if post.is_crawl_success:
+        log.error("content for post %s could not be stored (its article is kept): %s", post_id, error)
+        return False
+    log.error("content for post %s could not be stored; quarantined: %s", post_id, error)
+    post.crawl_status = "failed"
+    post.crawl_error = f"content could not be stored: {error}"[:2000]
+    post.crawled_at = datetime.now(UTC)
+    return True
+
+
 def copy_content(*, session: Session, store: ContentStore, post_id: int, source_post_id: int) -> StoreResult:
     """A repost: copy the earlier post's stored article to this post's key, and link the two."""
     from hnpal.content.payload import encode_payload
