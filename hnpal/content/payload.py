@@ -16,7 +16,7 @@ from typing import Any
 import zstandard
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # encoded size, per broker message
-FIELDS = ("html", "text", "markdown", "comments")
+FIELDS = ("html", "text", "markdown", "comments", "hn_text")
 
 
 class PayloadTooLarge(ValueError):
@@ -46,13 +46,13 @@ def encode_payload(
     text: str | None = None,
     markdown: str | None = None,
     comments: str | None = None,
+    hn_text: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> str:
-    doc: dict[str, Any] = {k: v for k, v in (("html", html), ("text", text), ("markdown", markdown)) if v}
-    if comments:
-        doc["comments"] = comments
+    pairs = (("html", html), ("text", text), ("markdown", markdown), ("comments", comments), ("hn_text", hn_text))
+    doc: dict[str, Any] = {k: v for k, v in pairs if v}
     if not doc:
-        raise ValueError("a content payload needs at least one of html, text, markdown, comments")
+        raise ValueError("a content payload needs at least one of " + ", ".join(FIELDS))
     doc["meta"] = meta or {}
     packed = _pack(doc)
     if len(packed) > MAX_PAYLOAD_BYTES and "html" in doc:

@@ -41,8 +41,11 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
         text=doc.get("text"),
         markdown=doc.get("markdown"),
         comments=doc.get("comments"),
+        hn_text=doc.get("hn_text"),
     )
     meta = doc.get("meta") or {}
+    if "hn_text" in kinds:
+        post.has_hn_text = True  # the submitter's words beside the article: no crawl state changes
     now = datetime.now(UTC)
     summarize_styles: list[str] = []
     if "comments" in kinds:

@@ -1,10 +1,13 @@
-"""registrable domains: posts keep the domain HN shows, and mutes and affinities follow
+"""registrable domains and the submitter's text: posts keep the domain HN shows, mutes and affinities follow
 
 ``posts.domain`` held the whole host (``en.wikipedia.org``); it is now the registrable domain from the
 Public Suffix List (``wikipedia.org``), as HN shows it. This recomputes the stored domains (one UPDATE
 per distinct host), merges the users' domain affinities that now share a key (their weights summed), and
 normalizes the muted domains in ``users.digest_preferences`` the same way, so muting a domain mutes its
 subdomains. The downgrade keeps the registrable domains: the hosts they came from are not recorded.
+
+``posts.has_hn_text`` says the submitter's own text of a post with a URL (a Show HN's words) is stored
+beside the article (RocksDB ``hn_text``).
 
 Revision ID: 0010
 Revises: 0008
@@ -26,6 +29,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     from hnpal.crawl.urls import normalize_domain, registrable_domain
 
+    op.add_column("posts", sa.Column("has_hn_text", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     conn = op.get_bind()
     hosts = conn.execute(
         sa.text(
@@ -74,4 +78,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass  # the registrable domains stay: the hosts they were computed from are not recorded
+    op.drop_column("posts", "has_hn_text")
+    # the registrable domains stay: the hosts they were computed from are not recorded
