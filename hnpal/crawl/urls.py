@@ -102,12 +102,12 @@ def domain_of(url: str | None) -> str | None:
 
 def normalize_domain(value: str) -> str:
     """What a user typed as a domain to mute (``https://en.wikipedia.org/wiki``, ``WWW.Example.com``),
-    as the registrable domain posts store, so muting a domain mutes its subdomains too."""
-    value = value.strip().lower()
-    if "://" not in value:
-        value = "http://" + value.lstrip("/")
+    as the registrable domain posts store, so muting a domain mutes its subdomains too. What is no host
+    at all is kept as typed (lower case, without ``www.``): it mutes nothing, and the user sees it."""
+    raw = value.strip().lower()
+    candidate = raw if "://" in raw else "http://" + raw.lstrip("/")
     try:
-        host = urlsplit(value).hostname
+        host = urlsplit(candidate).hostname
     except ValueError:
         host = None
-    return registrable_domain(host) if host else value.removeprefix("http://")
+    return (registrable_domain(host) if host else "") or raw.removeprefix("www.")
