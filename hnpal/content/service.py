@@ -91,13 +91,15 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
 def quarantine_payload(*, session: Session, post_id: int, error: str) -> bool:
     """A payload that could not be stored after its retries: the post's crawl is marked failed with the
     reason, so it is listed by `hnpal quarantine` (whose retry produces the content again) instead of
-    staying ``fetched`` for ever. A post whose article is already stored keeps it (a comment thread that
-    failed is fetched again by the comment refresh); the failure is logged."""
+    staying ``fetched`` for ever. Only a post waiting for the writer (``fetched``) is marked; otherwise
+    the failure is logged."""
     post = session.get(Post, post_id, with_for_update=True)
     if post is None:
         return False
-    if post.is_crawl_success:
-        log.error("content for post %s could not be stored (its article is kept): %s", post_id, error)
+    if post.is_crawl_success or post.crawl_status != "fetched":
+        # Its article is stored, or not handed to the writer yet (this was its own text or its thread,
+        # fetched again later): the crawl's state stays as it is.
+        log.error("content for post %s could not be stored (crawl %s): %s", post_id, post.crawl_status, error)
         return False
     log.error("content for post %s could not be stored; quarantined: %s", post_id, error)
     post.crawl_status = "failed"
