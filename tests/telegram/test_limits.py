@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
 from hnpal.db.session import session_scope
+from hnpal.deliveries.models import Delivery
+from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
+from hnpal.posts.models import Post
 from hnpal.sandbox.telegram_api import MAX_TEXT_UTF16, TelegramServer, parse_html, utf16_len
 from hnpal.state.store import StateStore
 from hnpal.telegram import render
@@ -19,6 +23,7 @@ from hnpal.users.models import User
 from tests.conftest import REDIS_PREFIX
 
 UID = 7_404_096
+HN_BASE = 7_404_100
 WIDE = "😀"  # one character, two UTF-16 units: the widest input a 100-character field takes
 
 
@@ -39,7 +44,10 @@ def telegram(settings_env):
     yield server
     server.stop()
     with session_scope() as session:
+        user_id = session.scalar(select(User.id).where(User.telegram_id == UID))
+        session.execute(Delivery.__table__.delete().where(Delivery.user_id == user_id))
         session.execute(User.__table__.delete().where(User.telegram_id == UID))
+        session.execute(Post.__table__.delete().where(Post.hn_id.between(HN_BASE, HN_BASE + 99)))
 
 
 def _handle(server: TelegramServer, update: dict) -> None:
@@ -58,7 +66,28 @@ def test_every_view_at_its_maximum_fits(telegram: TelegramServer) -> None:
             "muted_keywords": words,
             "muted_domains": [f"{n:02d}" + "x" * 88 + ".example" for n in range(50)],  # kept whole
         }
-    for command in ("/settings", "/help", "/token", "/saved", "/memory", "/nosuchcommand " + WIDE * 2000):
+        # bookmarks and memories at their longest
+        posts = [
+            Post(hn_id=HN_BASE + n, type="story", title=WIDE * 500, url="https://example.com/" + "p" * 2000)
+            for n in range(12)
+        ]
+        session.add_all(posts)
+        session.flush()
+        now = datetime.now(UTC)
+        session.add_all(Delivery(user_id=user.id, post_id=p.id, is_saved=True, saved_at=now) for p in posts)
+        session.add_all(
+            Memory(user_id=user.id, type=MEMORY_TYPES[n % len(MEMORY_TYPES)], content=WIDE * MAX_MEMORY_CHARS)
+            for n in range(60)
+        )
+    for command in (
+        "/settings",
+        "/help",
+        "/token",
+        "/saved",
+        "/memory",
+        "/memory forget",
+        "/nosuchcommand " + WIDE * 2000,
+    ):
         _handle(telegram, telegram.send_user_message(UID, command))
     # the interests view once onboarding is done (50 interests of 100 wide characters)
     start = next(m for m in telegram.messages(UID) if m.reply_markup)
@@ -69,7 +98,7 @@ def test_every_view_at_its_maximum_fits(telegram: TelegramServer) -> None:
     _handle(telegram, telegram.press_button(UID, menu.message_id, sign(UID, "st", "max_posts")))
     _handle(telegram, telegram.send_user_message(UID, WIDE * 4000))
     sent = telegram.messages(UID)
-    assert len(sent) >= 9
+    assert len(sent) >= 10
     refused = [(m, s) for m, s in telegram.request_log if s >= 400]
     assert not refused, refused
     assert all(utf16_len(m.text) <= MAX_TEXT_UTF16 for m in sent)
