@@ -146,3 +146,16 @@ def test_hn_shortened_links_are_expanded() -> None:
     assert long in comment_text(html) and "..." not in comment_text(html)
     short = '<a href="https://example.com/x">my site</a>'  # a link with words keeps them
     assert comment_text(short) == "my site"
+
+
+def test_a_title_only_post_asks_for_its_thread_once_it_has_comments(db_session: Session, replay) -> None:
+    """New Ask HN posts arrive with no comments: the refresh that sees the first ones asks for the thread."""
+    ask = {"by": "asker", "descendants": 0, "id": 9_300_001, "score": 1, "time": 1733400000, "type": "story",
+           "title": "Ask HN: Anyone else seeing this?"}  # fmt: skip
+    replay.add_item(ask)
+    first = service.fetch_items(session=db_session, hn_ids=[ask["id"]], enqueue=False)
+    assert first.inserted == 1 and first.threads == [] and first.text_posts == []
+    replay.add_item({**ask, "descendants": 3, "kids": [9_300_002]})
+    second = service.fetch_items(session=db_session, hn_ids=[ask["id"]], enqueue=False)
+    post = db_session.scalar(select(Post).where(Post.hn_id == ask["id"]))
+    assert second.updated == 1 and second.threads == [post.id] and post.crawl_status == "skipped"
