@@ -21,6 +21,7 @@ import logging
 import signal
 import threading
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -167,7 +168,7 @@ class BotProcess:
             raise SystemExit("HNPAL_TELEGRAM_TOKEN is not set: the bot needs a token from @BotFather")
         self.stopping = asyncio.Event()
         self.received = 0
-        self.idle_pauses: list[float] = []  # the pauses after quick empty getUpdates answers
+        self.idle_pauses: deque[float] = deque(maxlen=100)  # the last pauses after quick empty answers
 
     def _application(self):  # type: ignore[no-untyped-def]
         from telegram.ext import Application

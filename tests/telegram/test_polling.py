@@ -35,5 +35,5 @@ def test_trailing_slash_base_url_and_no_spin_on_empty_answers(settings_env) -> N
     assert ("getMe", 200) in server.request_log
     assert not [s for m, s in server.request_log if s == 404]
     # three empty answers in a row: pauses of 0.5, 1 and 2 s (a lower bound, never a speed claim)
-    assert process.idle_pauses[:3] == [IDLE_PAUSE, 2 * IDLE_PAUSE, 4 * IDLE_PAUSE]
+    assert list(process.idle_pauses)[:3] == [IDLE_PAUSE, 2 * IDLE_PAUSE, 4 * IDLE_PAUSE]
     assert elapsed >= IDLE_PAUSE + 2 * IDLE_PAUSE
