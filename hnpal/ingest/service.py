@@ -113,7 +113,10 @@ def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True
         row["canonical_url"] = extra["canonical_url"]
         rows.append(row)
         valid[post.hn_id] = raw
-    texts = hn_texts(valid)
+    # A poll's options are fetched for a new poll only (a refresh re-reads every recent post).
+    polls = [i for i, raw in valid.items() if raw.get("type") == "poll"]
+    known = set(session.scalars(select(Post.hn_id).where(Post.hn_id.in_(polls)))) if polls else set()
+    texts = hn_texts(valid, options_for=set(polls) - known)
     now = datetime.now(UTC)
     for start in range(0, len(rows), BATCH_SIZE):
         _upsert_batch(session, rows[start : start + BATCH_SIZE], texts, now, report, enqueue)
@@ -124,9 +127,9 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def hn_texts(items: dict[int, dict[str, Any]]) -> dict[int, str]:
+def hn_texts(items: dict[int, dict[str, Any]], options_for: set[int] | None = None) -> dict[int, str]:
     """The HN text (HTML) of each item that has one, a poll's options and their votes included (fetched
-    here: a poll lists its options' ids in ``parts``)."""
+    here: a poll lists its options' ids in ``parts``), for the polls in ``options_for`` (default: all)."""
     texts: dict[int, str] = {}
     polls: dict[int, list[int]] = {}
     for hn_id, raw in items.items():
@@ -134,7 +137,7 @@ def hn_texts(items: dict[int, dict[str, Any]]) -> dict[int, str]:
         if isinstance(text, str) and text.strip():
             texts[hn_id] = text.replace("\x00", "\ufffd")
         parts = raw.get("parts")
-        if raw.get("type") == "poll" and isinstance(parts, list):
+        if raw.get("type") == "poll" and isinstance(parts, list) and (options_for is None or hn_id in options_for):
             polls[hn_id] = [p for p in parts if _int(p) is not None and p > 0][:POLL_OPTIONS_MAX]
     wanted = [p for parts in polls.values() for p in parts]
     options = _fetch_ids(wanted) if wanted else {}
