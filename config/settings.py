@@ -40,6 +40,12 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
+def bot_api_base(url: str) -> str:
+    """The Bot API base as every client uses it, ``https://api.telegram.org/bot``: no trailing slash (a
+    ``/bot/`` would give ``/bot/<token>/getMe``), whatever the setting said."""
+    return url.strip().rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HNPAL_",
@@ -284,6 +290,12 @@ class Settings(BaseSettings):
     discussion_daily_usd: Decimal = Field(
         default=Decimal("0.50"), ge=0, description="Discussion spend per user per day (USD, UTC day)."
     )
+
+    @field_validator("telegram_base_url", mode="before")
+    @classmethod
+    def _bot_api_base(cls, v: object) -> object:
+        # The one place the Bot API base is normalized: every client appends "<token>/<method>".
+        return bot_api_base(v) if isinstance(v, str) else v
 
     @field_validator("crawl_allow_hosts", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from celery.signals import worker_process_shutdown
 
 from hnpal.celery import app
 from hnpal.content import host
-from tasks.crawl import DB_RETRY  # the database down a moment: retried with backoff
+from tasks.crawl import DB_RETRY, DB_TRANSIENT  # the database down a moment: retried with backoff
 
 
 @worker_process_shutdown.connect
@@ -29,16 +29,31 @@ def stats() -> dict:
     return host.writer().stats()
 
 
+# A payload that cannot be decoded or written is tried this many more times (a write may fail for a
+# moment), then quarantined: its post is marked failed and listed by `hnpal quarantine`.
+STORE_RETRIES = 3
+
+
 # Idempotent (the same payload writes the same bytes and flags), so a killed writer's message is
 # redelivered and its content rewritten.
-@app.task(name="hnpal.content.store", acks_late=True, reject_on_worker_lost=True, max_retries=12, **DB_RETRY)
-def store_content(post_id: int, payload: str) -> int | None:
+@app.task(name="hnpal.content.store", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=12, **DB_RETRY)
+def store_content(self, post_id: int, payload: str) -> int | None:
     """Write a post's content (one RocksDB batch), then its flags in PostgreSQL. Returns the post id."""
-    from hnpal.content.service import store_payload
+    from hnpal.content.service import quarantine_payload, store_payload
     from hnpal.db.session import session_scope
 
-    with session_scope() as session:
-        result = store_payload(session=session, store=host.writer(), post_id=post_id, payload=payload)
+    store = host.writer()  # a store that cannot be opened fails the task: that is no fault of the payload
+    try:
+        with session_scope() as session:
+            result = store_payload(session=session, store=store, post_id=post_id, payload=payload)
+    except DB_TRANSIENT:
+        raise  # retried with backoff (DB_RETRY)
+    except Exception as exc:
+        if self.request.retries < STORE_RETRIES:
+            raise self.retry(exc=exc, countdown=2**self.request.retries) from None
+        with session_scope() as session:
+            quarantine_payload(session=session, post_id=post_id, error=f"{type(exc).__name__}: {exc}")
+        return None
     return result.post_id if result.status == "stored" else None
 
 

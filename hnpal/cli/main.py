@@ -88,7 +88,7 @@ def db_current() -> None:
 @content_app.command("get")
 def content_get(
     hn_id: int,
-    kind: Annotated[str, typer.Option(help="html, text, markdown or comments.")] = "markdown",
+    kind: Annotated[str, typer.Option(help="html, text, markdown, comments or hn_text.")] = "markdown",
 ) -> None:
     """Print one stored document."""
     from hnpal.content import KINDS, ContentStoreError

@@ -10,23 +10,34 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 
 import zstandard
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # encoded size, per broker message
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
-FIELDS = ("html", "text", "markdown", "comments")
+FIELDS = ("html", "text", "markdown", "comments", "hn_text")
 
 
 class PayloadTooLarge(ValueError):
     pass
 
 
+class _Codecs(threading.local):
+    """One zstd compressor and decompressor per thread: python-zstandard's objects must not be used by
+    two threads at once (a shared pair corrupted payloads in a threads-pool worker)."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_codecs = _Codecs()
+
+
 def _pack(doc: dict[str, Any]) -> str:
     raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-    return base64.b64encode(_compressor.compress(raw)).decode("ascii")
+    return base64.b64encode(_codecs.compressor.compress(raw)).decode("ascii")
 
 
 def encode_payload(
@@ -35,13 +46,13 @@ def encode_payload(
     text: str | None = None,
     markdown: str | None = None,
     comments: str | None = None,
+    hn_text: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> str:
-    doc: dict[str, Any] = {k: v for k, v in (("html", html), ("text", text), ("markdown", markdown)) if v}
-    if comments:
-        doc["comments"] = comments
+    pairs = (("html", html), ("text", text), ("markdown", markdown), ("comments", comments), ("hn_text", hn_text))
+    doc: dict[str, Any] = {k: v for k, v in pairs if v}
     if not doc:
-        raise ValueError("a content payload needs at least one of html, text, markdown, comments")
+        raise ValueError("a content payload needs at least one of " + ", ".join(FIELDS))
     doc["meta"] = meta or {}
     packed = _pack(doc)
     if len(packed) > MAX_PAYLOAD_BYTES and "html" in doc:
@@ -56,7 +67,7 @@ def encode_payload(
 def decode_payload(packed: str) -> dict[str, Any]:
     if len(packed) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(f"content payload of {len(packed)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    raw = _decompressor.decompress(base64.b64decode(packed), max_output_size=64 * 1024 * 1024)
+    raw = _codecs.decompressor.decompress(base64.b64decode(packed), max_output_size=64 * 1024 * 1024)
     doc = json.loads(raw)
     if not isinstance(doc, dict):
         raise ValueError("content payload is not a JSON object")

@@ -41,8 +41,11 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
         text=doc.get("text"),
         markdown=doc.get("markdown"),
         comments=doc.get("comments"),
+        hn_text=doc.get("hn_text"),
     )
     meta = doc.get("meta") or {}
+    if "hn_text" in kinds:
+        post.has_hn_text = True  # the submitter's words beside the article: no crawl state changes
     now = datetime.now(UTC)
     summarize_styles: list[str] = []
     if "comments" in kinds:
@@ -83,6 +86,26 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
 
         after_commit(session, send)
     return StoreResult(post.id, post.hn_id, tuple(kinds), "stored")
+
+
+def quarantine_payload(*, session: Session, post_id: int, error: str) -> bool:
+    """A payload that could not be stored after its retries: the post's crawl is marked failed with the
+    reason, so it is listed by `hnpal quarantine` (whose retry produces the content again) instead of
+    staying ``fetched`` for ever. Only a post waiting for the writer (``fetched``) is marked; otherwise
+    the failure is logged."""
+    post = session.get(Post, post_id, with_for_update=True)
+    if post is None:
+        return False
+    if post.is_crawl_success or post.crawl_status != "fetched":
+        # Its article is stored, or not handed to the writer yet (this was its own text or its thread,
+        # fetched again later): the crawl's state stays as it is.
+        log.error("content for post %s could not be stored (crawl %s): %s", post_id, post.crawl_status, error)
+        return False
+    log.error("content for post %s could not be stored; quarantined: %s", post_id, error)
+    post.crawl_status = "failed"
+    post.crawl_error = f"content could not be stored: {error}"[:2000]
+    post.crawled_at = datetime.now(UTC)
+    return True
 
 
 def copy_content(*, session: Session, store: ContentStore, post_id: int, source_post_id: int) -> StoreResult:

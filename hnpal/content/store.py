@@ -43,7 +43,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("html", "text", "markdown", "comments")
+# hn_text: the submitter's own text of a post that also links an article (Show HN, Launch HN...);
+# a post without a URL keeps its HN text as its text and markdown.
+KINDS: tuple[str, ...] = ("html", "text", "markdown", "comments", "hn_text")
 LOCK_FILE = "WRITER.lock"
 Mode = Literal["reader", "writer"]
 Value = str | bytes | bytearray | memoryview
@@ -220,15 +222,24 @@ class ContentStore:
         self._next_catch_up = time.monotonic() + self.catch_up_interval
 
     def _open_db(self, options: rocksdict.Options, access_type: Any) -> None:
-        column_families = {kind: options for kind in KINDS}
+        kinds = KINDS
+        if access_type is not None:
+            # A reader opens the families the writer has created: a store written by an older version
+            # lacks the newer ones until its writer starts, and reads of those find nothing meanwhile.
+            try:
+                existing = set(rocksdict.Rdict.list_cf(str(self.path), options))
+            except Exception:
+                existing = set(KINDS)
+            kinds = tuple(kind for kind in KINDS if kind in existing)
+        column_families = {kind: options for kind in kinds}
         db = None
         try:
             if access_type is None:
                 db = rocksdict.Rdict(str(self.path), options, column_families=column_families)
             else:
                 db = rocksdict.Rdict(str(self.path), options, column_families=column_families, access_type=access_type)
-            self._cfs = {kind: db.get_column_family(kind) for kind in KINDS}
-            self._handles = {kind: db.get_column_family_handle(kind) for kind in KINDS}
+            self._cfs = {kind: db.get_column_family(kind) for kind in kinds}
+            self._handles = {kind: db.get_column_family_handle(kind) for kind in kinds}
         except Exception as exc:
             self._cfs, self._handles = {}, {}
             if db is not None:
@@ -316,6 +327,8 @@ class ContentStore:
         """
         cf = self._cfs.get(kind)
         if cf is None:
+            if kind in KINDS and self._reader and self._db is not None:
+                return None  # a family the writer has not created yet
             raise self._missing_cf(kind)
         key = b"%d" % hn_id if type(hn_id) is int and hn_id > 0 else _key(hn_id)
         try:
@@ -381,6 +394,7 @@ class ContentStore:
         text: Value | None = None,
         markdown: Value | None = None,
         comments: Value | None = None,
+        hn_text: Value | None = None,
     ) -> list[str]:
         """Store the given kinds for ``hn_id`` atomically (one write batch); returns the kinds written.
 
@@ -388,7 +402,7 @@ class ContentStore:
         """
         db = self._require_writer("put")
         key = _key(hn_id)
-        values = (html, text, markdown, comments)
+        values = (html, text, markdown, comments, hn_text)
         written: list[str] = []
         batch = rocksdict.WriteBatch(raw_mode=True)
         handles = self._handles
@@ -397,7 +411,7 @@ class ContentStore:
                 batch.put(key, _encode(kind, value), handles[kind])
                 written.append(kind)
         if not written:
-            raise ValueError("put() needs at least one of html, text, markdown, comments")
+            raise ValueError("put() needs at least one of html, text, markdown, comments, hn_text")
         try:
             db.write(batch)
         except Exception as exc:

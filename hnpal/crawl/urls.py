@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+from functools import cache
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import tldextract
 
 # Query parameters that say where a click came from, not what the page is.
 TRACKING_PARAMS = frozenset(
@@ -50,17 +54,41 @@ def canonical_url(url: str | None) -> str | None:
         host = host[4:]
     if port and port not in (80, 443):
         host = f"{host}:{port}"
-    path = parts.path or "/"
-    while "//" in path:
-        path = path.replace("//", "/")
+    # Only the slashes right after the host are collapsed: a ``//`` inside a path is part of it
+    # (web.archive.org/web/2020/https://example.com/ would break without it).
+    path = "/" + parts.path.lstrip("/")
     if len(path) > 1:
         path = path.rstrip("/")
     query = urlencode(sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)))
     return urlunsplit(("https", host, path, query, ""))
 
 
+@cache
+def _extractor() -> tldextract.TLDExtract:
+    # The Public Suffix List bundled with the package, used offline: no list URL, no cache directory,
+    # so nothing is fetched or written at run time. Private suffixes (github.io, blogspot.com...) are
+    # included, so user.github.io stays apart from other users' sites, as on HN.
+    return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), include_psl_private_domains=True)
+
+
+def registrable_domain(host: str) -> str:
+    """The registrable domain of a host (``en.wikipedia.org`` -> ``wikipedia.org``, ``news.bbc.co.uk`` ->
+    ``bbc.co.uk``), lower-cased. IP addresses, single labels and bare public suffixes stay as given."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        pass
+    registrable = _extractor().extract_str(host).top_domain_under_public_suffix
+    return registrable or host
+
+
 def domain_of(url: str | None) -> str | None:
-    """The host without ``www.``, lower-cased (what HN shows in parentheses)."""
+    """The domain HN shows in parentheses: the registrable domain of the host, from the Public Suffix
+    List (``https://en.m.wikipedia.org/x`` -> ``wikipedia.org``)."""
     if not url:
         return None
     try:
@@ -69,5 +97,17 @@ def domain_of(url: str | None) -> str | None:
         return None
     if not host:
         return None
-    host = host.lower().rstrip(".")
-    return host[4:] if host.startswith("www.") else host
+    return registrable_domain(host)
+
+
+def normalize_domain(value: str) -> str:
+    """What a user typed as a domain to mute (``https://en.wikipedia.org/wiki``, ``WWW.Example.com``),
+    as the registrable domain posts store, so muting a domain mutes its subdomains too. What is no host
+    at all is kept as typed (lower case, without ``www.``): it mutes nothing, and the user sees it."""
+    raw = value.strip().lower()
+    candidate = raw if "://" in raw else "http://" + raw.lstrip("/")
+    try:
+        host = urlsplit(candidate).hostname
+    except ValueError:
+        host = None
+    return (registrable_domain(host) if host else "") or raw.removeprefix("www.")

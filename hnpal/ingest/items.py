@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hnpal.crawl.urls import canonical_url, domain_of
-from hnpal.posts.schemas import PostCreate
+from hnpal.posts.schemas import BIGINT_MAX, INT_MAX, PostCreate
 
 SKIP_REASONS = ("null", "deleted", "dead", "not_a_post", "missing_fields", "invalid", "fetch_failed")
 
@@ -40,6 +40,10 @@ def _no_nul(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value is not None else None
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]:
     """A post and the extra fields the pipeline keeps (canonical URL, HN text). Raises Skip."""
     if item is None:
@@ -52,11 +56,21 @@ def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]
         raise Skip("dead")
     if item.get("type") not in ("story", "job", "poll"):
         raise Skip("not_a_post", str(item.get("type")))
-    if not isinstance(item.get("id"), int) or not item.get("title") or not isinstance(item.get("time"), int):
+    if not _is_int(item.get("id")) or not item.get("title") or not _is_int(item.get("time")):
         raise Skip("missing_fields", f"id={item.get('id')!r}")
     for name in ("title", "url", "by", "text"):  # a wrongly typed field skips the item, not the whole batch
         if item.get(name) is not None and not isinstance(item[name], str):
             raise Skip("invalid", f"{name} is a {type(item[name]).__name__}")
+    # Numbers are whole JSON integers within their columns' range (a float, a string, a bool or
+    # 2**31 would fail the whole batched INSERT): anything else skips this one item.
+    for name, top in (("id", BIGINT_MAX), ("score", INT_MAX), ("descendants", INT_MAX)):
+        value = item.get(name)
+        if value is None and name != "id":
+            continue
+        if not _is_int(value):
+            raise Skip("invalid", f"{name} is a {type(value).__name__}")
+        if (name == "id" and value <= 0) or value > top:
+            raise Skip("invalid", f"{name} {value} out of range")
     url = item.get("url") or None
     if url is not None and ("\x00" in url or canonical_url(url) is None):
         url = None  # javascript:, mailto: and other non-web links are not crawled
@@ -69,8 +83,8 @@ def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]
             url=url,
             domain=domain_of(url),
             author=_no_nul(item.get("by")),
-            score=max(0, int(item.get("score") or 0)),
-            comment_count=max(0, int(item.get("descendants") or 0)),
+            score=max(0, item.get("score") or 0),
+            comment_count=max(0, item.get("descendants") or 0),
             hn_published_at=datetime.fromtimestamp(item["time"], tz=UTC),
         )
     except (ValidationError, ValueError, TypeError, OverflowError) as exc:

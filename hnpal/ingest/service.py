@@ -24,10 +24,12 @@ from hnpal.db.hooks import after_commit
 from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
+from hnpal.posts.schemas import INT_MAX
 from hnpal.relevance.service import classify_posts
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
+POLL_OPTIONS_MAX = 100  # options fetched per poll
 
 
 @dataclass
@@ -38,6 +40,7 @@ class IngestReport:
     skipped: Counter = field(default_factory=Counter)
     crawl_enqueued: list[int] = field(default_factory=list)  # post ids
     text_posts: list[int] = field(default_factory=list)  # post ids whose HN text went to the writer
+    threads: list[int] = field(default_factory=list)  # title-only posts whose comment thread was asked for
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class IngestReport:
             "skipped": dict(self.skipped),
             "crawl_enqueued": len(self.crawl_enqueued),
             "text_posts": len(self.text_posts),
+            "threads": len(self.threads),
         }
 
 
@@ -93,7 +97,7 @@ def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True
     """Validate and upsert fetched items (id -> item, None or ItemError)."""
     report = IngestReport(requested=len(items))
     rows: list[dict[str, Any]] = []
-    texts: dict[int, str] = {}
+    valid: dict[int, dict[str, Any]] = {}
     for item_id, raw in items.items():
         if isinstance(raw, ItemError):
             report.skipped["fetch_failed"] += 1
@@ -109,12 +113,48 @@ def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True
         row["url"] = raw.get("url") if post.url is not None else None
         row["canonical_url"] = extra["canonical_url"]
         rows.append(row)
-        if row["url"] is None and extra["text"]:
-            texts[post.hn_id] = extra["text"]
+        valid[post.hn_id] = raw
+    # A poll's options are fetched for a new poll only (a refresh re-reads every recent post).
+    polls = [i for i, raw in valid.items() if raw.get("type") == "poll"]
+    known = set(session.scalars(select(Post.hn_id).where(Post.hn_id.in_(polls)))) if polls else set()
+    texts = hn_texts(valid, options_for=set(polls) - known)
     now = datetime.now(UTC)
     for start in range(0, len(rows), BATCH_SIZE):
         _upsert_batch(session, rows[start : start + BATCH_SIZE], texts, now, report, enqueue)
     return report
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def hn_texts(items: dict[int, dict[str, Any]], options_for: set[int] | None = None) -> dict[int, str]:
+    """The HN text (HTML) of each item that has one, a poll's options and their votes included (fetched
+    here: a poll lists its options' ids in ``parts``), for the polls in ``options_for`` (default: all)."""
+    texts: dict[int, str] = {}
+    polls: dict[int, list[int]] = {}
+    for hn_id, raw in items.items():
+        text = raw.get("text")
+        if isinstance(text, str) and text.strip():
+            texts[hn_id] = text.replace("\x00", "\ufffd")
+        parts = raw.get("parts")
+        if raw.get("type") == "poll" and isinstance(parts, list) and (options_for is None or hn_id in options_for):
+            polls[hn_id] = [p for p in parts if _int(p) is not None and p > 0][:POLL_OPTIONS_MAX]
+    wanted = [p for parts in polls.values() for p in parts]
+    options = _fetch_ids(wanted) if wanted else {}
+    for hn_id, parts in polls.items():
+        lines = []
+        for part in parts:
+            option = options.get(part)
+            if not isinstance(option, dict) or option.get("deleted") or option.get("dead"):
+                continue
+            if option.get("type") != "pollopt" or not isinstance(option.get("text"), str):
+                continue
+            votes = max(0, _int(option.get("score")) or 0)
+            lines.append(f"<p>{len(lines) + 1}. {option['text']} ({votes} vote{'' if votes == 1 else 's'})")
+        if lines:
+            texts[hn_id] = (texts[hn_id] + "<p>" if hn_id in texts else "") + "Poll options:" + "".join(lines)
+    return texts
 
 
 def _upsert_batch(
@@ -128,6 +168,8 @@ def _upsert_batch(
     for row in batch:
         has_url = row["url"] is not None
         has_text = row["hn_id"] in texts
+        # A post with neither (a title-only Ask HN, a poll without text) has nothing to crawl; its
+        # comment thread is its substance and is fetched below.
         row["crawl_status"] = "queued" if has_url else ("fetched" if has_text else "skipped")
         row["crawl_enqueued_at"] = now if has_url or has_text else None
     stmt = insert(Post).values(batch)
@@ -137,53 +179,77 @@ def _upsert_batch(
             "score": stmt.excluded.score,
             "comment_count": stmt.excluded.comment_count,
         },
-    ).returning(Post.id, Post.hn_id, Post.url, text("(xmax = 0) AS inserted"))
+    ).returning(
+        Post.id,
+        Post.hn_id,
+        Post.url,
+        Post.comment_count,
+        Post.comments_fetched_at,
+        Post.crawl_status,
+        text("(xmax = 0) AS inserted"),
+    )
     result = session.execute(stmt).all()
     new_crawls: list[int] = []
-    new_texts: list[tuple[int, int, str]] = []
-    for post_id, hn_id, url, inserted in result:
-        if not inserted:
+    new_texts: list[tuple[int, int, str, bool]] = []  # post id, hn id, HTML, beside an article
+    threads: list[int] = []
+    for post_id, hn_id, url, comment_count, comments_fetched_at, crawl_status, inserted in result:
+        if inserted:
+            report.inserted += 1
+            if url is not None:
+                new_crawls.append(post_id)
+            if hn_id in texts:
+                new_texts.append((post_id, hn_id, texts[hn_id], url is not None))
+        else:
             report.updated += 1
-            continue
-        report.inserted += 1
-        if url is not None:
-            new_crawls.append(post_id)
-        elif hn_id in texts:
-            new_texts.append((post_id, hn_id, texts[hn_id]))
+        title_only = url is None and hn_id not in texts and crawl_status == "skipped"
+        if title_only and comment_count > 0 and comments_fetched_at is None:
+            threads.append(post_id)
     report.crawl_enqueued.extend(new_crawls)
     # what each new post is about, once (hnpal.relevance): a second fetch of the post does not redo it
-    new_ids = [post_id for post_id, _, _, inserted in result if inserted]
+    new_ids = [row[0] for row in result if row[-1]]
     if new_ids:
-        id_of = {hn_id: post_id for post_id, hn_id, _, _ in result}
+        id_of = {row[1]: row[0] for row in result}
         classify_posts(session=session, post_ids=new_ids, texts={id_of[h]: t for h, t in texts.items() if h in id_of})
-    for post_id, hn_id, html in new_texts:
-        _send_hn_text(session, post_id, hn_id, html, enqueue)
-        report.text_posts.append(post_id)
-    if enqueue and new_crawls:
+    for post_id, hn_id, html, beside_article in new_texts:
+        _send_hn_text(session, post_id, hn_id, html, enqueue, beside_article=beside_article)
+        if not beside_article:
+            report.text_posts.append(post_id)
+    report.threads.extend(threads)
+    if enqueue and (new_crawls or threads):
         from tasks.crawl import crawl_post
+        from tasks.ingest import fetch_comments
 
-        def send(ids: list[int] = new_crawls) -> None:
+        def send(ids: list[int] = new_crawls, thread_ids: list[int] = threads) -> None:
             for post_id in ids:
                 crawl_post.delay(post_id)
+            for post_id in thread_ids:
+                fetch_comments.delay(post_id)
 
         after_commit(session, send)
 
 
-def _send_hn_text(session: Session, post_id: int, hn_id: int, html: str, enqueue: bool) -> None:
-    """Ask HN / Show HN / job / poll text: no crawl, straight to the content writer."""
+def _send_hn_text(
+    session: Session, post_id: int, hn_id: int, html: str, enqueue: bool, *, beside_article: bool = False
+) -> None:
+    """Ask HN / Show HN / job / poll text: no crawl, straight to the content writer. ``beside_article``:
+    the post also has a URL, whose crawl stores the article; this text is kept as its ``hn_text``."""
     from hnpal.content.payload import encode_payload
 
     try:
         extraction = extract_hn_text(html)
     except ExtractionError:
-        session.execute(Post.__table__.update().where(Post.id == post_id).values(crawl_status="skipped"))
+        if not beside_article:
+            session.execute(Post.__table__.update().where(Post.id == post_id).values(crawl_status="skipped"))
         return
-    payload = encode_payload(
-        html=html,
-        text=extraction.text,
-        markdown=extraction.markdown,
-        meta={"method": extraction.method, "final_url": None},
-    )
+    if beside_article:
+        payload = encode_payload(hn_text=extraction.text, meta={"method": "hn_text"})
+    else:
+        payload = encode_payload(
+            html=html,
+            text=extraction.text,
+            markdown=extraction.markdown,
+            meta={"method": extraction.method, "final_url": None},
+        )
     if enqueue:
         from tasks.content import store_content
 
@@ -198,12 +264,12 @@ def resend_texts(*, session: Session, hn_ids: list[int], enqueue: bool = True) -
     """Send the HN text of text posts to the content writer again (their first message was lost)."""
     if not hn_ids:
         return 0
-    items = _fetch_ids(hn_ids)
+    items = {i: raw for i, raw in _fetch_ids(hn_ids).items() if isinstance(raw, dict)}
     ids = dict(session.execute(select(Post.hn_id, Post.id).where(Post.hn_id.in_(hn_ids))).tuples().all())
     sent = 0
-    for hn_id, raw in items.items():
-        if isinstance(raw, dict) and raw.get("text") and hn_id in ids:
-            _send_hn_text(session, ids[hn_id], hn_id, raw["text"], enqueue)
+    for hn_id, html in hn_texts(items).items():
+        if hn_id in ids:
+            _send_hn_text(session, ids[hn_id], hn_id, html, enqueue)
             sent += 1
     return sent
 
@@ -223,4 +289,7 @@ def fetch_comments(*, post_id: int, depth: int, limit: int) -> tuple[int, str] |
         if not isinstance(story, dict):
             return None
         comments = fetch_thread(client, story, depth=depth, limit=limit)
-    return row.hn_id, thread_document(row.hn_id, comments, int(story.get("descendants") or row.comment_count))
+    descendants = story.get("descendants")
+    if not isinstance(descendants, int) or isinstance(descendants, bool) or not 0 <= descendants <= INT_MAX:
+        descendants = row.comment_count
+    return row.hn_id, thread_document(row.hn_id, comments, descendants)

@@ -7,8 +7,9 @@ update    a poison Telegram update               status back to ``received``  th
           (``telegram_updates.status =           and ``hnpal.telegram.handle``  payload is user data)
           'quarantined'``)                       enqueued
 crawl     a post whose crawl failed permanently  ``queued`` with no attempts   kept ``failed``; its
-          (``posts.crawl_status = 'failed'``)    counted, ``hnpal.crawl.post``  error says it was dropped
-                                                 enqueued                     and it leaves the list
+          or whose content could not be stored   counted, ``hnpal.crawl.post``  error says it was dropped
+          (``posts.crawl_status = 'failed'``)    enqueued (a text post: back   and it leaves the list
+                                                 to the content sweep)
 digest    a digest that failed                   ``sending`` (posts reserved:  as for crawl
           (``digests.status = 'failed'``)        ``hnpal.digests.send``) or
                                                  ``pending`` (``.prepare``)
@@ -134,6 +135,15 @@ def retry(*, session: Session, ref: str) -> Enqueue:
         _found(done.rowcount, kind, ident)
         return Enqueue("hnpal.telegram.handle", (ident,))
     if kind == "crawl":
+        url = session.scalar(select(Post.url).where(Post.id == ident, Post.crawl_status == "failed"))
+        if url is None and session.scalar(select(Post.id).where(Post.id == ident, Post.crawl_status == "failed")):
+            # A text post whose HN text could not be stored: the content sweep fetches it again now.
+            session.execute(
+                update(Post)
+                .where(Post.id == ident)
+                .values(crawl_status="fetched", crawl_retry_count=0, crawl_error=None, crawl_enqueued_at=None)
+            )
+            return Enqueue("hnpal.crawl.sweep", ())
         done = session.execute(
             update(Post)
             .where(Post.id == ident, Post.crawl_status == "failed")

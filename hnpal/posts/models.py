@@ -105,6 +105,8 @@ class Post(Base):
     has_html: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     has_text: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     has_markdown: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # The submitter's own text of a post that also has a URL (RocksDB ``hn_text``): a Show HN's words.
+    has_hn_text: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
     is_crawl_success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     crawl_retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -5,6 +5,7 @@ Shared by training and inference, so both see a post the same way. No model is l
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections import Counter
@@ -54,8 +55,10 @@ def embedding_text(title: str, url: str | None, domain: str | None = None) -> st
 
 
 def text_start(text: str | None) -> str:
-    """The first words of a post's own text (HN text or article), read beside the title when there is one."""
-    return " ".join((text or "")[:2000].split()[:TEXT_WORDS])
+    """The first words of a post's own text (HN text or article), read beside the title when there is one;
+    HN's HTML (tags and entities) is reduced to its words."""
+    plain = html.unescape(re.sub(r"<[^>]*>", " ", (text or "")[:4000]))
+    return " ".join(plain.split()[:TEXT_WORDS])
 
 
 def tfidf(toks: list[str], vocab: dict[str, int], idf: list[float] | None = None) -> dict[int, float]:

@@ -35,9 +35,12 @@ from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import Post
 from hnpal.summaries.models import SUMMARY_STYLES, Summary
+from hnpal.summaries.plain import plain_text
 
 log = logging.getLogger(__name__)
 TITLE_ONLY_PREFIX = "Summary from title and comments only (the article could not be read):"
+# A post with no URL and no text (a title-only Ask HN, a poll without text): its thread is its substance.
+NO_TEXT_PREFIX = "Summary from title and comments only (the post has no text of its own):"
 PAYWALL = re.compile(
     r"subscribe to (continue|read)|to continue reading|already a subscriber|subscribers only|"
     r"create a free account to|sign in to (continue|read)|this content is for members",
@@ -106,12 +109,22 @@ def load_material(post: Post, store: Any) -> Material:
     article = None
     if store is not None and (post.has_markdown or post.has_text):
         article = store.get_text(post.hn_id, "markdown" if post.has_markdown else "text")
+    # The submitter's own text of a post with a URL (a Show HN's words), read beside the article.
+    own = store.get_text(post.hn_id, "hn_text") if store is not None and post.has_hn_text else None
     if post.url is None and article:
         return Material("post_text", article, comments)
     if usable_article(article):
+        if own:
+            return Material("article", f"{own}\n\n{article}", comments)
         return Material("article", article or "", comments)
+    if own:  # the article is unreadable: the submitter's words say what the link is
+        return Material("post_text", own, comments)
     thread = "\n\n".join(c["text"] for c in comments[:30] if c.get("text"))
     return Material("title_and_comments", thread, comments)
+
+
+def _prefix(post: Post) -> str:
+    return NO_TEXT_PREFIX if post.url is None else TITLE_ONLY_PREFIX
 
 
 def choose_provider(post: Post, settings: Settings) -> Provider:
@@ -142,7 +155,8 @@ def _request(
         thread = "\n".join(f"[#{c['id']}] {c.get('by') or 'anon'}: {c['text']}" for c in material.comments)
         body = header + "\nComment thread:\n" + truncate_to_tokens(thread, budget, provider.model)
     elif material.basis == "title_and_comments":
-        body = header + "\nThe article could not be read. Comments:\n" + truncate_to_tokens(source, budget)
+        missing = "The post has no text of its own." if post.url is None else "The article could not be read."
+        body = header + f"\n{missing} Comments:\n" + truncate_to_tokens(source, budget)
     elif material.basis == "post_text":
         thread = "\n".join(f"- {c['text']}" for c in material.comments[:20])
         body = header + "\nPost text:\n" + truncate_to_tokens(source, budget) + "\n\nDiscussion:\n" + thread
@@ -160,7 +174,7 @@ def _request(
         "interests": interests,
         "comments": material.comments,
         "fallback": post.title,
-        "prefix": TITLE_ONLY_PREFIX if material.basis == "title_and_comments" and style != "comments" else None,
+        "prefix": _prefix(post) if material.basis == "title_and_comments" and style != "comments" else None,
     }
     max_tokens = 80 if style == "concise" else settings.openai_max_tokens
     maps: list[LLMRequest] = []
@@ -216,9 +230,10 @@ def _generate(
     result = llm.call(
         request, provider=provider, agent_type="summarization", post_id=post.id, purpose=style, connection=conn
     )
-    text = result.text
-    if material.basis == "title_and_comments" and style != "comments" and not text.startswith(TITLE_ONLY_PREFIX):
-        text = f"{TITLE_ONLY_PREFIX} {text}"
+    # Shown in Telegram's HTML mode: no Markdown marks (a comment summary keeps its "- " lines).
+    text = result.text if style == "comments" else plain_text(result.text)
+    if material.basis == "title_and_comments" and style != "comments" and not text.startswith(_prefix(post)):
+        text = f"{_prefix(post)} {text}"
     result = LLMResult(text, result.model, result.provider, result.input_tokens, result.output_tokens,
                        result.latency_ms, result.cost_usd)  # fmt: skip
     return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens

@@ -24,6 +24,7 @@ import logging
 import signal
 import threading
 import warnings
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # Updates are fetched raw on purpose (see above); python-telegram-bot suggests its parsed method.
 warnings.filterwarnings("ignore", message=".*Bot.getUpdates.*")
 OVER_BUDGET_NOTICE_INTERVAL = 60  # a user over their update budget hears about it at most once a minute
+# After an empty getUpdates answer that came at once: the first pause, doubled while it lasts, up to the last.
+IDLE_PAUSE = 0.5
+IDLE_PAUSE_MAX = 5.0
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("digest", "A digest now"),
@@ -324,6 +328,7 @@ class BotProcess:
         self.stopping = asyncio.Event()
         self.received = 0
         self.username: str | None = None  # ours, casefolded (known once the application is initialised)
+        self.idle_pauses: deque[float] = deque(maxlen=100)  # the last pauses after quick empty answers
 
     def _application(self):  # type: ignore[no-untyped-def]
         from telegram.ext import Application
@@ -374,10 +379,11 @@ class BotProcess:
         stored maximum used as the offset would confirm (drop) every update below it."""
         from telegram.error import NetworkError, RetryAfter, TimedOut
 
+        loop = asyncio.get_running_loop()
         await bot.delete_webhook(drop_pending_updates=False)
         highest = await asyncio.to_thread(stored_maximum)
         offset: int | None = None
-        backoff = 1.0
+        backoff, idle = 1.0, 0.0
         while not self.stopping.is_set():
             params: dict[str, Any] = {
                 "timeout": self.settings.telegram_poll_timeout,
@@ -386,6 +392,7 @@ class BotProcess:
             if offset is not None:
                 params["offset"] = offset
             fetch = asyncio.ensure_future(bot.do_api_request("getUpdates", api_kwargs=params))
+            asked = loop.time()
             stop = asyncio.ensure_future(self.stopping.wait())
             done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
             if fetch not in done:
@@ -406,7 +413,16 @@ class BotProcess:
             backoff = 1.0
             offset = None  # this call confirmed the last batch
             if not isinstance(updates, list) or not updates:
+                # An empty answer that came at once (a timeout of 0, a server that does not hold the
+                # request) must not turn the loop into a spin: pause, longer while it lasts.
+                if loop.time() - asked >= self.settings.telegram_poll_timeout / 2 + IDLE_PAUSE:
+                    idle = 0.0  # a real long poll that timed out: ask again at once
+                    continue
+                idle = min(idle * 2, IDLE_PAUSE_MAX) if idle else IDLE_PAUSE
+                self.idle_pauses.append(idle)
+                await self._sleep(idle)
                 continue
+            idle = 0.0
             updates = [u for u in updates if isinstance(u, dict)]
             while not self.stopping.is_set():
                 try:

@@ -215,8 +215,9 @@ class BotAPI:
     def __init__(self, *, token: str, base_url: str, timeout: float = 15.0) -> None:
         if not token:
             raise ValueError("a bot token is required")
-        if base_url.endswith("/bot/"):
-            base_url = base_url[:-1]
+        from config.settings import bot_api_base
+
+        base_url = bot_api_base(base_url)
         self._token = token
         self.base_url = base_url
         self.timeout = timeout

@@ -94,7 +94,7 @@ def post_message(card: PostCard) -> str:
     head = f'<b>{esc(card.title)}</b>\n<a href="{esc(HN_ITEM.format(card.hn_id))}">HN discussion</a>'
     link = ""
     if card.url:
-        link = f'\n\n🔗 <a href="{esc(card.url)}">{esc(card.domain or card.url)}</a>'
+        link = f'\n\n🔗 <a href="{esc(card.url)}">{esc(shorten(card.domain or card.url, 100))}</a>'
     stats = f"\n⬆️ {card.score} · 💬 {card.comments} · {card.position}/{card.total}"
     if card.why:
         stats += f"\n💡 {esc(shorten(card.why, 80))}"

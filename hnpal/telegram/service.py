@@ -423,8 +423,8 @@ def _settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
             f"({esc(zone_label(prefs.timezone))})",
             f"Posts per digest: <b>{prefs.max_posts}</b> · minimum score: <b>{prefs.min_score}</b>",
             *_interests_lines(ctx, user),
-            f"Muted keywords: {esc(', '.join(prefs.muted_keywords) or '—')}",
-            f"Muted domains: {esc(', '.join(prefs.muted_domains) or '—')}",
+            f"Muted keywords{_count(prefs.muted_keywords)}: {esc(_listed(prefs.muted_keywords))}",
+            f"Muted domains{_count(prefs.muted_domains)}: {esc(_listed(prefs.muted_domains))}",
             f"Status: <b>{user.status}</b> · next digest {upcoming:%a %d %b %H:%M}",
         ]
     )
@@ -450,6 +450,20 @@ def _interests_lines(ctx: Ctx, user: User) -> list[str]:
     if in_use.learned:
         lines.append(f"Learned from your 👍: {esc(', '.join(in_use.learned))}")
     return lines
+
+
+# Each muted list shown in at most this many characters: 50 entries of 100 characters each would take
+# Telegram's whole 4096 (the count says how many there are); with the interests' lines the view stays
+# within one message.
+LIST_CHARS = 1000
+
+
+def _listed(items: list[str]) -> str:
+    return render.shorten(", ".join(items), LIST_CHARS) if items else "—"
+
+
+def _count(items: list[str]) -> str:
+    return f" ({len(items)})" if items else ""
 
 
 def _zone(prefs: DigestPreferences) -> Any:
@@ -671,7 +685,7 @@ def btn_interest(ctx: Ctx, user: User, cb: Callback, message: dict[str, Any]) ->
             user.interests = [str(i) for i in before][:50]  # Skip: the topics tapped just now are dropped
         if arg == "done":
             _remember_interests(ctx.session, user)
-        chosen = ", ".join(user.interests) if user.interests else "none yet (👍/👎 teach me)"
+        chosen = render.shorten(", ".join(user.interests), 3000) if user.interests else "none yet (👍/👎 teach me)"
         text = (
             f"Interests: {esc(chosen)}.\n\nYour first digest arrives at your delivery time; "
             "/digest sends one now, /settings changes the rest."

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from hnpal.crawl.urls import normalize_domain
 from hnpal.users.models import USER_STATUSES
 
 UserStatus = Literal["active", "paused", "blocked", "deleted"]
@@ -106,7 +107,8 @@ class DigestPreferences(BaseModel):
     @field_validator("muted_domains")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(d.removeprefix("www.") for d in v))
+        # Stored as the registrable domain posts carry, so muting a domain mutes its subdomains.
+        return list(dict.fromkeys(normalize_domain(d) for d in v))
 
     @field_validator("muted_keywords")
     @classmethod

@@ -121,8 +121,9 @@ def writer_process(store_path: Path):
 
 def test_put_all_kinds_in_one_batch_and_get_back(writer: ContentStore) -> None:
     comments = json.dumps({"id": 7, "kids": [{"id": 8, "text": "ünïcode"}]})
-    written = writer.put(7, html="<p>hé</p>", text="hé", markdown="# hé\n", comments=comments)
+    written = writer.put(7, html="<p>hé</p>", text="hé", markdown="# hé\n", comments=comments, hn_text="mine")
     assert written == list(KINDS)
+    assert writer.get_text(7, "hn_text") == "mine"
     assert writer.get(7, "html") == "<p>hé</p>".encode()
     assert writer.get_text(7, "text") == "hé"
     assert writer.get_text(7, "markdown") == "# hé\n"
@@ -403,3 +404,21 @@ def test_reader_removes_its_secondary_dir_on_close(writer: ContentStore, store_p
 def test_bad_mode_is_rejected(store_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
         ContentStore(store_path, mode="admin")  # type: ignore[arg-type]
+
+
+def test_a_reader_of_a_store_without_the_newer_kinds_finds_nothing_there(tmp_path) -> None:
+    """A store written before ``hn_text`` existed: readers open it before its writer adds the family."""
+    import rocksdict
+
+    from hnpal.content.store import build_options
+
+    path = tmp_path / "old.rocksdb"
+    options = build_options(8)
+    old = rocksdict.Rdict(str(path), options, column_families={k: options for k in KINDS if k != "hn_text"})
+    old.close()
+    with ContentStore.open_reader(path) as reader:
+        assert reader.get(7, "hn_text") is None and reader.get(7, "text") is None
+    with ContentStore.open_writer(path) as writer:
+        writer.put(7, hn_text="now")
+    with ContentStore.open_reader(path) as reader:
+        assert reader.get_text(7, "hn_text") == "now"

@@ -44,6 +44,6 @@ def test_unusable_urls(bad: str | None) -> None:
 
 def test_domain_of() -> None:
     assert domain_of("https://www.Example.co.uk/x") == "example.co.uk"
-    assert domain_of("http://blog.example.com:8080/") == "blog.example.com"
+    assert domain_of("http://blog.example.com:8080/") == "example.com"  # the registrable domain, as on HN
     assert domain_of(None) is None
     assert domain_of("not a url") is None

@@ -74,3 +74,48 @@ def test_partial_indexes_exist(database_url: str) -> None:
     assert "WHERE active" in defs["ix_memory_user_active"]
     assert "DESC" in defs["ix_posts_score"]
     assert "INCLUDE (kind, key, weight) WHERE ((weight <> 0)" in defs["ix_user_affinity_counted"]
+
+
+def test_registrable_domain_migration_recomputes_stored_domains(fresh_database: str) -> None:
+    """Posts, domain affinities and muted domains written with whole hosts come out as registrable domains."""
+    from sqlalchemy import text
+
+    migrate.upgrade(fresh_database, "0008")
+    engine = create_engine(fresh_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO posts (hn_id, type, title, url, domain) VALUES"
+                    " (1, 'story', 'a', 'https://en.wikipedia.org/wiki/A', 'en.wikipedia.org'),"
+                    " (2, 'story', 'b', 'https://de.wikipedia.org/wiki/B', 'de.wikipedia.org'),"
+                    " (3, 'story', 'c', 'https://someone.github.io/c', 'someone.github.io'),"
+                    " (4, 'story', 'd', NULL, NULL)"
+                )
+            )
+            user_id = conn.execute(
+                text(
+                    "INSERT INTO users (telegram_id, digest_preferences) VALUES"
+                    ' (7, \'{"muted_domains": ["old.reddit.com", "reddit.com"]}\') RETURNING id'
+                )
+            ).scalar()
+            conn.execute(
+                text(
+                    "INSERT INTO user_affinity (user_id, kind, key, weight) VALUES"
+                    " (:u, 'domain', 'en.wikipedia.org', 2), (:u, 'domain', 'de.wikipedia.org', -1),"
+                    " (:u, 'topic', 'en.wikipedia.org', 5)"
+                ),
+                {"u": user_id},
+            )
+        migrate.upgrade(fresh_database, "head")
+        with engine.connect() as conn:
+            domains = dict(conn.execute(text("SELECT hn_id, domain FROM posts")).all())
+            keywords = conn.execute(text("SELECT keywords FROM posts WHERE hn_id = 1")).scalar()
+            affinity = set(conn.execute(text("SELECT kind, key, weight FROM user_affinity")).all())
+            muted = conn.execute(text("SELECT digest_preferences->'muted_domains' FROM users")).scalar()
+    finally:
+        engine.dispose()
+    assert domains == {1: "wikipedia.org", 2: "wikipedia.org", 3: "someone.github.io", 4: None}
+    assert keywords[-1] == "wikipedia.org"  # the computed keywords follow the new domain
+    assert affinity == {("domain", "wikipedia.org", 1), ("topic", "en.wikipedia.org", 5)}
+    assert muted == ["reddit.com"]

@@ -35,6 +35,7 @@ from sqlalchemy import text
 from config.settings import load_settings
 from hnpal.crawl import service as crawl_service
 from hnpal.crawl.fetch import Fetcher
+from hnpal.crawl.urls import normalize_domain
 from hnpal.db.session import session_scope
 from hnpal.posts.models import Post
 from hnpal.telegram.callbacks import sign
@@ -417,7 +418,7 @@ def test_hostile_strings_through_every_input(tg: Stack) -> None:
             prefs = scalar("SELECT digest_preferences FROM users WHERE telegram_id = :t", t=uid)
             if field in ("muted_keywords", "muted_domains") and len(hostile) <= 100 and "," not in hostile:
                 word = _stored(hostile).strip().lower()
-                word = word.removeprefix("www.") if field == "muted_domains" else word
+                word = normalize_domain(word) if field == "muted_domains" else word
                 assert prefs[field] == [word], (field, hostile, prefs[field])
                 assert answer.text.startswith("Settings")
             else:

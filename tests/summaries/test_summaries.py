@@ -208,3 +208,52 @@ def test_few_comments_get_no_comment_summary(store, make_post) -> None:
 def test_unknown_style_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown summary style"):
         service.summarize(post_id=1, style="poetic")
+
+
+def test_summaries_carry_no_markdown_marks(store, make_post) -> None:
+    """The offline summarizer quotes the article's markdown: its marks must not reach an HTML message."""
+    markdown = "\n".join(
+        [
+            "# Running SQLite in production",
+            r"We moved the write path to \*markdown\* \_bits\_ that every storage engine in the fleet can parse.",
+            "The migration to the new write path is *still* in progress across the **three** regions we run.",
+            "* Deploys of the storage engine now happen nightly after the fsync batching change landed in `main`.",
+            "in WAL mode the writer never blocks the readers, which was the whole point of the storage engine work.",
+            "See [the design notes](https://example.com/notes_(v2)) for the storage engine batching numbers we saw.",
+        ]
+        * 8
+    )
+    post_id = make_post(hn_id=7_100_019, text=markdown)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    summary = post(post_id).summary
+    assert summary and "storage engine" in summary
+    for mark in ("*", "\\", "`", "#", "](", "_bits"):
+        assert mark not in summary, (mark, summary)
+    assert " in WAL mode" not in summary  # a sentence start keeps its capital
+
+
+def _with_hn_text(store, post_id: int, hn_id: int, words: str) -> None:
+    store.put(hn_id, hn_text=words)
+    with session_scope() as session:
+        session.execute(Post.__table__.update().where(Post.id == post_id).values(has_hn_text=True))
+
+
+def test_the_submitters_text_is_read_beside_the_article(paid, store, make_post) -> None:
+    words = "Hi HN, we built this after our fsync batching bug cost us a week of debugging."
+    post_id = make_post(hn_id=7_100_020, title="Show HN: Batching fsync")
+    _with_hn_text(store, post_id, 7_100_020, words)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    [request] = paid.requests
+    prompt = request["messages"][-1]["content"]
+    assert words in prompt and "Paragraph 3 of the write-up" in prompt
+    assert post(post_id).summary_basis == "article"
+
+
+def test_an_unreadable_article_falls_back_to_the_submitters_text(paid, store, make_post) -> None:
+    words = "Hi HN, this is a browser game about scheduling trains; the page needs JavaScript, sorry."
+    post_id = make_post(hn_id=7_100_021, text="Please enable JavaScript.", title="Show HN: Train game")
+    _with_hn_text(store, post_id, 7_100_021, words)
+    service.summarize(post_id=post_id, style="basic", store=store)
+    assert words in paid.requests[0]["messages"][-1]["content"]
+    p = post(post_id)
+    assert p.summary_basis == "post_text" and not p.summary.startswith(service.TITLE_ONLY_PREFIX)

@@ -627,13 +627,13 @@ def test_settings_muted_lists(tg: Stack) -> None:
     (menu,) = tg.send(uid, "/settings")
     ask(tg, uid, menu, "Muted keywords", "muted_keywords")
     reply = answer(tg, uid, "Crypto, NFT ,crypto, <script>")
-    assert "Muted keywords: crypto, nft, <script>" in reply  # lower-cased, deduplicated, escaped for HTML
+    assert "Muted keywords (3): crypto, nft, <script>" in reply  # lower-cased, deduplicated, escaped for HTML
     assert prefs(uid)["muted_keywords"] == ["crypto", "nft", "<script>"]
 
     ask(tg, uid, menu, "Muted domains", "muted_domains")
-    reply = answer(tg, uid, "www.Example.com, foo.org")
-    assert "Muted domains: example.com, foo.org" in reply
-    assert prefs(uid)["muted_domains"] == ["example.com", "foo.org"]
+    reply = answer(tg, uid, "www.Example.com, foo.org, https://en.wikipedia.org/wiki/X")
+    assert "Muted domains (3): example.com, foo.org, wikipedia.org" in reply  # as posts store them
+    assert prefs(uid)["muted_domains"] == ["example.com", "foo.org", "wikipedia.org"]
 
     ask(tg, uid, menu, "Muted keywords", "muted_keywords")
     assert "Muted keywords: —" in answer(tg, uid, "-")
