@@ -78,8 +78,8 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # in the title, at most two) x (1 + BETA x ln(1 + score)). Relevance is the sum over the user's topics of
 # their weight x the post's probability of being about it (topic pairs below MIN_REL are not joined); a
 # learned dislike weighs NEG of a like. The window's best story, when it scores UNMISSABLE times its tenth
-# best, takes one place in every digest of five or more. A post's "why" names its strongest topic when its
-# relevance is at least MIN_REASON.
+# best, takes one place in every digest of five or more that is ranked by relevance (by score, it leads
+# anyway). A post's "why" names its strongest topic when its relevance is at least MIN_REASON.
 RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "explore_until": 1.5, "unmissable_window": 50}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
@@ -370,7 +370,7 @@ ORDER BY digest_id, position
 """.replace("{eligible}", ELIGIBLE)
     .replace("{phrase_mutes}", PHRASE_MUTES)
     .replace("{phrase}", phrase_sql("i"))
-    .replace("{top_story}", "(du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
+    .replace("{top_story}", "(du.profiled AND du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),

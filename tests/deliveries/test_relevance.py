@@ -184,3 +184,6 @@ def test_the_days_unmissable_story_keeps_a_place(db_session, make) -> None:
     # not in a digest of fewer than five places
     small = ranked(db_session, make.digest(make.user(interests=["Databases"], prefs={"max_posts": 3})))
     assert ("Everyone is talking about this", "top") not in small
+    # a reader ranked by score gets it first anyway, without a "why"
+    plain = ranked(db_session, make.digest(make.user()))
+    assert plain[0] == ("Everyone is talking about this", None)
