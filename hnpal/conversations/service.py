@@ -37,10 +37,11 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.conversations import window as win
-from hnpal.conversations.context import Context, load
+from hnpal.conversations.context import Context, load, stale
 from hnpal.conversations.models import MAX_MESSAGES, Conversation
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.posts.models import Post
@@ -54,9 +55,9 @@ log = logging.getLogger(__name__)
 LOCK_NAMESPACE = 0x44495343  # "DISC": advisory locks of discussion replies, keyed by conversation id
 FOLD_PROMPT = (
     "You keep the running summary of a conversation between a user and HN Pal about the Hacker News post "
-    "“{title}”. Merge the summary so far with the new turns into one summary of at most 250 words: the "
-    "user's questions, positions and anything they said about themselves, and the key points of the "
-    "answers. Plain text."
+    "of the POST data block. Merge the summary so far with the new turns into one summary of at most 250 "
+    "words: the user's questions, positions and anything they said about themselves, and the key points of "
+    "the answers. Plain text."
 )
 QUESTION_WORDS = frozenset(
     "what why how who when where which whose can could should would is are was were do does did will "
@@ -384,7 +385,7 @@ def context_for(
     again) when the key expired or Redis lost it. Returns it and whether it was rebuilt."""
     cached = store.get_context(telegram_id, post.hn_id)
     context = Context.from_cache(cached) if cached is not None else None
-    if context is not None:
+    if context is not None and not stale(session=session, user_id=user.id, context=context):
         return context, False
     context = load(
         session=session, user_id=user.id, post=post, interests=list(user.interests or []),
@@ -423,11 +424,12 @@ def plan(
 
 def prompt_for(
     *, messages: list[dict[str, Any]], summary: str | None, summarized_count: int, new_index: int,
-    context_text: str, settings: Settings,
+    context_text: str, settings: Settings, blocks: list[list[str]] | None = None,
 ) -> win.Prompt:  # fmt: skip
     return win.build_prompt(
         persona=win.PERSONA,
         context=context_text,
+        blocks=blocks,
         summary=summary,
         history=messages[summarized_count:new_index],
         new_message=str(messages[new_index].get("content") or ""),
@@ -454,10 +456,15 @@ def _fold(
         f"{'HN Pal' if m.get('role') == 'assistant' else 'User'}: {m.get('content') or ''}" for m in turns
     )
     transcript, _ = win.cut_bytes(transcript, settings.discussion_prompt_max_bytes // 2)
+    marker = sanitize.new_marker()
+    data = "\n\n".join(
+        sanitize.data_block(name, body, marker)
+        for name, body in (("POST", title), ("SUMMARY SO FAR", summary or "(none)"), ("NEW TURNS", transcript))
+    )
     request = LLMRequest(
         messages=[
-            {"role": "system", "content": FOLD_PROMPT.format(title=title)},
-            {"role": "user", "content": f"Summary so far:\n{summary or '(none)'}\n\nNew turns:\n{transcript}"},
+            {"role": "system", "content": f"{FOLD_PROMPT}\n\n{sanitize.data_rules(marker)}"},
+            {"role": "user", "content": data},
         ],
         max_tokens=400,
         temperature=settings.openai_temperature,
@@ -541,7 +548,7 @@ def _reply_locked(
         )
         summarized = window.fold_upto
     prompt = prompt_for(messages=messages, summary=summary, summarized_count=summarized, new_index=new_index,
-                        context_text=context.text, settings=settings)  # fmt: skip
+                        context_text=context.text, settings=settings, blocks=context.blocks)  # fmt: skip
     question = str(messages[new_index].get("content") or "")
     request = LLMRequest(
         messages=prompt.messages,

@@ -42,6 +42,7 @@ from config.settings import Settings, get_settings
 from hnpal.conversations.models import Conversation
 from hnpal.db.session import session_scope
 from hnpal.deliveries.models import Delivery
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest
 from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
@@ -85,7 +86,7 @@ EXTRACTION_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 SYSTEM_PROMPT = """You maintain the long-term memory of HN Pal, a Hacker News companion, about one user.
-Read the discussion below (the user and HN Pal talking about one Hacker News post) and extract what is
+Read the discussion (the user and HN Pal talking about one Hacker News post) and extract what is
 worth remembering about the USER for future conversations and for picking posts they will like.
 
 Return JSON: {"items": [{"type": ..., "content": ..., "confidence": ...}]}.
@@ -307,12 +308,18 @@ def _provider(settings: Settings):  # type: ignore[no-untyped-def]
 
 def _request(material: _Material) -> LLMRequest:
     known = "\n".join(f"- {k}" for k in material.known) or "(nothing yet)"
-    user_prompt = (
-        f"Post: {material.title}\n\nAlready known about the user:\n{known}\n\n"
-        f"Discussion:\n{material.transcript or '(no messages)'}"
+    marker = sanitize.new_marker()
+    user_prompt = "\n\n".join(
+        sanitize.data_block(name, body, marker)
+        for name, body in (
+            ("POST", material.title),
+            ("ALREADY KNOWN ABOUT THE USER", known),
+            ("DISCUSSION", material.transcript or "(no messages)"),
+        )
     )
+    system = f"{SYSTEM_PROMPT}\n\n{sanitize.data_rules(marker)}"
     return LLMRequest(
-        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_prompt}],
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user_prompt}],
         max_tokens=700,
         temperature=0.0,
         json_schema=EXTRACTION_SCHEMA,

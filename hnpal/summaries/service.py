@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
@@ -133,7 +134,8 @@ def _request(
     settings: Settings,
 ) -> tuple[LLMRequest, list[LLMRequest]]:
     """The final request, and the map requests to run first when the article is very long."""
-    system = prompt(style).replace("{interests}", ", ".join(interests or []) or "none given")
+    marker = sanitize.new_marker()
+    system = f"{prompt(style)}\n\n{sanitize.data_rules(marker)}"
     budget = settings.summary_input_tokens
     source = material.text
     source_tokens = 0
@@ -173,13 +175,21 @@ def _request(
         for part in split_by_tokens(source, budget, provider.model):
             maps.append(
                 LLMRequest(
-                    messages=[{"role": "system", "content": prompt("map")}, {"role": "user", "content": part}],
+                    messages=[
+                        {"role": "system", "content": f"{prompt('map')}\n\n{sanitize.data_rules(marker)}"},
+                        {"role": "user", "content": sanitize.data_block("ARTICLE PART", part, marker)},
+                    ],
                     max_tokens=200,
                     temperature=settings.openai_temperature,
                 )
             )
+    data = sanitize.data_block("MATERIAL", body, marker)
+    if style == "personalized":
+        data = sanitize.data_block("READER'S INTERESTS", ", ".join(interests or []) or "none given", marker) + (
+            f"\n\n{data}"
+        )
     request = LLMRequest(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": body}],
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": data}],
         max_tokens=max_tokens,
         temperature=settings.openai_temperature,
         hints=hints,
@@ -207,8 +217,14 @@ def _generate(
             input_tokens += part.input_tokens
             output_tokens += part.output_tokens
         header = f"Title: {post.title}\nURL: {post.url}\n\nSummaries of the article's parts, in order:\n"
+        marker = sanitize.new_marker()
+        system = prompt(style) + f"\n\n{sanitize.data_rules(marker)}"
+        data = sanitize.data_block("MATERIAL", header + "\n\n".join(parts), marker)
+        if style == "personalized":
+            wanted = ", ".join(interests or []) or "none given"
+            data = sanitize.data_block("READER'S INTERESTS", wanted, marker) + f"\n\n{data}"
         request = LLMRequest(
-            messages=[request.messages[0], {"role": "user", "content": header + "\n\n".join(parts)}],
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": data}],
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             hints=request.hints,
