@@ -346,10 +346,9 @@ def append_assistant_message(
     input_tokens = sum(r.input_tokens for r in results)
     output_tokens = sum(r.output_tokens for r in results)
     cost = sum((r.cost_usd for r in results), Decimal(0))
+    text = sanitize.clean_text(text, MAX_MESSAGE_CHARS) or "…"  # what was sent is stored, whatever made it
     message = {
-        **Message(role="assistant", content=text[:MAX_MESSAGE_CHARS], timestamp=datetime.now(UTC)).model_dump(
-            mode="json"
-        ),
+        **Message(role="assistant", content=text, timestamp=datetime.now(UTC)).model_dump(mode="json"),
         "reply_to": reply_to,
         "model": results[-1].model if results else None,
         "input_tokens": input_tokens,

@@ -20,6 +20,7 @@ from tests.conversations.test_discussions import (
     new_user,
     one,
     user_id,
+    wait_answers,
 )
 
 pytestmark = pytest.mark.slow
@@ -152,3 +153,18 @@ def test_third_party_text_cannot_pass_for_the_prompts_own_structure(ds: Discussi
     marker = fences(data)[0][0]
     assert marker in system
     assert [n for _m, k, n in fences(data) if k == "BEGIN"] == ["POST", "ALREADY KNOWN ABOUT THE USER", "DISCUSSION"]
+
+
+# --- the model's answer -------------------------------------------------------------------------------
+
+
+def test_an_answer_with_nul_and_control_characters_is_delivered_and_stored(ds: DiscussionStack) -> None:
+    uid = new_user(ds)
+    post = make_post(ds)
+    ds.send(uid, f"/discuss {post['hn_id']}")
+    ds.llm.set_responder(lambda body: "Drivers\u0000 in Rust\u001b[0m are\u0007 ready.\r\nMostly.")
+    (answer,) = ds.send(uid, "Are they ready?", replies=1)
+    assert answer.text == "Drivers in Rust[0m are ready.\nMostly."
+    messages = wait_answers(uid, 1)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["content"] == answer.text and messages[1]["input_tokens"] > 0
