@@ -8,7 +8,7 @@ from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
 from hnpal.summaries.models import Summary
 from hnpal.telegram.models import TelegramUpdate
-from hnpal.usage.models import AgentCall, UserTokenUsage
+from hnpal.usage.models import AgentCall, LLMReservation, UserTokenUsage
 from hnpal.users.models import User
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Conversation",
     "Delivery",
     "Digest",
+    "LLMReservation",
     "Memory",
     "Post",
     "Summary",

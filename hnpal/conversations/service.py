@@ -48,6 +48,7 @@ from hnpal.posts.models import Post
 from hnpal.state.service import set_state
 from hnpal.state.store import BotState, FsmState, StateStore
 from hnpal.telegram.render import esc
+from hnpal.usage import allowance
 from hnpal.usage.models import AgentCall
 from hnpal.users.models import User
 
@@ -64,6 +65,12 @@ QUESTION_WORDS = frozenset(
     "explain tell compare summarize summarise define".split()
 )
 _FIRST_WORD = re.compile(r"[a-zA-Z']+")
+
+
+BUDGET_REACHED = (
+    "That's all the discussion I can do for you today: your daily allowance is used up. "
+    "It renews at midnight UTC; digests and buttons work as usual meanwhile."
+)
 
 
 class Busy(Exception):
@@ -529,6 +536,33 @@ def _reply_locked(
         session.expunge_all()
     new_index = max(i for i, m in enumerate(messages) if m.get("role") == "user")
     provider = choose_provider(settings)
+    # One answer of the user's allowance is held before any call (a burst cannot pass the cap together),
+    # settled by the calls' own rows, refunded when no answer is made.
+    unsummarized = messages[conversation.summarized_count :]
+    reservation = _reserve_answer(user.id, provider, [{"content": context.text}, *unsummarized], settings, conn)
+    if reservation is None:
+        _send(outbox, user.telegram_id, BUDGET_REACHED)
+        log.info("conversation %s: message %s not answered, the daily allowance is used up", conversation.id, index)
+        return "budget"
+    try:
+        return _answer(conn, conversation, user, post, messages, new_index, context, provider, outbox, settings)
+    finally:
+        allowance.release(reservation, conn)
+
+
+def _reserve_answer(
+    user_id: int, provider: Provider, messages: list[dict[str, Any]], settings: Settings, conn: Connection
+) -> int | None:
+    usd = Decimal(0)
+    if provider.name != "offline":
+        usd = allowance.estimate_usd(provider.model, messages, settings.discussion_max_tokens, settings)
+    return allowance.reserve_answer(user_id=user_id, usd=usd, settings=settings, connection=conn)
+
+
+def _answer(
+    conn: Connection, conversation: Conversation, user: User, post: Post, messages: list[dict[str, Any]],
+    new_index: int, context: Context, provider: Provider, outbox: Any, settings: Settings,
+) -> str:  # fmt: skip
     account = {"user_id": user.id, "conversation_id": conversation.id, "post_id": post.id}
     results: list[LLMResult] = []
     summary, summarized = conversation.summary, conversation.summarized_count
@@ -639,7 +673,15 @@ def idle_answer(*, user_id: int, text: str, outbox: Any = None, settings: Settin
             temperature=settings.openai_temperature,
             hints={"task": "discussion", "question": question, "idle": True},
         )
-        result = _complete(request, provider=choose_provider(settings), conn=conn, user_id=user_id, purpose="idle")
+        provider = choose_provider(settings)
+        reservation = _reserve_answer(user_id, provider, request.messages, settings, conn)
+        if reservation is None:  # the allowance was used up by answers in flight since the check
+            _send(outbox, telegram_id, BUDGET_REACHED)
+            return "budget"
+        try:
+            result = _complete(request, provider=provider, conn=conn, user_id=user_id, purpose="idle")
+        finally:
+            allowance.release(reservation, conn)
     _send(outbox, telegram_id, result.text.strip()[:MAX_MESSAGE_CHARS])
     return "answered"
 

@@ -27,6 +27,7 @@ from hnpal.db.session import get_engine, session_scope
 from hnpal.llm import sanitize
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.offline import OfflineProvider
+from hnpal.usage import allowance
 from hnpal.usage.models import AgentCall, UserTokenUsage
 
 log = logging.getLogger(__name__)
@@ -230,20 +231,34 @@ def call(
     attempt = 0
     while True:
         attempt += 1
+        reservation = None
+        if provider.name != "offline":
+            # The day's budget is held before the call (atomically: a burst cannot pass it together)
+            # and settled by the call's own row; past it, the offline provider takes over.
+            estimate = allowance.estimate_usd(provider.model, request.messages, request.max_tokens, settings)
+            reservation = allowance.reserve_budget(estimate, settings, connection)
+            if reservation is None:
+                log.warning("daily LLM budget reached (%s USD): the offline provider answers this call",
+                            settings.llm_daily_budget_usd)  # fmt: skip
+                provider = offline_provider()
+                account = functools.partial(account, model=provider.model)
         started = time.perf_counter()
         try:
-            result = provider.complete(request)
-        except LLMError as exc:
-            account(result=None, error=exc, latency_ms=int((time.perf_counter() - started) * 1000))
-            failure = exc
-        else:
-            # The answer is untrusted: cleaned and checked here, after it is paid for (so a bad answer's
-            # usage is recorded too, with the attempt marked failed).
-            result = dataclasses.replace(result, text=sanitize.clean_text(result.text).strip())
-            failure = checked(request, result)
-            cost = account(result=result, error=failure, latency_ms=result.latency_ms)
-            if failure is None:
-                return dataclasses.replace(result, cost_usd=cost)
+            try:
+                result = provider.complete(request)
+            except LLMError as exc:
+                account(result=None, error=exc, latency_ms=int((time.perf_counter() - started) * 1000))
+                failure = exc
+            else:
+                # The answer is untrusted: cleaned and checked here, after it is paid for (so a bad
+                # answer's usage is recorded too, with the attempt marked failed).
+                result = dataclasses.replace(result, text=sanitize.clean_text(result.text).strip())
+                failure = checked(request, result)
+                cost = account(result=result, error=failure, latency_ms=result.latency_ms)
+                if failure is None:
+                    return dataclasses.replace(result, cost_usd=cost)
+        finally:
+            allowance.release(reservation, connection)
         if not failure.transient or attempt >= settings.llm_attempts:
             raise failure
         wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)

@@ -368,22 +368,33 @@ def _summarize_locked(
     return Outcome(post_id, style, variant, status, summary_id, result.provider)
 
 
-def mark_failed(*, post_id: int, error: LLMError) -> None:
-    """The last retry failed: keep the post and the reason; transient failures go to the sweep."""
+def mark_failed(*, post_id: int, error: Exception) -> None:
+    """A run failed (the model's last retry, or anything after it): keep the post, the reason and the
+    count. Transient failures go to the sweep until HNPAL_SUMMARY_MAX_ATTEMPTS runs failed; then the post
+    is listed by ``hnpal quarantine`` (kind ``summary``) and the model is not asked again."""
+    transient = error.transient if isinstance(error, LLMError) else True
+    reason = str(error) if isinstance(error, LLMError) else f"{type(error).__name__}: {error}"
     with session_scope() as session:
         session.execute(
             Post.__table__.update()
             .where(Post.id == post_id, Post.summary_status != "done")
-            .values(summary_status="failed" if error.transient else "skipped", summary_error=str(error)[:2000])
+            .values(
+                summary_status="failed" if transient else "skipped",
+                summary_error=reason[:2000],
+                summary_attempts=Post.summary_attempts + 1,
+            )  # fmt: skip
         )
 
 
-def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Posts with content whose default summary failed transiently or never ran."""
+def due_for_sweep(*, session, limit: int, settings: Settings | None = None) -> list[int]:  # type: ignore[no-untyped-def]
+    """Posts with content whose default summary failed transiently (fewer than the allowed times) or
+    never ran."""
+    settings = settings or get_settings()
     return list(
         session.scalars(
             select(Post.id)
             .where(Post.is_crawl_success, Post.summary_status.in_(("pending", "failed")))
+            .where(Post.summary_attempts < settings.summary_max_attempts)
             .order_by(Post.id)
             .limit(limit)
         )

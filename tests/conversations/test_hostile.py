@@ -11,8 +11,9 @@ import re
 
 import pytest
 
+from hnpal.telegram import discuss
 from hnpal.telegram.callbacks import sign
-from tests.conftest import rows
+from tests.conftest import execute, rows
 from tests.conversations.conftest import DiscussionStack, chat_bodies
 from tests.conversations.test_discussions import (
     ask,
@@ -168,3 +169,32 @@ def test_an_answer_with_nul_and_control_characters_is_delivered_and_stored(ds: D
     messages = wait_answers(uid, 1)
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["content"] == answer.text and messages[1]["input_tokens"] > 0
+
+
+# --- allowances under a burst ---------------------------------------------------------------------------
+
+
+def test_a_burst_of_quick_questions_cannot_pass_the_daily_allowance(ds: DiscussionStack) -> None:
+    """5 answers left of the day's 100; 25 questions at once outside a discussion: at most 5 model calls
+    (each answer is reserved before its call), every other question told the allowance is used up."""
+    uid = new_user(ds)
+    execute(
+        "INSERT INTO agent_calls (user_id, agent_type, model, input_tokens, output_tokens, cost_usd, purpose, "
+        "success) SELECT :u, 'discussion', 'gpt-4o-mini', 10, 10, 0, 'idle', true FROM generate_series(1, 95)",
+        u=user_id(uid),
+    )
+    before = len(ds.llm.requests)
+    ds.llm.latency = 2.0  # the answers overlap the handling of the burst
+    try:
+        for n in range(25):
+            ds.server.send_user_message(uid, f"What is question number {n}?")
+        replies = ds.wait_messages(uid, 25, timeout=60)
+    finally:
+        ds.llm.latency = 0
+    answers = [m.text for m in replies if m.text.startswith("Answer to «What is question number")]
+    refused = [m.text for m in replies if m.text == discuss.BUDGET_REACHED]
+    assert len(answers) == 5 and len(refused) == 20, [m.text for m in replies]
+    assert len(ds.llm.requests) - before == 5
+    made = rows("SELECT id FROM agent_calls WHERE user_id = :u AND purpose = 'idle' AND success", u=user_id(uid))
+    assert len(made) == 100
+    assert rows("SELECT id FROM llm_reservations WHERE user_id = :u", u=user_id(uid)) == []  # all settled
