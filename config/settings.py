@@ -132,10 +132,6 @@ class Settings(BaseSettings):
     summary_input_tokens: int = Field(
         default=3000, ge=200, le=100000, description="Article tokens sent per summary (longer: map-reduce)."
     )
-    summary_max_attempts: int = Field(
-        default=5, ge=1, le=100,
-        description="Failed runs of a post's summary after which the sweep stops asking (see hnpal quarantine).",
-    )  # fmt: skip
     summary_default_style: Literal["basic", "technical", "business", "concise"] = Field(
         default="basic", description="The style stored in posts.summary."
     )

@@ -13,13 +13,13 @@ digest    a digest that failed                   ``sending`` (posts reserved:  a
           (``digests.status = 'failed'``)        ``hnpal.digests.send``) or
                                                  ``pending`` (``.prepare``)
 summary   a post whose summary failed            ``pending`` with no attempts  ``skipped``; its error
-          ``HNPAL_SUMMARY_MAX_ATTEMPTS`` times   counted, ``hnpal.summaries.   says it was dropped
-          (the sweep no longer asks the model)   summarize`` enqueued
+          ``MAX_ATTEMPTS`` (5) times: the sweep  counted, ``hnpal.summaries.  says it was dropped
+          stopped asking the model               summarize`` enqueued
 ========  =====================================  ===========================  ========================
 
 A reference is ``KIND:ID`` (``update:812``, ``crawl:45`` and ``summary:45`` — post ids —, ``digest:9``); a
-bare number means an update. Functions take a session and return the task to enqueue, which the caller sends after the
-commit.
+bare number means an update. Functions take a session and return the task to enqueue, which the caller
+sends after the commit.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from config.settings import get_settings
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.posts.models import Post
+from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.telegram.models import TelegramUpdate
 
 KINDS = ("update", "crawl", "digest", "summary")
@@ -126,7 +126,7 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
     if kind in (None, "summary"):
         rows = session.execute(
             select(Post)
-            .where(Post.summary_status == "failed", Post.summary_attempts >= get_settings().summary_max_attempts)
+            .where(Post.summary_status == "failed", Post.summary_attempts >= SUMMARY_ATTEMPTS)
             .order_by(Post.id.desc())
             .limit(limit)
         ).scalars()

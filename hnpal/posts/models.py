@@ -119,7 +119,7 @@ class Post(Base):
     summary_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
     summary_basis: Mapped[str | None] = mapped_column(String(30))
     summary_error: Mapped[str | None] = mapped_column(Text)
-    # failed runs of the default summary; at HNPAL_SUMMARY_MAX_ATTEMPTS the sweep stops (hnpal quarantine)
+    # failed runs of the default summary; at summaries.service.MAX_ATTEMPTS the sweep stops (hnpal quarantine)
     summary_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     fetched_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

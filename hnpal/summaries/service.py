@@ -46,6 +46,7 @@ PAYWALL = re.compile(
 )
 MIN_ARTICLE_WORDS = 80
 MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
+MAX_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
 
 
 class Busy(Exception):
@@ -370,7 +371,7 @@ def _summarize_locked(
 
 def mark_failed(*, post_id: int, error: Exception) -> None:
     """A run failed (the model's last retry, or anything after it): keep the post, the reason and the
-    count. Transient failures go to the sweep until HNPAL_SUMMARY_MAX_ATTEMPTS runs failed; then the post
+    count. Transient failures go to the sweep until :data:`MAX_ATTEMPTS` runs failed; then the post
     is listed by ``hnpal quarantine`` (kind ``summary``) and the model is not asked again."""
     transient = error.transient if isinstance(error, LLMError) else True
     reason = str(error) if isinstance(error, LLMError) else f"{type(error).__name__}: {error}"
@@ -386,15 +387,14 @@ def mark_failed(*, post_id: int, error: Exception) -> None:
         )
 
 
-def due_for_sweep(*, session, limit: int, settings: Settings | None = None) -> list[int]:  # type: ignore[no-untyped-def]
-    """Posts with content whose default summary failed transiently (fewer than the allowed times) or
+def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Posts with content whose default summary failed transiently (fewer than MAX_ATTEMPTS times) or
     never ran."""
-    settings = settings or get_settings()
     return list(
         session.scalars(
             select(Post.id)
             .where(Post.is_crawl_success, Post.summary_status.in_(("pending", "failed")))
-            .where(Post.summary_attempts < settings.summary_max_attempts)
+            .where(Post.summary_attempts < MAX_ATTEMPTS)
             .order_by(Post.id)
             .limit(limit)
         )

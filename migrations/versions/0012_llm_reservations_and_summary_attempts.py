@@ -1,5 +1,5 @@
 """llm reservations and summary attempts: model calls hold their estimate before they are made, and a
-default summary that keeps failing is counted (the sweep stops at HNPAL_SUMMARY_MAX_ATTEMPTS)
+default summary that keeps failing is counted (the sweep stops after five failed runs)
 
 Revision ID: 0012
 Revises: 0008
