@@ -1,5 +1,8 @@
-"""llm reservations and summary attempts: model calls hold their estimate before they are made, and a
-default summary that keeps failing is counted (the sweep stops after five failed runs)
+"""llm reservations and summary attempts
+
+Model calls hold their estimate (of the day's budget, of a user's discussion allowance) before they are
+made, in llm_reservations; a default summary that keeps failing is counted in posts.summary_attempts (the
+sweep stops after five failed runs).
 
 Revision ID: 0012
 Revises: 0008
