@@ -22,16 +22,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, text
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine
-from hnpal.usage.models import AgentCall, LLMReservation
+from hnpal.usage.models import LLMReservation
 
 log = logging.getLogger(__name__)
 LOCK_NAMESPACE = 0x4C4C4D52  # "LLMR": advisory locks of reservations; key 0 the budget, else the user id
 TTL = timedelta(minutes=15)  # longer than any call with its retries
-ANSWER_PURPOSES = ("reply", "idle")
 
 
 def midnight() -> datetime:
@@ -66,44 +65,62 @@ def _transaction(connection: Connection | None) -> Iterator[Connection]:
     connection.exec_driver_sql("COMMIT")
 
 
+LOCK = text("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(:ns, :key)")
+# What a cap has used: reserved (live reservations) and made (today's agent_calls). User NULL: the budget.
+USED = text(
+    """
+    WITH held AS (
+        SELECT coalesce(sum(usd), 0) AS usd, coalesce(sum(answers), 0) AS answers
+        FROM llm_reservations
+        WHERE scope = :scope AND user_id IS NOT DISTINCT FROM CAST(:user_id AS integer) AND expires_at > now()
+    ), made AS (
+        SELECT coalesce(sum(cost_usd), 0) AS usd,
+               count(*) FILTER (WHERE success AND purpose IN ('reply', 'idle')) AS answers
+        FROM agent_calls
+        WHERE called_at >= :midnight
+          AND (CAST(:user_id AS integer) IS NULL OR (user_id = :user_id AND agent_type = 'discussion'))
+    )
+    SELECT held.usd AS held_usd, held.answers AS held_answers, made.usd AS spent, made.answers AS answers
+    FROM held, made
+    """
+)
+# one statement (its own transaction), whose commit does not wait for the disk either
+RELEASE = text(
+    "WITH no_sync AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    "DELETE FROM llm_reservations WHERE id = :id AND EXISTS (SELECT FROM no_sync)"
+)
+RESERVE = text(
+    "INSERT INTO llm_reservations (scope, user_id, usd, answers, expires_at) "
+    "VALUES (:scope, CAST(:user_id AS integer), :usd, :answers, now() + make_interval(secs => :ttl)) RETURNING id"
+)
+
+
 def _reserve(
-    *, scope: str, user_id: int | None, usd: Decimal, answers: int, allowed: Any, connection: Connection | None
-) -> int | None:
-    """Reserve under the cap's lock when ``allowed(conn, held_usd, held_answers)`` says so."""
+    *, scope: str, user_id: int | None, usd: Decimal, answers: int, max_usd: Decimal, max_answers: int | None,
+    connection: Connection | None,
+) -> int | None:  # fmt: skip
+    """Reserve ``usd`` (and ``answers``) under the cap's lock when what is used stays within it.
+    Reservations are short-lived: their commits do not wait for the disk (a database crash loses at
+    most the last few, which only lets the calls then in flight through)."""
+    params = {"scope": scope, "user_id": user_id, "midnight": midnight()}  # user_id None: the day's budget
     with _transaction(connection) as conn:
-        conn.execute(select(func.pg_advisory_xact_lock(LOCK_NAMESPACE, user_id or 0)))
+        conn.execute(LOCK, {"ns": LOCK_NAMESPACE, "key": user_id or 0})
         # a statement after the lock: its snapshot sees every reservation and call committed before
-        live = (
-            LLMReservation.scope == scope,
-            LLMReservation.expires_at > func.now(),
-            LLMReservation.user_id == user_id if user_id is not None else LLMReservation.user_id.is_(None),
-        )
-        held_usd, held_answers = conn.execute(
-            select(func.coalesce(func.sum(LLMReservation.usd), 0), func.coalesce(func.sum(LLMReservation.answers), 0))
-            .where(*live)
-        ).one()  # fmt: skip
-        if not allowed(conn, Decimal(held_usd), int(held_answers)):
+        used = conn.execute(USED, params).one()
+        if max_answers is not None and used.answers + used.held_answers + answers > max_answers:
+            return None
+        if Decimal(used.spent) + Decimal(used.held_usd) + usd > max_usd:
             return None
         return conn.execute(
-            insert(LLMReservation)
-            .values(
-                scope=scope, user_id=user_id, usd=usd, answers=answers, expires_at=datetime.now(UTC) + TTL
-            )  # fmt: skip
-            .returning(LLMReservation.id)
+            RESERVE, {**params, "usd": usd, "answers": answers, "ttl": TTL.total_seconds()}
         ).scalar_one()
 
 
 def reserve_budget(usd: Decimal, settings: Settings | None = None, connection: Connection | None = None) -> int | None:
     """Hold ``usd`` of the day's LLM budget for one paid call; None when it would pass the budget."""
     settings = settings or get_settings()
-
-    def allowed(conn: Any, held_usd: Decimal, _answers: int) -> bool:
-        spent = conn.execute(
-            select(func.coalesce(func.sum(AgentCall.cost_usd), 0)).where(AgentCall.called_at >= midnight())
-        ).scalar_one()
-        return Decimal(spent) + held_usd + usd <= settings.llm_daily_budget_usd
-
-    return _reserve(scope="global", user_id=None, usd=usd, answers=0, allowed=allowed, connection=connection)
+    return _reserve(scope="global", user_id=None, usd=usd, answers=0, max_usd=settings.llm_daily_budget_usd,
+                    max_answers=None, connection=connection)  # fmt: skip
 
 
 def reserve_answer(
@@ -112,21 +129,8 @@ def reserve_answer(
     """Hold one discussion answer (and ``usd``) of the user's allowance for today; None when the day's
     answers or dollars would pass it."""
     settings = settings or get_settings()
-
-    def allowed(conn: Any, held_usd: Decimal, held_answers: int) -> bool:
-        answers, spent = conn.execute(
-            select(
-                func.count().filter(AgentCall.success, AgentCall.purpose.in_(ANSWER_PURPOSES)),
-                func.coalesce(func.sum(AgentCall.cost_usd), 0),
-            ).where(
-                AgentCall.user_id == user_id, AgentCall.agent_type == "discussion", AgentCall.called_at >= midnight()
-            )  # fmt: skip
-        ).one()
-        if answers + held_answers + 1 > settings.discussion_daily_messages:
-            return False
-        return Decimal(spent) + held_usd + usd <= settings.discussion_daily_usd
-
-    return _reserve(scope="discussion", user_id=user_id, usd=usd, answers=1, allowed=allowed, connection=connection)
+    return _reserve(scope="discussion", user_id=user_id, usd=usd, answers=1, max_usd=settings.discussion_daily_usd,
+                    max_answers=settings.discussion_daily_messages, connection=connection)  # fmt: skip
 
 
 def release(reservation: int | None, connection: Connection | None = None) -> None:
@@ -134,7 +138,7 @@ def release(reservation: int | None, connection: Connection | None = None) -> No
     autocommit connection of the caller's."""
     if reservation is None:
         return
-    stmt = delete(LLMReservation).where(LLMReservation.id == reservation)
+    stmt = RELEASE.bindparams(id=reservation)
     if connection is not None:
         connection.execute(stmt)
         return
