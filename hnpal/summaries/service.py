@@ -182,6 +182,8 @@ def _request(
                     ],
                     max_tokens=200,
                     temperature=settings.openai_temperature,
+                    # the offline provider answers a part when the day's budget runs out mid-article
+                    hints={"task": "summary", "style": style, "source_text": part, "fallback": post.title},
                 )
             )
     data = sanitize.data_block("MATERIAL", body, marker)
