@@ -177,7 +177,7 @@ def stale(*, session: Session, user_id: int, context: Context) -> bool:
     related_ids = [int(i) for i in ((context.loaded.get("related") or {}).get("conversation_ids") or [])]
     if not memory_ids and not related_ids:
         return False
-    memory_gone = (
+    memory_kept = (
         select(Memory.id).where(Memory.id.in_(memory_ids), Memory.user_id == user_id, Memory.active).subquery()
     )
     related_kept = (
@@ -187,7 +187,7 @@ def stale(*, session: Session, user_id: int, context: Context) -> bool:
         .subquery()
     )
     still_memory, still_related = session.execute(
-        select(select(func.count()).select_from(memory_gone).scalar_subquery(),
+        select(select(func.count()).select_from(memory_kept).scalar_subquery(),
                select(func.count()).select_from(related_kept).scalar_subquery())
     ).one()  # fmt: skip
     return still_memory < len(set(memory_ids)) or still_related < len(set(related_ids))
