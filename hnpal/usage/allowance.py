@@ -1,8 +1,9 @@
 """Caps that hold under bursts: a model call reserves its estimate before it is made.
 
 A cap checked against finished calls only lets every call in flight through (25 quick questions with 5
-answers left made 12 paid calls). Here a call first reserves, in one short transaction under an advisory
-lock (so reservations of one cap are made one at a time, each seeing every earlier one): what was spent
+answers left made 12 paid calls). Here a call first reserves, in one statement under an advisory lock
+(the ``llm_reserve`` function: reservations of one cap are made one at a time, each seeing every earlier
+one): what was spent
 today (``agent_calls``) plus what is reserved (``llm_reservations``, live ones) plus this call's
 estimate must stay within the cap, or nothing is reserved. After the call its ``agent_calls`` rows hold
 the real usage and the reservation is deleted (:func:`release`); when no call was made it is deleted
@@ -16,8 +17,6 @@ and a user's discussion allowance (``HNPAL_DISCUSSION_DAILY_MESSAGES`` answers a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -48,72 +47,38 @@ def estimate_usd(
     return cost_usd(model, prompt, max_tokens, settings)
 
 
-@contextmanager
-def _transaction(connection: Connection | None) -> Iterator[Connection]:
-    """A transaction: on the caller's autocommit connection when given (no second pool checkout while
-    it holds one), else on a pooled connection of its own."""
-    if connection is None:
-        with get_engine().begin() as conn:
-            yield conn
-        return
-    connection.exec_driver_sql("BEGIN")
-    try:
-        yield connection
-    except BaseException:
-        connection.exec_driver_sql("ROLLBACK")
-        raise
-    connection.exec_driver_sql("COMMIT")
-
-
-LOCK = text("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(:ns, :key)")
-# What a cap has used: reserved (live reservations) and made (today's agent_calls). User NULL: the budget.
-USED = text(
-    """
-    WITH held AS (
-        SELECT coalesce(sum(usd), 0) AS usd, coalesce(sum(answers), 0) AS answers
-        FROM llm_reservations
-        WHERE scope = :scope AND user_id IS NOT DISTINCT FROM CAST(:user_id AS integer) AND expires_at > now()
-    ), made AS (
-        SELECT coalesce(sum(cost_usd), 0) AS usd,
-               count(*) FILTER (WHERE success AND purpose IN ('reply', 'idle')) AS answers
-        FROM agent_calls
-        WHERE called_at >= :midnight
-          AND (CAST(:user_id AS integer) IS NULL OR (user_id = :user_id AND agent_type = 'discussion'))
-    )
-    SELECT held.usd AS held_usd, held.answers AS held_answers, made.usd AS spent, made.answers AS answers
-    FROM held, made
-    """
+# one statement: see the function in migrations/versions/0012_llm_reservations_and_summary_attempts.py
+RESERVE = text(
+    "SELECT llm_reserve(:lock, :scope, CAST(:user_id AS integer), :usd, :answers, :max_usd, "
+    "CAST(:max_answers AS integer), :since, :ttl)"
 )
 # one statement (its own transaction), whose commit does not wait for the disk either
 RELEASE = text(
     "WITH no_sync AS (SELECT set_config('synchronous_commit', 'off', true)) "
     "DELETE FROM llm_reservations WHERE id = :id AND EXISTS (SELECT FROM no_sync)"
 )
-RESERVE = text(
-    "INSERT INTO llm_reservations (scope, user_id, usd, answers, expires_at) "
-    "VALUES (:scope, CAST(:user_id AS integer), :usd, :answers, now() + make_interval(secs => :ttl)) RETURNING id"
-)
+
+
+def _run(stmt: Any, params: dict[str, Any], connection: Connection | None) -> Any:
+    """One statement on the caller's autocommit connection, or on a pooled one in autocommit."""
+    if connection is not None:
+        return connection.execute(stmt, params)
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(stmt, params)
 
 
 def _reserve(
     *, scope: str, user_id: int | None, usd: Decimal, answers: int, max_usd: Decimal, max_answers: int | None,
     connection: Connection | None,
 ) -> int | None:  # fmt: skip
-    """Reserve ``usd`` (and ``answers``) under the cap's lock when what is used stays within it.
-    Reservations are short-lived: their commits do not wait for the disk (a database crash loses at
-    most the last few, which only lets the calls then in flight through)."""
-    params = {"scope": scope, "user_id": user_id, "midnight": midnight()}  # user_id None: the day's budget
-    with _transaction(connection) as conn:
-        conn.execute(LOCK, {"ns": LOCK_NAMESPACE, "key": user_id or 0})
-        # a statement after the lock: its snapshot sees every reservation and call committed before
-        used = conn.execute(USED, params).one()
-        if max_answers is not None and used.answers + used.held_answers + answers > max_answers:
-            return None
-        if Decimal(used.spent) + Decimal(used.held_usd) + usd > max_usd:
-            return None
-        return conn.execute(
-            RESERVE, {**params, "usd": usd, "answers": answers, "ttl": TTL.total_seconds()}
-        ).scalar_one()
+    """Reserve ``usd`` (and ``answers``) when what the cap has used (live reservations, today's calls)
+    leaves room, in one statement under the cap's advisory lock (``llm_reserve``). Reservations are
+    short-lived: their commits do not wait for the disk (a database crash loses at most the last few,
+    which only lets the calls then in flight through)."""
+    params = {"lock": LOCK_NAMESPACE, "scope": scope, "user_id": user_id, "usd": usd, "answers": answers,
+              "max_usd": max_usd, "max_answers": max_answers, "since": midnight(),
+              "ttl": TTL.total_seconds()}  # fmt: skip
+    return _run(RESERVE, params, connection).scalar()
 
 
 def reserve_budget(usd: Decimal, settings: Settings | None = None, connection: Connection | None = None) -> int | None:
@@ -136,14 +101,8 @@ def reserve_answer(
 def release(reservation: int | None, connection: Connection | None = None) -> None:
     """Settle or refund: the call's own rows count from now on (or no call was made). ``connection``: an
     autocommit connection of the caller's."""
-    if reservation is None:
-        return
-    stmt = RELEASE.bindparams(id=reservation)
-    if connection is not None:
-        connection.execute(stmt)
-        return
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(stmt)
+    if reservation is not None:
+        _run(RELEASE, {"id": reservation}, connection)
 
 
 def prune(*, now: datetime | None = None) -> int:
