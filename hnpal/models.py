@@ -9,7 +9,7 @@ from hnpal.posts.models import Post
 from hnpal.relevance.models import InterestTopics, UserTopicAffinity
 from hnpal.summaries.models import Summary
 from hnpal.telegram.models import TelegramUpdate
-from hnpal.usage.models import AgentCall, UserTokenUsage
+from hnpal.usage.models import AgentCall, LLMReservation, UserTokenUsage
 from hnpal.users.models import User
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Delivery",
     "Digest",
     "InterestTopics",
+    "LLMReservation",
     "Memory",
     "Post",
     "Summary",

@@ -27,14 +27,17 @@ MAX_SLEEP = 600.0
 
 @app.task(name="hnpal.ops.prune")
 def prune() -> dict:
-    """Delete ``agent_calls`` older than HNPAL_AGENT_CALLS_RETENTION_DAYS, in batches."""
+    """Delete ``agent_calls`` older than HNPAL_AGENT_CALLS_RETENTION_DAYS, in batches, and the model-call
+    reservations lost workers left (they stopped counting when they expired)."""
+    from hnpal.usage import allowance
+
     settings = get_settings()
     deleted = prune_agent_calls(
         engine=get_engine(),
         older_than=timedelta(days=settings.agent_calls_retention_days),
         batch_size=settings.prune_batch_size,
     )
-    return {"agent_calls": deleted}
+    return {"agent_calls": deleted, "llm_reservations": allowance.prune()}
 
 
 # Late acknowledgement: a task that was running when its worker died is delivered again, so a drill can

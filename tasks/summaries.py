@@ -23,6 +23,10 @@ def summarize(self, post_id: int, style: str | None = None, interests: list[str]
         if style == get_settings().summary_default_style:
             service.mark_failed(post_id=post_id, error=exc)
         return {"post_id": post_id, "style": style, "status": "failed", "error": str(exc)}
+    except Exception as exc:  # anything after the call (a write refused...): counted, so the sweep stops
+        if style == get_settings().summary_default_style:
+            service.mark_failed(post_id=post_id, error=exc)
+        raise
     return {"post_id": post_id, "style": style, "status": outcome.status, "summary_id": outcome.summary_id}
 
 

@@ -14,7 +14,8 @@ metrics_app = typer.Typer(
     help="The pipeline's Prometheus metrics: print them, or `serve` them over HTTP.", invoke_without_command=True
 )
 quarantine_app = typer.Typer(
-    help="Work that failed for good: poison Telegram updates, failed crawls and digests.", no_args_is_help=True
+    help="Work that failed for good: poison Telegram updates, failed crawls, digests and summaries.",
+    no_args_is_help=True,
 )
 ops_app.add_typer(metrics_app, name="metrics")
 ops_app.add_typer(quarantine_app, name="quarantine")
@@ -104,7 +105,7 @@ def metrics_serve(
 # --- quarantine -------------------------------------------------------------------------------------
 @quarantine_app.command("list")
 def quarantine_list(
-    kind: Annotated[str | None, typer.Option(help="update, crawl or digest (default: all).")] = None,
+    kind: Annotated[str | None, typer.Option(help="update, crawl, digest or summary (default: all).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many of each kind.")] = 100,
 ) -> None:
     """List what failed for good, with its error (REF is what retry and drop take)."""

@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select, true
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
@@ -57,6 +57,8 @@ class Context:
     memory: list[str] = field(default_factory=list)
     related: list[str] = field(default_factory=list)
     loaded: dict[str, Any] = field(default_factory=dict)
+    # [name, text] of each data block of the prompt, in order (the text is untrusted: fenced at prompt time)
+    blocks: list[list[str]] = field(default_factory=list)
 
     def to_cache(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +125,11 @@ def _related(
     wanted = keywords(post.title) | {w for i in interests for w in keywords(i)}
     if not wanted:
         return []
+    forgotten = (
+        select(Memory.id)
+        .where(Memory.source_conversation_id == Conversation.id, Memory.user_id == user_id, ~Memory.active)
+        .exists()
+    )
     rows = session.execute(
         select(
             Conversation.id,
@@ -134,6 +141,7 @@ def _related(
         .join(Post, Post.id == Conversation.post_id)
         .where(Conversation.user_id == user_id, Conversation.post_id != post.id)
         .where(Conversation.id != exclude if exclude is not None else true())
+        .where(~forgotten)  # the user forgot something learned from it: its words go nowhere again
         .order_by(Conversation.started_at.desc())
         .limit(100)
     ).all()
@@ -160,6 +168,29 @@ def _related(
         scored.append((-overlap, order, row.id, f"“{row.title}” (HN {row.hn_id}): {about[:800]}"))
     scored.sort()
     return [(cid, text) for _o, _r, cid, text in scored[:limit]]
+
+
+def stale(*, session: Session, user_id: int, context: Context) -> bool:
+    """Whether ``context`` carries something the user has since forgotten: a memory item no longer active,
+    or a past conversation that is gone or had an item forgotten (``/memory forget``, ``/memory clear``)."""
+    memory_ids = [int(i) for i in ((context.loaded.get("memory") or {}).get("ids") or [])]
+    related_ids = [int(i) for i in ((context.loaded.get("related") or {}).get("conversation_ids") or [])]
+    if not memory_ids and not related_ids:
+        return False
+    memory_kept = (
+        select(Memory.id).where(Memory.id.in_(memory_ids), Memory.user_id == user_id, Memory.active).subquery()
+    )
+    related_kept = (
+        select(Conversation.id)
+        .where(Conversation.id.in_(related_ids), Conversation.user_id == user_id)
+        .where(~select(Memory.id).where(Memory.source_conversation_id == Conversation.id, ~Memory.active).exists())
+        .subquery()
+    )
+    still_memory, still_related = session.execute(
+        select(select(func.count()).select_from(memory_kept).scalar_subquery(),
+               select(func.count()).select_from(related_kept).scalar_subquery())
+    ).one()  # fmt: skip
+    return still_memory < len(set(memory_ids)) or still_related < len(set(related_ids))
 
 
 def load(
@@ -213,16 +244,22 @@ def load(
     article_cut = bool(article) and article_tokens > article_budget
 
     sections = [header]
+    blocks = [["POST", header.removeprefix("# ")]]
     if article_text:
         sections.append("## The article" + (" (cut)" if article_cut else "") + f"\n{article_text}")
+        blocks.append(["ARTICLE" + (" (cut to fit)" if article_cut else ""), article_text])
     else:
         sections.append("## The article\n(not available: rely on the title and the HN thread)")
+        blocks.append(["ARTICLE", "(not available: rely on the title and the HN thread)"])
     if comments_kept:
         sections.append("## Top HN comments\n" + "\n".join(comments_kept))
+        blocks.append(["TOP HN COMMENTS", "\n".join(comments_kept)])
     if memory_kept:
         sections.append("## What you remember about the user\n" + "\n".join(memory_kept))
+        blocks.append(["WHAT YOU REMEMBER ABOUT THE USER", "\n".join(memory_kept)])
     if related_kept:
         sections.append("## The user's related past conversations\n" + "\n".join(related_kept))
+        blocks.append(["THE USER'S RELATED PAST CONVERSATIONS", "\n".join(related_kept)])
     text = "\n\n".join(sections)
     memory_ids = [m.id for m in memory_rows[: len(memory_kept)]]
     related_ids = [cid for cid, _ in related[: len(related_kept)]]
@@ -253,4 +290,5 @@ def load(
         memory=[m.content for m in memory_rows[: len(memory_kept)]],
         related=[text for _cid, text in related[: len(related_kept)]],
         loaded=loaded,
+        blocks=blocks,
     )

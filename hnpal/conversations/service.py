@@ -37,16 +37,18 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.conversations import window as win
-from hnpal.conversations.context import Context, load
+from hnpal.conversations.context import Context, load, stale
 from hnpal.conversations.models import MAX_MESSAGES, Conversation
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.posts.models import Post
 from hnpal.state.service import set_state
 from hnpal.state.store import BotState, FsmState, StateStore
 from hnpal.telegram.render import esc
+from hnpal.usage import allowance
 from hnpal.usage.models import AgentCall
 from hnpal.users.models import User
 
@@ -54,15 +56,21 @@ log = logging.getLogger(__name__)
 LOCK_NAMESPACE = 0x44495343  # "DISC": advisory locks of discussion replies, keyed by conversation id
 FOLD_PROMPT = (
     "You keep the running summary of a conversation between a user and HN Pal about the Hacker News post "
-    "“{title}”. Merge the summary so far with the new turns into one summary of at most 250 words: the "
-    "user's questions, positions and anything they said about themselves, and the key points of the "
-    "answers. Plain text."
+    "of the POST data block. Merge the summary so far with the new turns into one summary of at most 250 "
+    "words: the user's questions, positions and anything they said about themselves, and the key points of "
+    "the answers. Plain text."
 )
 QUESTION_WORDS = frozenset(
     "what why how who when where which whose can could should would is are was were do does did will "
     "explain tell compare summarize summarise define".split()
 )
 _FIRST_WORD = re.compile(r"[a-zA-Z']+")
+
+
+BUDGET_REACHED = (
+    "That's all the discussion I can do for you today: your daily allowance is used up. "
+    "It renews at midnight UTC; digests and buttons work as usual meanwhile."
+)
 
 
 class Busy(Exception):
@@ -345,10 +353,9 @@ def append_assistant_message(
     input_tokens = sum(r.input_tokens for r in results)
     output_tokens = sum(r.output_tokens for r in results)
     cost = sum((r.cost_usd for r in results), Decimal(0))
+    text = sanitize.clean_text(text, MAX_MESSAGE_CHARS) or "…"  # what was sent is stored, whatever made it
     message = {
-        **Message(role="assistant", content=text[:MAX_MESSAGE_CHARS], timestamp=datetime.now(UTC)).model_dump(
-            mode="json"
-        ),
+        **Message(role="assistant", content=text, timestamp=datetime.now(UTC)).model_dump(mode="json"),
         "reply_to": reply_to,
         "model": results[-1].model if results else None,
         "input_tokens": input_tokens,
@@ -384,7 +391,7 @@ def context_for(
     again) when the key expired or Redis lost it. Returns it and whether it was rebuilt."""
     cached = store.get_context(telegram_id, post.hn_id)
     context = Context.from_cache(cached) if cached is not None else None
-    if context is not None:
+    if context is not None and not stale(session=session, user_id=user.id, context=context):
         return context, False
     context = load(
         session=session, user_id=user.id, post=post, interests=list(user.interests or []),
@@ -423,11 +430,12 @@ def plan(
 
 def prompt_for(
     *, messages: list[dict[str, Any]], summary: str | None, summarized_count: int, new_index: int,
-    context_text: str, settings: Settings,
+    context_text: str, settings: Settings, blocks: list[list[str]] | None = None,
 ) -> win.Prompt:  # fmt: skip
     return win.build_prompt(
         persona=win.PERSONA,
         context=context_text,
+        blocks=blocks,
         summary=summary,
         history=messages[summarized_count:new_index],
         new_message=str(messages[new_index].get("content") or ""),
@@ -454,10 +462,15 @@ def _fold(
         f"{'HN Pal' if m.get('role') == 'assistant' else 'User'}: {m.get('content') or ''}" for m in turns
     )
     transcript, _ = win.cut_bytes(transcript, settings.discussion_prompt_max_bytes // 2)
+    marker = sanitize.new_marker()
+    data = "\n\n".join(
+        sanitize.data_block(name, body, marker)
+        for name, body in (("POST", title), ("SUMMARY SO FAR", summary or "(none)"), ("NEW TURNS", transcript))
+    )
     request = LLMRequest(
         messages=[
-            {"role": "system", "content": FOLD_PROMPT.format(title=title)},
-            {"role": "user", "content": f"Summary so far:\n{summary or '(none)'}\n\nNew turns:\n{transcript}"},
+            {"role": "system", "content": f"{FOLD_PROMPT}\n\n{sanitize.data_rules(marker)}"},
+            {"role": "user", "content": data},
         ],
         max_tokens=400,
         temperature=settings.openai_temperature,
@@ -523,6 +536,33 @@ def _reply_locked(
         session.expunge_all()
     new_index = max(i for i, m in enumerate(messages) if m.get("role") == "user")
     provider = choose_provider(settings)
+    # One answer of the user's allowance is held before any call (a burst cannot pass the cap together),
+    # settled by the calls' own rows, refunded when no answer is made.
+    unsummarized = messages[conversation.summarized_count :]
+    reservation = _reserve_answer(user.id, provider, [{"content": context.text}, *unsummarized], settings, conn)
+    if reservation is None:
+        _send(outbox, user.telegram_id, BUDGET_REACHED)
+        log.info("conversation %s: message %s not answered, the daily allowance is used up", conversation.id, index)
+        return "budget"
+    try:
+        return _answer(conn, conversation, user, post, messages, new_index, context, provider, outbox, settings)
+    finally:
+        allowance.release(reservation, conn)
+
+
+def _reserve_answer(
+    user_id: int, provider: Provider, messages: list[dict[str, Any]], settings: Settings, conn: Connection
+) -> int | None:
+    usd = Decimal(0)
+    if provider.name != "offline":
+        usd = allowance.estimate_usd(provider.model, messages, settings.discussion_max_tokens, settings)
+    return allowance.reserve_answer(user_id=user_id, usd=usd, settings=settings, connection=conn)
+
+
+def _answer(
+    conn: Connection, conversation: Conversation, user: User, post: Post, messages: list[dict[str, Any]],
+    new_index: int, context: Context, provider: Provider, outbox: Any, settings: Settings,
+) -> str:  # fmt: skip
     account = {"user_id": user.id, "conversation_id": conversation.id, "post_id": post.id}
     results: list[LLMResult] = []
     summary, summarized = conversation.summary, conversation.summarized_count
@@ -541,7 +581,7 @@ def _reply_locked(
         )
         summarized = window.fold_upto
     prompt = prompt_for(messages=messages, summary=summary, summarized_count=summarized, new_index=new_index,
-                        context_text=context.text, settings=settings)  # fmt: skip
+                        context_text=context.text, settings=settings, blocks=context.blocks)  # fmt: skip
     question = str(messages[new_index].get("content") or "")
     request = LLMRequest(
         messages=prompt.messages,
@@ -633,7 +673,15 @@ def idle_answer(*, user_id: int, text: str, outbox: Any = None, settings: Settin
             temperature=settings.openai_temperature,
             hints={"task": "discussion", "question": question, "idle": True},
         )
-        result = _complete(request, provider=choose_provider(settings), conn=conn, user_id=user_id, purpose="idle")
+        provider = choose_provider(settings)
+        reservation = _reserve_answer(user_id, provider, request.messages, settings, conn)
+        if reservation is None:  # the allowance was used up by answers in flight since the check
+            _send(outbox, telegram_id, BUDGET_REACHED)
+            return "budget"
+        try:
+            result = _complete(request, provider=provider, conn=conn, user_id=user_id, purpose="idle")
+        finally:
+            allowance.release(reservation, conn)
     _send(outbox, telegram_id, result.text.strip()[:MAX_MESSAGE_CHARS])
     return "answered"
 

@@ -13,19 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hnpal.llm import sanitize
 from hnpal.telegram.render import utf16_len
 
 SUMMARY_MAX_BYTES = 6000  # the running summary is kept within this
 CONTEXT_FLOOR_SHARE = 4  # the context keeps at least 1/4 of the cap (when it is that large)
 MESSAGE_OVERHEAD = 16  # bytes counted per chat message for its framing
+DATA_OVERHEAD = 1500  # bytes of the data blocks' rules and fence lines
 TELEGRAM_LIMIT = 4096
-SUMMARY_HEADING = "\n\n## The conversation so far (summary of earlier messages)\n"
+SUMMARY_BLOCK = "CONVERSATION SO FAR (SUMMARY OF EARLIER MESSAGES)"
 
 PERSONA = (
     "You are HN Pal, a well-read companion who discusses one Hacker News post with the user. Answer in the "
     "user's language, briefly and concretely (a few short paragraphs at most), grounded in the article and "
-    "the HN thread below; say so when they do not cover something, and label your own opinions as such. "
-    "Use what you remember about the user only when it helps. Plain text, no Markdown headings."
+    "the HN thread of the data blocks; say so when they do not cover something, and label your own opinions "
+    "as such. Use what you remember about the user only when it helps. Plain text, no Markdown headings."
 )
 IDLE_PERSONA = (
     "You are HN Pal, a Hacker News companion on Telegram. Answer the user's question in two or three "
@@ -60,7 +62,7 @@ def history_budget(*, cap: int, persona: str, new_message: str, context_bytes: i
     """Bytes the verbatim history may take: what is left once the persona, the new message, a full
     summary and the context's guaranteed share are counted."""
     floor = min(context_bytes, cap // CONTEXT_FLOOR_SHARE)
-    return cap - size(persona) - size(new_message) - SUMMARY_MAX_BYTES - floor - 4 * MESSAGE_OVERHEAD
+    return cap - size(persona) - size(new_message) - SUMMARY_MAX_BYTES - floor - 4 * MESSAGE_OVERHEAD - DATA_OVERHEAD
 
 
 def plan_window(
@@ -88,31 +90,63 @@ class Prompt:
 def build_prompt(
     *,
     persona: str,
-    context: str,
+    context: str = "",
     summary: str | None,
     history: list[dict[str, Any]],
     new_message: str,
     cap: int,
+    blocks: list[list[str]] | None = None,
+    marker: str | None = None,
 ) -> Prompt:
-    """The chat messages: system (persona, context, running summary), the verbatim history, the new
-    message. The context is cut to what the cap leaves (then the summary), so the prompt stays under it."""
-    summary_text, summary_cut = cut_bytes(summary or "", SUMMARY_MAX_BYTES)
+    """The chat messages: the system message (the persona and the rules of the data blocks: nothing
+    else), one message of data blocks (the context's ``blocks``, or ``context`` as one block, and the
+    running summary), each fenced with a per-request random marker, the verbatim history, the new
+    message. The blocks are cut to what the cap leaves, the last ones first (then the summary), so the
+    prompt stays under it."""
+    marker = marker or sanitize.new_marker()
+    if blocks is None:
+        blocks = [["CONTEXT", context]] if context else []
+    system = f"{persona}\n\n{sanitize.data_rules(marker)}"
+    summary_text, summary_cut = cut_bytes(sanitize.neutralize(summary or "", marker), SUMMARY_MAX_BYTES)
     turns = [
         {"role": "assistant" if m.get("role") == "assistant" else "user", "content": str(m.get("content") or "")}
         for m in history
     ]
     turns.append({"role": "user", "content": new_message})
-    summary_part = f"{SUMMARY_HEADING}{summary_text}" if summary_text else ""
-    fixed = size(persona) + size(summary_part) + messages_size(turns) + MESSAGE_OVERHEAD + 40
+
+    def summary_part() -> str:
+        return sanitize.fence(SUMMARY_BLOCK, summary_text, marker) if summary_text else ""
+
+    fixed = size(system) + size(summary_part()) + messages_size(turns) + 2 * MESSAGE_OVERHEAD + 40
     room = cap - fixed
-    if room < 0 and summary_part:  # pathological: drop the summary before the history or the question
+    if room < 0 and summary_text:  # pathological: drop the summary before the history or the question
         summary_text, summary_cut = cut_bytes(summary_text, max(0, SUMMARY_MAX_BYTES + room))
-        summary_part = f"{SUMMARY_HEADING}{summary_text}"
-        fixed = size(persona) + size(summary_part) + messages_size(turns) + MESSAGE_OVERHEAD + 40
+        fixed = size(system) + size(summary_part()) + messages_size(turns) + 2 * MESSAGE_OVERHEAD + 40
         room = cap - fixed
-    context_text, context_cut = cut_bytes(context, max(0, room))
-    system = persona + (f"\n\n{context_text}" if context_text else "") + summary_part
-    chat = [{"role": "system", "content": system}, *turns]
+    parts: list[str] = []
+    used = 0
+    context_cut = False
+    for name, text in blocks:
+        if not text:
+            continue
+        neutral = sanitize.neutralize(str(text), marker)
+        frame = size(sanitize.fence(name, "", marker)) + 2  # the fence lines and the blank line after
+        left = room - used - frame
+        if left <= 0:
+            context_cut = True
+            break
+        neutral, cut = cut_bytes(neutral, left)
+        parts.append(sanitize.fence(name, neutral, marker))
+        used += size(parts[-1]) + 2
+        if cut:
+            context_cut = True
+            break
+    context_text = "\n\n".join(parts)
+    data = "\n\n".join(p for p in (context_text, summary_part()) if p)
+    chat = [{"role": "system", "content": system}]
+    if data:
+        chat.append({"role": "user", "content": data})
+    chat += turns
     total = messages_size(chat)
     return Prompt(
         messages=chat,

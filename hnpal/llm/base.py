@@ -32,11 +32,15 @@ class LLMResult:
 class LLMError(Exception):
     """A failed call. ``transient`` errors are retried; the rest are recorded and not retried."""
 
-    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None, kind: str = "") -> None:
+    def __init__(
+        self, message: str, *, transient: bool, retry_after: float | None = None, kind: str = "",
+        answer: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
         self.kind = kind
+        self.answer = answer  # a malformed answer's (cleaned) text, cut: for an operator to read
 
 
 class Provider(Protocol):

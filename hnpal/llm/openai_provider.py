@@ -73,14 +73,8 @@ class OpenAIProvider:
         if not getattr(response, "choices", None) or response.choices[0].message is None:
             # no choices, or not a chat completion at all (a proxy's HTML error page parses as a str)
             raise LLMError("response without choices", transient=True, kind="malformed")
-        text = (response.choices[0].message.content or "").strip()
-        if not text:
-            raise LLMError("empty answer", transient=True, kind="malformed")
-        if request.json_schema is not None:
-            try:
-                json.loads(text)
-            except ValueError:
-                raise LLMError("structured answer is not JSON", transient=True, kind="malformed") from None
+        # The answer is checked (cleaned, empty, JSON) by hnpal.llm.service.call, after its usage is recorded.
+        text = response.choices[0].message.content or ""
         usage = response.usage
         return LLMResult(
             text=text,

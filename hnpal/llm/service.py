@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import random
 import threading
@@ -23,8 +24,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.llm import sanitize
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.offline import OfflineProvider
+from hnpal.usage import allowance
 from hnpal.usage.models import AgentCall, UserTokenUsage
 
 log = logging.getLogger(__name__)
@@ -228,22 +231,58 @@ def call(
     attempt = 0
     while True:
         attempt += 1
+        reservation = None
+        if provider.name != "offline":
+            # The day's budget is held before the call (atomically: a burst cannot pass it together)
+            # and settled by the call's own row; past it, the offline provider takes over.
+            estimate = allowance.estimate_usd(provider.model, request.messages, request.max_tokens, settings)
+            reservation = allowance.reserve_budget(estimate, settings, connection)
+            if reservation is None:
+                log.warning("daily LLM budget reached (%s USD): the offline provider answers this call",
+                            settings.llm_daily_budget_usd)  # fmt: skip
+                provider = offline_provider()
+                account = functools.partial(account, model=provider.model)
         started = time.perf_counter()
         try:
-            result = provider.complete(request)
-        except LLMError as exc:
-            account(result=None, error=exc, latency_ms=int((time.perf_counter() - started) * 1000))
-            if not exc.transient or attempt >= settings.llm_attempts:
-                raise
-            wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-            if exc.retry_after is not None:
-                wait = max(wait, exc.retry_after)
-            if wait > MAX_INLINE_WAIT:
-                raise LLMError(
-                    f"{exc} (retry in {wait:.0f}s left to the sweep)", transient=True, kind=exc.kind
-                ) from exc
-            log.info("LLM call failed (%s), attempt %d, retrying in %.1fs", exc, attempt, wait)
-            time.sleep(wait)
-            continue
-        cost = account(result=result, error=None, latency_ms=result.latency_ms)
-        return dataclasses.replace(result, cost_usd=cost)
+            try:
+                result = provider.complete(request)
+            except LLMError as exc:
+                account(result=None, error=exc, latency_ms=int((time.perf_counter() - started) * 1000))
+                failure = exc
+            else:
+                # The answer is untrusted: cleaned and checked here, after it is paid for (so a bad
+                # answer's usage is recorded too, with the attempt marked failed).
+                result = dataclasses.replace(result, text=sanitize.clean_text(result.text).strip())
+                failure = checked(request, result)
+                cost = account(result=result, error=failure, latency_ms=result.latency_ms)
+                if failure is None:
+                    return dataclasses.replace(result, cost_usd=cost)
+        finally:
+            allowance.release(reservation, connection)
+        if not failure.transient or attempt >= settings.llm_attempts:
+            raise failure
+        wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        if failure.retry_after is not None:
+            wait = max(wait, failure.retry_after)
+        if wait > MAX_INLINE_WAIT:
+            raise LLMError(
+                f"{failure} (retry in {wait:.0f}s left to the sweep)", transient=True, kind=failure.kind,
+                answer=failure.answer,
+            ) from failure  # fmt: skip
+        log.info("LLM call failed (%s), attempt %d, retrying in %.1fs", failure, attempt, wait)
+        time.sleep(wait)
+
+
+def checked(request: LLMRequest, result: LLMResult) -> LLMError | None:
+    """What is wrong with a (cleaned) answer: empty, or a structured answer that is not JSON or nests
+    too deep to be parsed safely. None when it is fine."""
+    if not result.text:
+        return LLMError("empty answer", transient=True, kind="malformed")
+    if request.json_schema is not None:
+        try:
+            sanitize.check_json(result.text)
+            json.loads(result.text)
+        except (ValueError, RecursionError) as exc:
+            return LLMError(f"structured answer is not usable JSON: {exc}"[:300], transient=True, kind="malformed",
+                            answer=result.text[:2000])  # fmt: skip
+    return None

@@ -36,12 +36,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.conversations.models import Conversation
 from hnpal.db.session import session_scope
 from hnpal.deliveries.models import Delivery
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest
 from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
@@ -56,6 +58,8 @@ MAX_ITEMS = 40  # items looked at per answer; a runaway list is cut
 MAX_ITEM_CHARS = 1000  # an extracted item is a sentence or two, not an essay
 KNOWN_IN_PROMPT = 60  # active memory items shown to the model so it does not repeat them
 NOTE_TITLE_CHARS = 200
+QUARANTINED_CHARS = 500  # of one rejected item (or answer) kept in the outcome for an operator to read
+QUARANTINED_ITEMS = 10
 GROUPS: dict[str, tuple[str, ...]] = {
     "interests": ("interest",),
     "discussions": ("discussion_note",),
@@ -85,7 +89,7 @@ EXTRACTION_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 SYSTEM_PROMPT = """You maintain the long-term memory of HN Pal, a Hacker News companion, about one user.
-Read the discussion below (the user and HN Pal talking about one Hacker News post) and extract what is
+Read the discussion (the user and HN Pal talking about one Hacker News post) and extract what is
 worth remembering about the USER for future conversations and for picking posts they will like.
 
 Return JSON: {"items": [{"type": ..., "content": ..., "confidence": ...}]}.
@@ -107,7 +111,7 @@ class ExtractedItem(BaseModel):
     @field_validator("content")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        value = " ".join(value.split())
+        value = " ".join(sanitize.clean_text(value).split())  # no NUL or control character is ever stored
         if not value:
             raise ValueError("empty content")
         return value
@@ -121,14 +125,16 @@ class MalformedAnswer(ValueError):
 class Parsed:
     items: list[ExtractedItem]
     invalid: list[str] = field(default_factory=list)  # why each rejected item was rejected
+    rejected: list[str] = field(default_factory=list)  # the rejected items themselves (JSON, cut), quarantined
 
 
 def parse_answer(text_: str) -> Parsed:
     """Validate a model answer item by item. Raises MalformedAnswer when nothing in it is usable."""
     try:
+        sanitize.check_json(text_ or "")
         data = json.loads(text_)
-    except (TypeError, ValueError) as exc:
-        raise MalformedAnswer(f"not JSON: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MalformedAnswer(f"not JSON: {exc}"[:300]) from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise MalformedAnswer("not an object with an 'items' list")
     parsed = Parsed(items=[])
@@ -138,6 +144,7 @@ def parse_answer(text_: str) -> Parsed:
         except ValidationError as exc:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'item'}: {e['msg']}" for e in exc.errors())
             parsed.invalid.append(f"item {n}: {reasons}"[:300])
+            parsed.rejected.append(json.dumps(raw, ensure_ascii=True)[:QUARANTINED_CHARS])
     if len(data["items"]) > MAX_ITEMS:
         parsed.invalid.append(f"{len(data['items']) - MAX_ITEMS} items past the first {MAX_ITEMS} ignored")
     return parsed
@@ -198,7 +205,7 @@ def select_items(
 @dataclass
 class Outcome:
     conversation_id: int
-    status: str  # done | malformed | failed | skipped | already | active | missing
+    status: str  # done | partial | malformed | failed | skipped | already | active | missing
     stored: list[int] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -307,12 +314,18 @@ def _provider(settings: Settings):  # type: ignore[no-untyped-def]
 
 def _request(material: _Material) -> LLMRequest:
     known = "\n".join(f"- {k}" for k in material.known) or "(nothing yet)"
-    user_prompt = (
-        f"Post: {material.title}\n\nAlready known about the user:\n{known}\n\n"
-        f"Discussion:\n{material.transcript or '(no messages)'}"
+    marker = sanitize.new_marker()
+    user_prompt = "\n\n".join(
+        sanitize.data_block(name, body, marker)
+        for name, body in (
+            ("POST", material.title),
+            ("ALREADY KNOWN ABOUT THE USER", known),
+            ("DISCUSSION", material.transcript or "(no messages)"),
+        )
     )
+    system = f"{SYSTEM_PROMPT}\n\n{sanitize.data_rules(marker)}"
     return LLMRequest(
-        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_prompt}],
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user_prompt}],
         max_tokens=700,
         temperature=0.0,
         json_schema=EXTRACTION_SCHEMA,
@@ -366,6 +379,8 @@ def extract(*, conversation_id: int, may_retry: bool = False, settings: Settings
                 raise RetryLater(str(exc)) from exc
             status = "malformed" if exc.kind == "malformed" else "failed"
             detail["error"] = f"{exc.kind or 'error'}: {exc}"[:500]
+            if exc.answer:
+                detail["quarantined"] = [exc.answer[:QUARANTINED_CHARS]]
             log.warning("memory extraction of conversation %s: LLM call failed (%s)", conversation_id, exc)
         else:
             detail["model"] = result.model
@@ -374,11 +389,13 @@ def extract(*, conversation_id: int, may_retry: bool = False, settings: Settings
             except MalformedAnswer as exc:
                 status = "malformed"
                 detail["error"] = str(exc)[:500]
+                detail["quarantined"] = [result.text[:QUARANTINED_CHARS]]
                 log.warning("memory extraction of conversation %s: answer rejected (%s)", conversation_id, exc)
             else:
                 items = parsed.items
                 if parsed.invalid:
                     detail["invalid"] = parsed.invalid[:10]
+                    detail["quarantined"] = parsed.rejected[:QUARANTINED_ITEMS]
                     detail["invalid_count"] = len(parsed.invalid)
                     log.warning(
                         "memory extraction of conversation %s: %d invalid items dropped: %s",
@@ -390,6 +407,29 @@ def extract(*, conversation_id: int, may_retry: bool = False, settings: Settings
 
 
 def _store(
+    conversation_id: int,
+    material: _Material,
+    items: list[ExtractedItem],
+    status: str,
+    detail: dict[str, Any],
+    settings: Settings,
+) -> Outcome:
+    """Store the note and the items; when the items cannot be stored, store the note alone and keep the
+    items in the outcome (quarantined) for an operator to read."""
+    try:
+        return _store_once(conversation_id, material, items, status, detail, settings)
+    except (DBAPIError, ValueError) as exc:
+        if not items:
+            raise
+        log.warning("memory extraction of conversation %s: items not storable (%s); the note alone is stored",
+                    conversation_id, exc)  # fmt: skip
+        kept = [json.dumps(i.model_dump(), ensure_ascii=True)[:QUARANTINED_CHARS] for i in items]
+        detail = {**detail, "store_error": str(exc)[:300],
+                  "quarantined": (detail.get("quarantined") or []) + kept[:QUARANTINED_ITEMS]}  # fmt: skip
+        return _store_once(conversation_id, material, [], "partial", detail, settings)
+
+
+def _store_once(
     conversation_id: int,
     material: _Material,
     items: list[ExtractedItem],

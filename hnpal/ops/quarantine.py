@@ -13,11 +13,14 @@ crawl     a post whose crawl failed permanently  ``queued`` with no attempts   k
 digest    a digest that failed                   ``sending`` (posts reserved:  as for crawl
           (``digests.status = 'failed'``)        ``hnpal.digests.send``) or
                                                  ``pending`` (``.prepare``)
+summary   a post whose summary failed            ``pending`` with no attempts  ``skipped``; its error
+          ``MAX_ATTEMPTS`` (5) times: the sweep  counted, ``hnpal.summaries.  says it was dropped
+          stopped asking the model               summarize`` enqueued
 ========  =====================================  ===========================  ========================
 
-A reference is ``KIND:ID`` (``update:812``, ``crawl:45`` — a post id —, ``digest:9``); a bare number means
-an update. Functions take a session and return the task to enqueue, which the caller sends after the
-commit.
+A reference is ``KIND:ID`` (``update:812``, ``crawl:45`` and ``summary:45`` — post ids —, ``digest:9``); a
+bare number means an update. Functions take a session and return the task to enqueue, which the caller
+sends after the commit.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from sqlalchemy.orm import Session
 
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.posts.models import Post
+from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.telegram.models import TelegramUpdate
 
-KINDS = ("update", "crawl", "digest")
+KINDS = ("update", "crawl", "digest", "summary")
 DROPPED = "dropped by operator: "
 
 
@@ -61,7 +65,7 @@ class Enqueue:
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
-    match = re.fullmatch(r"(?:(update|crawl|digest):)?(\d{1,19})", ref.strip())
+    match = re.fullmatch(r"(?:(update|crawl|digest|summary):)?(\d{1,19})", ref.strip())
     if match is None:
         raise QuarantineError(f"{ref!r} is not a reference: use KIND:ID with KIND one of {', '.join(KINDS)}")
     return match.group(1) or "update", int(match.group(2))
@@ -120,6 +124,23 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
         out += [
             Failed("digest", d.id, d.created_at, d.error or "", f"user {d.user_id}, batch {d.batch_id}") for d in rows
         ]
+    if kind in (None, "summary"):
+        rows = session.execute(
+            select(Post)
+            .where(Post.summary_status == "failed", Post.summary_attempts >= SUMMARY_ATTEMPTS)
+            .order_by(Post.id.desc())
+            .limit(limit)
+        ).scalars()
+        out += [
+            Failed(
+                "summary",
+                p.id,
+                p.fetched_at,
+                p.summary_error or "",
+                f"HN {p.hn_id}, attempts {p.summary_attempts}, {p.title[:80]}",
+            )  # fmt: skip
+            for p in rows
+        ]
     return out
 
 
@@ -151,6 +172,14 @@ def retry(*, session: Session, ref: str) -> Enqueue:
         )
         _found(done.rowcount, kind, ident)
         return Enqueue("hnpal.crawl.post", (ident,))
+    if kind == "summary":
+        done = session.execute(
+            update(Post)
+            .where(Post.id == ident, Post.summary_status == "failed")
+            .values(summary_status="pending", summary_attempts=0, summary_error=None)
+        )
+        _found(done.rowcount, kind, ident)
+        return Enqueue("hnpal.summaries.summarize", (ident,))
     digest = session.get(Digest, ident, with_for_update=True)
     if digest is None or digest.status != "failed":
         _found(0, kind, ident)
@@ -186,6 +215,14 @@ def drop(*, session: Session, ref: str) -> str:
         )
         _found(done.rowcount, kind, ident)
         return f"crawl of post {ident} stays failed and leaves the list"
+    if kind == "summary":
+        done = session.execute(
+            update(Post)
+            .where(Post.id == ident, Post.summary_status == "failed")
+            .values(summary_status="skipped", summary_error=DROPPED + now + func.coalesce(Post.summary_error, ""))
+        )
+        _found(done.rowcount, kind, ident)
+        return f"summary of post {ident} is skipped for good and leaves the list"
     done = session.execute(
         update(Digest)
         .where(Digest.id == ident, Digest.status == "failed", _not_dropped(Digest.error))
@@ -197,5 +234,6 @@ def drop(*, session: Session, ref: str) -> str:
 
 def _found(rowcount: int, kind: str, ident: int) -> None:
     if not rowcount:
-        what = {"update": "quarantined update", "crawl": "post with a failed crawl", "digest": "failed digest"}[kind]
+        what = {"update": "quarantined update", "crawl": "post with a failed crawl", "digest": "failed digest",
+                "summary": "post with a failed summary"}[kind]  # fmt: skip
         raise QuarantineError(f"no {what} with id {ident} (see `hnpal quarantine list`)")

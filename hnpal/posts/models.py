@@ -129,6 +129,8 @@ class Post(Base):
     summary_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
     summary_basis: Mapped[str | None] = mapped_column(String(30))
     summary_error: Mapped[str | None] = mapped_column(Text)
+    # failed runs of the default summary; at summaries.service.MAX_ATTEMPTS the sweep stops (hnpal quarantine)
+    summary_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     # What the post is about (hnpal.relevance): topics with their probabilities, computed once per post;
     # NULL until then. topics_model names the model that computed them.

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
@@ -48,6 +49,7 @@ PAYWALL = re.compile(
 )
 MIN_ARTICLE_WORDS = 80
 MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
+MAX_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
 
 
 class Busy(Exception):
@@ -146,7 +148,8 @@ def _request(
     settings: Settings,
 ) -> tuple[LLMRequest, list[LLMRequest]]:
     """The final request, and the map requests to run first when the article is very long."""
-    system = prompt(style).replace("{interests}", ", ".join(interests or []) or "none given")
+    marker = sanitize.new_marker()
+    system = f"{prompt(style)}\n\n{sanitize.data_rules(marker)}"
     budget = settings.summary_input_tokens
     source = material.text
     source_tokens = 0
@@ -187,13 +190,23 @@ def _request(
         for part in split_by_tokens(source, budget, provider.model):
             maps.append(
                 LLMRequest(
-                    messages=[{"role": "system", "content": prompt("map")}, {"role": "user", "content": part}],
+                    messages=[
+                        {"role": "system", "content": f"{prompt('map')}\n\n{sanitize.data_rules(marker)}"},
+                        {"role": "user", "content": sanitize.data_block("ARTICLE PART", part, marker)},
+                    ],
                     max_tokens=200,
                     temperature=settings.openai_temperature,
+                    # the offline provider answers a part when the day's budget runs out mid-article
+                    hints={"task": "summary", "style": style, "source_text": part, "fallback": post.title},
                 )
             )
+    data = sanitize.data_block("MATERIAL", body, marker)
+    if style == "personalized":
+        data = sanitize.data_block("READER'S INTERESTS", ", ".join(interests or []) or "none given", marker) + (
+            f"\n\n{data}"
+        )
     request = LLMRequest(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": body}],
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": data}],
         max_tokens=max_tokens,
         temperature=settings.openai_temperature,
         hints=hints,
@@ -221,8 +234,14 @@ def _generate(
             input_tokens += part.input_tokens
             output_tokens += part.output_tokens
         header = f"Title: {post.title}\nURL: {post.url}\n\nSummaries of the article's parts, in order:\n"
+        marker = sanitize.new_marker()
+        system = prompt(style) + f"\n\n{sanitize.data_rules(marker)}"
+        data = sanitize.data_block("MATERIAL", header + "\n\n".join(parts), marker)
+        if style == "personalized":
+            wanted = ", ".join(interests or []) or "none given"
+            data = sanitize.data_block("READER'S INTERESTS", wanted, marker) + f"\n\n{data}"
         request = LLMRequest(
-            messages=[request.messages[0], {"role": "user", "content": header + "\n\n".join(parts)}],
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": data}],
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             hints=request.hints,
@@ -367,22 +386,32 @@ def _summarize_locked(
     return Outcome(post_id, style, variant, status, summary_id, result.provider)
 
 
-def mark_failed(*, post_id: int, error: LLMError) -> None:
-    """The last retry failed: keep the post and the reason; transient failures go to the sweep."""
+def mark_failed(*, post_id: int, error: Exception) -> None:
+    """A run failed (the model's last retry, or anything after it): keep the post, the reason and the
+    count. Transient failures go to the sweep until :data:`MAX_ATTEMPTS` runs failed; then the post
+    is listed by ``hnpal quarantine`` (kind ``summary``) and the model is not asked again."""
+    transient = error.transient if isinstance(error, LLMError) else True
+    reason = str(error) if isinstance(error, LLMError) else f"{type(error).__name__}: {error}"
     with session_scope() as session:
         session.execute(
             Post.__table__.update()
             .where(Post.id == post_id, Post.summary_status != "done")
-            .values(summary_status="failed" if error.transient else "skipped", summary_error=str(error)[:2000])
+            .values(
+                summary_status="failed" if transient else "skipped",
+                summary_error=reason[:2000],
+                summary_attempts=Post.summary_attempts + 1,
+            )  # fmt: skip
         )
 
 
 def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Posts with content whose default summary failed transiently or never ran."""
+    """Posts with content whose default summary failed transiently (fewer than MAX_ATTEMPTS times) or
+    never ran."""
     return list(
         session.scalars(
             select(Post.id)
             .where(Post.is_crawl_success, Post.summary_status.in_(("pending", "failed")))
+            .where(Post.summary_attempts < MAX_ATTEMPTS)
             .order_by(Post.id)
             .limit(limit)
         )

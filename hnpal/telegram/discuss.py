@@ -31,10 +31,7 @@ DISCUSS_USAGE = (
     "Send /discuss with the post's HN id (or its HN link), for example /discuss 8863. "
     "Or tap 💬 Discuss under any post I sent you."
 )
-BUDGET_REACHED = (
-    "That's all the discussion I can do for you today: your daily allowance is used up. "
-    "It renews at midnight UTC; digests and buttons work as usual meanwhile."
-)
+BUDGET_REACHED = service.BUDGET_REACHED
 _HN_ID = re.compile(r"(?:item\?id=)?(\d{1,12})\b")
 
 

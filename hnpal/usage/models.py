@@ -79,3 +79,25 @@ class AgentCall(Base):
     success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     error_message: Mapped[str | None] = mapped_column(Text)
     called_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
+
+
+class LLMReservation(Base):
+    """An estimate held for a model call in flight, so concurrent calls cannot together pass a cap:
+    ``global`` rows hold the day's LLM budget, ``discussion`` rows a user's discussion allowance (one
+    answer and its estimated cost). Deleted once the call's agent_calls rows are written (they count
+    from then on) or when no call was made; one left by a lost worker stops counting at ``expires_at``."""
+
+    __tablename__ = "llm_reservations"
+    __table_args__ = (
+        CheckConstraint("scope IN ('global', 'discussion')", name="scope_valid"),
+        CheckConstraint("answers >= 0 AND usd >= 0", name="amounts_nonnegative"),
+        Index("ix_llm_reservations_scope", "scope", "user_id", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20), nullable=False)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    answers: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    usd: Mapped[Decimal] = mapped_column(Numeric(10, 6), nullable=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False)

@@ -107,6 +107,24 @@ def ds_stack() -> Iterator[DiscussionStack]:
         close_clients()
 
 
+@pytest.fixture
+def ds(ds_stack: DiscussionStack) -> DiscussionStack:
+    def respond(body: dict[str, Any]) -> str | None:
+        if body.get("response_format"):  # structured calls (memory extraction): the sandbox's valid JSON
+            return None
+        system = str(body["messages"][0].get("content") or "")
+        last = str(body["messages"][-1].get("content") or "")
+        if system.startswith("You keep the running summary"):
+            return "Folded: the user and HN Pal talked about the kernel."
+        if last.startswith("The long version"):
+            return "<b>not bold</b> & " + "word " * 1000 + "end."
+        return f"Answer to «{' '.join(last.split())[:60]}»"
+
+    ds_stack.llm.clear_faults()
+    ds_stack.llm.set_responder(respond)
+    return ds_stack
+
+
 def chat_bodies(llm: LLMServer) -> list[dict[str, Any]]:
     with llm._lock:
         return [json.loads(json.dumps(r)) for r in llm.requests]

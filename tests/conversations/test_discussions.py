@@ -44,24 +44,6 @@ COMMENTS = [
 ]
 
 
-@pytest.fixture
-def ds(ds_stack: DiscussionStack) -> DiscussionStack:
-    def respond(body: dict[str, Any]) -> str | None:
-        if body.get("response_format"):  # structured calls (memory extraction): the sandbox's valid JSON
-            return None
-        system = str(body["messages"][0].get("content") or "")
-        last = str(body["messages"][-1].get("content") or "")
-        if system.startswith("You keep the running summary"):
-            return "Folded: the user and HN Pal talked about the kernel."
-        if last.startswith("The long version"):
-            return "<b>not bold</b> & " + "word " * 1000 + "end."
-        return f"Answer to «{' '.join(last.split())[:60]}»"
-
-    ds_stack.llm.clear_faults()
-    ds_stack.llm.set_responder(respond)
-    return ds_stack
-
-
 # --- helpers ----------------------------------------------------------------------------------------
 
 
@@ -273,10 +255,12 @@ def test_button_then_multi_turn_exchange_is_stored_and_accounted(ds: DiscussionS
 
     # what the model got: persona, the article and the thread, the talk so far, the new question last
     last = chat_bodies(ds.llm)[before:][-1]
-    system = last["messages"][0]["content"]
-    assert system.startswith(window.PERSONA)
-    assert "Compile times grew by roughly ten percent" in system and "[#502] bob" in system
-    assert [m["content"] for m in last["messages"][1:]] == [
+    system, data = last["messages"][0]["content"], last["messages"][1]["content"]
+    assert system.startswith(window.PERSONA)  # the instructions only: the material is in the data blocks
+    assert "Compile times grew" not in system and "bob" not in system
+    assert last["messages"][1]["role"] == "user"
+    assert "Compile times grew by roughly ten percent" in data and "[#502] bob" in data
+    assert [m["content"] for m in last["messages"][2:]] == [
         questions[0], f"Answer to «{questions[0]}»", questions[1], f"Answer to «{questions[1]}»", questions[2]
     ]  # fmt: skip
 
@@ -367,7 +351,7 @@ def test_redis_losing_the_state_and_the_context(ds: DiscussionStack, redis_clien
     before = len(ds.llm.requests)
     assert ask(ds, uid, "And the article?") == "Answer to «And the article?»"
     assert "Memory safety bugs account for about two thirds" in json.loads(redis_client.get(context_key))["text"]
-    assert "Memory safety bugs account" in chat_bodies(ds.llm)[before:][-1]["messages"][0]["content"]
+    assert "Memory safety bugs account" in chat_bodies(ds.llm)[before:][-1]["messages"][1]["content"]
     assert len(conversations(uid)[0]["messages"]) == 4
 
 
@@ -426,9 +410,9 @@ def test_long_talk_is_folded_and_the_prompt_stays_under_the_cap(ds: DiscussionSt
     assert fold["messages"][0]["content"].startswith("You keep the running summary")
     prompt_bytes = sum(len(m["content"].encode()) for m in answer["messages"])
     assert prompt_bytes <= 100_000
-    system = answer["messages"][0]["content"]
-    assert "Folded: the user and HN Pal talked about the kernel." in system
-    verbatim = answer["messages"][1:-1]
+    data = answer["messages"][1]["content"]
+    assert "Folded: the user and HN Pal talked about the kernel." in data
+    verbatim = answer["messages"][2:-1]
     assert 0 < len(verbatim) < 10 and verbatim[-1]["content"] == f"39 {long_turn}"
     (stored,) = conversations(uid)
     assert stored["summary"] == "Folded: the user and HN Pal talked about the kernel."

@@ -45,17 +45,20 @@ def test_huge_messages_are_folded_so_the_prompt_stays_under_the_cap() -> None:
     assert prompt.context_truncated and prompt.summary_truncated
     assert prompt.messages[-1] == {"role": "user", "content": big}  # the question goes whole
     assert prompt.messages[0]["role"] == "system" and prompt.messages[0]["content"].startswith(window.PERSONA)
-    assert [m["role"] for m in prompt.messages[1:-1]] == [m["role"] for m in messages[upto:20]]
+    assert "article sentence" not in prompt.messages[0]["content"]
+    assert "article sentence" in prompt.messages[1]["content"]  # the data blocks' message, cut
+    assert [m["role"] for m in prompt.messages[2:-1]] == [m["role"] for m in messages[upto:20]]
 
 
 def test_small_prompt_is_whole() -> None:
     prompt = window.build_prompt(
-        persona="P", context="C" * 100, summary="earlier", history=turns(2), new_message="why?", cap=CAP
+        persona="P", context="C" * 100, summary="talked before", history=turns(2), new_message="why?", cap=CAP
     )
-    system = prompt.messages[0]["content"]
-    assert "C" * 100 in system and "earlier" in system
+    system, data = prompt.messages[0]["content"], prompt.messages[1]["content"]
+    assert system.startswith("P\n\n") and "C" * 100 not in system and "talked before" not in system
+    assert "C" * 100 in data and "talked before" in data
     assert not prompt.context_truncated and not prompt.summary_truncated
-    assert [m["content"] for m in prompt.messages[1:]] == [m["content"] for m in turns(2)] + ["why?"]
+    assert [m["content"] for m in prompt.messages[2:]] == [m["content"] for m in turns(2)] + ["why?"]
 
 
 def test_cut_bytes_never_splits_a_character() -> None:

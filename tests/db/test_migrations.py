@@ -18,6 +18,7 @@ TABLES = {
     "memory",
     "user_token_usage",
     "agent_calls",
+    "llm_reservations",
     "audit_log",
     "telegram_updates",
     "summaries",

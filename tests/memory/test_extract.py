@@ -291,3 +291,59 @@ def test_task_runs_on_the_llm_queue(make: Factory, spawn_worker) -> None:
         time.sleep(0.2)
     assert marker(cid)["status"] == "done", worker.log()
     assert len([r for r in memory_rows(user["id"]) if r["type"] == "discussion_note"]) == 1
+
+
+# --- hostile answers ---------------------------------------------------------------------------------
+
+
+def test_nul_and_control_characters_are_cleaned_before_they_are_stored(paid: LLMServer, make: Factory) -> None:
+    user = make.user()
+    cid = make.conversation(user, make.post("Control"), TALK)
+    paid.set_responder(
+        lambda body: {
+            "items": [
+                {"type": "work_context", "content": "Works\u0000 at a bank\u001b[31m on payments", "confidence": 0.9},
+                {"type": "discussion_note", "content": "Compared\u0000 queues\u0007", "confidence": 0.9},
+            ]
+        }
+    )
+    outcome = service.extract(conversation_id=cid)
+    assert outcome.status == "done", outcome.detail
+    new = {r["type"]: r["content"] for r in memory_rows(user["id"])}
+    assert new["work_context"] == "Works at a bank[31m on payments"
+    assert new["discussion_note"].endswith(": Compared queues.")
+    [call] = rows("SELECT success, input_tokens, cost_usd FROM agent_calls WHERE conversation_id = :c", c=cid)
+    assert call["success"] and call["input_tokens"] > 0 and call["cost_usd"] > 0
+
+
+def test_deeply_nested_answer_keeps_the_note_quarantines_the_rest_and_records_usage(
+    paid: LLMServer, make: Factory
+) -> None:
+    user = make.user()
+    cid = make.conversation(user, make.post("Nested"), TALK)
+    paid.set_responder(lambda body: '{"items": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    outcome = service.extract(conversation_id=cid)
+    assert outcome.status == "malformed"
+    [note] = memory_rows(user["id"])
+    assert note["type"] == "discussion_note" and note["content"].startswith("Discussed “Nested” on ")
+    assert "nested" in marker(cid)["error"] and marker(cid)["quarantined"][0].startswith('{"items": [[[')
+    calls = rows("SELECT success, input_tokens, cost_usd FROM agent_calls WHERE conversation_id = :c", c=cid)
+    assert len(calls) == 2 and all(not c["success"] and c["input_tokens"] > 0 and c["cost_usd"] > 0 for c in calls)
+    assert service.extract(conversation_id=cid).status == "already"
+
+
+def test_rejected_items_are_quarantined_beside_what_was_stored(paid: LLMServer, make: Factory) -> None:
+    user = make.user()
+    cid = make.conversation(user, make.post(), TALK)
+    paid.set_responder(
+        lambda body: {
+            "items": [
+                {"type": "fact", "content": "Runs Kafka at work", "confidence": 0.9},
+                {"type": "fact", "content": {"deep": [[["x"]]]}, "confidence": 0.9},
+            ]
+        }
+    )
+    outcome = service.extract(conversation_id=cid)
+    assert outcome.status == "done"
+    assert sorted(r["content"] for r in memory_rows(user["id"]) if r["type"] == "fact") == ["Runs Kafka at work"]
+    assert marker(cid)["quarantined"] == ['{"type": "fact", "content": {"deep": [[["x"]]]}, "confidence": 0.9}']

@@ -123,3 +123,38 @@ def test_quarantine_expiry_is_seven_days() -> None:
 
     expiry = service.quarantine_expiry()
     assert timedelta(days=7) - timedelta(minutes=1) < expiry - datetime.now(UTC) <= timedelta(days=7)
+
+
+def test_a_lost_workers_reservation_stops_counting_and_is_pruned(engine, settings_env) -> None:
+    """A reservation left by a worker that died mid-call holds its part of the day's budget only until
+    it expires; the daily prune deletes it."""
+    from decimal import Decimal
+
+    from hnpal.llm.service import spent_today
+    from hnpal.usage import allowance
+    from hnpal.usage.models import LLMReservation
+    from tasks.ops import prune
+
+    settings_env(llm_daily_budget_usd=str(spent_today() + Decimal("1")))
+    now = datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        lost = LLMReservation(scope="global", usd=Decimal("0.9"), expires_at=now + timedelta(minutes=5))
+        session.add(lost)
+        session.flush()
+        lost_id = lost.id
+    try:
+        assert allowance.reserve_budget(Decimal("0.2")) is None  # the lost call still holds its part
+        with Session(engine) as session, session.begin():
+            session.execute(
+                text("UPDATE llm_reservations SET expires_at = now() - interval '1 second' WHERE id = :i"),
+                {"i": lost_id},
+            )
+        held = allowance.reserve_budget(Decimal("0.2"))
+        assert held is not None
+        allowance.release(held)
+        assert prune()["llm_reservations"] >= 1
+        with Session(engine) as session:
+            assert session.get(LLMReservation, lost_id) is None
+    finally:
+        with Session(engine) as session, session.begin():
+            session.execute(delete(LLMReservation).where(LLMReservation.id == lost_id))
