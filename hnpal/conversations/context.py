@@ -93,6 +93,10 @@ def _article_and_comments(post: Post, store: Any) -> tuple[str, list[dict[str, A
     try:
         if post.has_markdown or post.has_text:
             article = store.get_text(post.hn_id, "markdown" if post.has_markdown else "text") or ""
+        # the submitter's own words on a post with a URL (a Show HN's text), before the article
+        own = store.get_text(post.hn_id, "hn_text") if getattr(post, "has_hn_text", False) else None
+        if own:
+            article = f"The submitter wrote:\n{own}" + (f"\n\nThe linked article:\n{article}" if article else "")
         if post.comments_fetched_at is not None:
             raw = store.get_text(post.hn_id, "comments")
             if raw:

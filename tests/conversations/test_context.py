@@ -112,3 +112,17 @@ def test_context_without_content(db_session, store) -> None:  # type: ignore[no-
     assert not context.loaded["article"]["loaded"] and not context.loaded["article"]["store_unavailable"]
     assert context.loaded["comments"]["count"] == 0 and context.loaded["memory"]["count"] == 0
     assert "(not available: rely on the title and the HN thread)" in context.text
+
+
+def test_the_submitters_own_text_is_in_the_context(db_session, store) -> None:  # type: ignore[no-untyped-def]
+    uid = _user(db_session, 8_100_003)
+    words = "Hi HN, we built this after an fsync batching bug cost us a week."
+    post = _post(db_session, 940_000_005, "Show HN: Batching fsync", has_markdown=True, has_hn_text=True)
+    store.put(post.hn_id, markdown="The write-up of the batching design.", hn_text=words)
+    context = load(session=db_session, user_id=uid, post=post, store=store)
+    assert context.loaded["article"]["loaded"]
+    assert context.article.index(words) < context.article.index("The write-up of the batching design.")
+    # with no article stored, the submitter's words are the whole of it
+    bare = _post(db_session, 940_000_006, "Show HN: Only words", has_hn_text=True)
+    store.put(bare.hn_id, hn_text=words)
+    assert words in load(session=db_session, user_id=uid, post=bare, store=store).article
