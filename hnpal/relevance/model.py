@@ -3,7 +3,7 @@
 Offline and small: WordLlama's static word embeddings (256 dimensions, shipped with the ``wordllama``
 package: nothing is downloaded, the weights load from the package folder) and a logistic regression per
 topic over that embedding and the TF-IDF of the title's words, the host and the URL's path
-(``data/topics.npz``, trained by ``hnpal.relevance.train`` on real community-tagged stories). About
+(``topics.npz``, trained by ``hnpal.relevance.train`` on real community-tagged stories). About
 0.2 ms of CPU per post; the loaded model adds about 60 MB to a worker.
 
 A typed interest ("distributed systems", "sourdough") is matched to the topics whose name and strongest
@@ -26,7 +26,7 @@ import numpy as np
 
 from hnpal.relevance.features import embedding_text, text_start, tfidf, tokens
 
-DATA = Path(__file__).resolve().parent / "data" / "topics.npz"
+DATA = Path(__file__).resolve().parent / "topics.npz"
 MODEL_NAME = "wordllama-l2-256+lr1"  # stored with each post's topics: a new model recomputes them
 MIN_PROB = 0.03  # topics below this are not stored for a post
 MAX_TOPICS = 6

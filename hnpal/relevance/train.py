@@ -1,4 +1,4 @@
-"""Train the topic classifier shipped in ``data/topics.npz`` (a developer's tool; needs scikit-learn).
+"""Train the topic classifier shipped in ``topics.npz`` (a developer's tool; needs scikit-learn).
 
     python -m hnpal.relevance.train --stories ../shared/fixtures/stories/lobsters-2021-2022.jsonl
 
