@@ -66,6 +66,15 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
                 p.repost_of_post_id <> ALL(du.seen)
                 AND NOT EXISTS (SELECT 1 FROM posts o
                                 WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since))))"""
+# A candidate's relevance, in ranked. For a reader who chose or typed interests: what those and the liked
+# topics say (cagg: their weights times how much the post is about each), less a disliked subject's weight
+# times how much the post is about its main topic. For a reader who only reacted (learning): the sum over
+# every topic of the post of the reader's weight (negative ones too) times how much the post is about it.
+REL = """(CASE WHEN du.learning THEN coalesce((
+              SELECT sum(t.w * du.ut_weights[array_position(du.ut_topics, t.topic)])
+              FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
+         ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
+                      * coalesce(p.topic_weights[1], 0) END)"""
 # Whether post p's title holds none of the digest's muted phrases (checked only for users who have any).
 PHRASE_MUTES = """((du.muted_seq = '{}' OR NOT EXISTS (
                     SELECT 1 FROM unnest(du.muted_seq) m
@@ -81,7 +90,8 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # best, takes one place in every digest of five or more that is ranked by relevance (by score, it leads
 # anyway). A post's "why" names its strongest topic when its relevance is at least MIN_REASON.
 RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
-           "explore_until": 1.5, "unmissable_window": 50}  # fmt: skip
+           "explore_until": 1.5, "unmissable_window": 50, "per_topic": 5, "topics_joined": 3,
+           "per_topic_learning": 50}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -138,10 +148,10 @@ phrases AS MATERIALIZED (
              SELECT m.content FROM memory m WHERE m.user_id = d.user_id AND m.active AND m.type = 'interest'
          ) x(i)
 ),
--- the words of the interests, each with its plural or singular ("databases" also meets "database"): every
--- word of an interest that means no topic (interest_topics: "sourdough bread"), the one word of an interest
--- that means topics ("rust"); an interest of several words that means topics counts through its topics only
--- (the words of "distributed systems" or "game development" would meet every title with "systems")
+-- the words of the interests that mean no topic (interest_topics: "sourdough bread"), each with its plural
+-- or singular ("databases" also meets "database"); an interest that means topics counts through them only
+-- (the words of "distributed systems" or "game development" would meet every title with "systems", and
+-- the posts a word like "rust" meets are among those the model puts under its topic)
 iw AS MATERIALIZED (
     SELECT DISTINCT p.digest_id, f AS w
     FROM phrases p,
@@ -149,8 +159,7 @@ iw AS MATERIALIZED (
          unnest(CASE WHEN length(w) > 3 AND w LIKE '%s' THEN ARRAY[w, left(w, -1)]
                      WHEN length(w) > 2 THEN ARRAY[w, w || 's'] ELSE ARRAY[w] END) f
     WHERE w <> '' AND w <> ALL(:stopwords)
-      AND (position(' ' IN p.k) = 0
-           OR NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.topics <> '{}'))
+      AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = p.k AND t.topics <> '{}')
 ),
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
@@ -228,7 +237,11 @@ topic AS (
 du AS MATERIALIZED (
     SELECT d.*, coalesce(seen.posts, '{}') AS seen,
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
+           -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
+           coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,
+           d.digest_id IN (SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0
+                           EXCEPT SELECT digest_id FROM iw) AS learning,
            d.digest_id IN (SELECT digest_id FROM ut WHERE learned > 0) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
@@ -237,6 +250,8 @@ du AS MATERIALIZED (
            coalesce(dom.weights, '{}') AS domain_weights,
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
     FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
+    LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights
+               FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
 -- each digest's best by score that no dislike demotes (every eligibility rule here too, so muted posts and
@@ -274,7 +289,20 @@ bounds AS MATERIALIZED (
          ON t.digest_id = du.digest_id
 ),
 wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
-pt AS (SELECT wp.id AS post_id, wp.score, t.topic, t.w FROM wp, unnest(wp.topics, wp.topic_weights) t(topic, w)),
+-- each topic's posts of the window most about it, the largest digest's places and :per_topic more
+-- (:per_topic_learning more for a reader who only reacted: their topics are a guess, and they may have seen
+-- the first ones)
+-- (once per statement, not per digest): where a digest ranked by relevance finds its candidates (a post
+-- further down a topic's list ranks below them, unless most of those are not for this reader)
+pt_top AS MATERIALIZED (
+    SELECT topic, post_id, score, w, n FROM (
+        SELECT t.topic, wp.id AS post_id, wp.score, t.w,
+               row_number() OVER (PARTITION BY t.topic ORDER BY t.w DESC, wp.score DESC, wp.id DESC) AS n
+        FROM wp CROSS JOIN LATERAL unnest(wp.topics, wp.topic_weights) t(topic, w)
+        WHERE t.w >= :min_rel
+    ) x
+    WHERE n <= (SELECT max(max_posts) FROM d) + :per_topic_learning
+),
 -- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
 -- (in a window of :unmissable_window posts or more: among a handful, the best is no event)
 unmissable AS MATERIALIZED (
@@ -283,61 +311,72 @@ unmissable AS MATERIALIZED (
                     FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
     WHERE n = 1 AND score >= :unmissable * tenth AND (SELECT count(*) FROM wp) >= :unmissable_window
 ),
--- candidates with their interest hits: title words met by interest words or reacted topics (one hash join of
--- (digest, word) with (post, word) pairs), the best by score, and the posts of the domains the user reacted
--- to; a candidate whose rank cannot reach the floor is dropped before the ranking
+-- candidate (digest, post) pairs with their interest hits: title words met by interest words or reacted
+-- topics (one hash join of (digest, word) with (post, word) pairs), the best by score, the posts of the
+-- domains the user reacted to, the posts most about the digest's liked or chosen topics, and every post
+-- for a digest exploring
+cagg AS MATERIALIZED (
+    SELECT digest_id, post_id, score, sum(hit)::int AS interest_hits,
+           -- what the title's words and the domain say to this user, from the same join: a liked or
+           -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain), and the
+           -- first interest word met
+           bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
+           max(weight) AS domain_weight, min(why) FILTER (WHERE kind = 0) AS word,
+           -- relevance: the digest's liked or chosen topics' weights times how much the post is about each,
+           -- and the one that counts most (why the post is there; "<rel, 12 digits>:<topic:...>")
+           coalesce(sum(rel) FILTER (WHERE kind = 4), 0) AS rel,
+           substr(max(lpad((rel * 1e9)::bigint::text, 12, '0') || why) FILTER (WHERE kind = 4), 13) AS topic_reason
+    FROM (
+        SELECT uw.digest_id, wk.post_id, wk.score, uw.hit, uw.kind, NULL::int AS weight, uw.w AS why,
+               NULL::float8 AS rel
+        FROM (SELECT digest_id, w, 1 AS hit, 0 AS kind FROM iw
+              UNION ALL SELECT digest_id, w, 0, 1 FROM du, unnest(du.liked_topics) w
+              UNION ALL SELECT digest_id, w, 0, 2 FROM du, unnest(du.disliked_topics) w
+              UNION ALL SELECT digest_id, w, 0, 3 FROM du, unnest(du.muted_kw) w) uw
+        JOIN wk ON wk.k = uw.w
+        UNION ALL
+        SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
+        UNION ALL
+        SELECT du.digest_id, wp.id, wp.score, 0, 5, NULL, NULL, NULL FROM du JOIN wp ON du.exploring
+        UNION ALL
+        SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
+        FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
+        JOIN wp ON wp.domain = dw.name
+        UNION ALL
+        SELECT ut.digest_id, pt.post_id, pt.score, 0, 4, NULL,
+               CASE WHEN ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic, ut.weight * pt.w
+        FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
+                  SELECT digest_id, topic, declared + learned AS weight, declared, learned,
+                         max(declared) OVER (PARTITION BY digest_id) = 0 AS learning,
+                         row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
+                  FROM ut WHERE declared + learned > 0) x
+              WHERE n <= :topics_joined OR learning) ut
+        JOIN pt_top pt ON pt.topic = ut.topic
+                      AND pt.n <= (SELECT max(max_posts) FROM d)
+                                  + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
+    ) c
+    GROUP BY 1, 2, 3
+),
+-- a candidate whose rank cannot reach the floor is dropped before the ranking
 candidates AS MATERIALIZED (
-    SELECT c.* FROM (
-        SELECT digest_id, post_id, score, sum(hit)::int AS interest_hits,
-               -- what the title's words and the domain say to this user, from the same join: a liked or
-               -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain)
-               bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
-               max(weight) AS domain_weight,
-               -- relevance: the user's topic weights times how much the post is about each (kind 4), the
-               -- topic that counts most (why the post is there), and the first interest word met
-               coalesce(sum(rel) FILTER (WHERE kind = 4), 0) AS rel,
-               (array_agg(why ORDER BY rel DESC) FILTER (WHERE kind = 4 AND rel > 0))[1] AS topic_reason,
-               min(why) FILTER (WHERE kind = 0) AS word
-        FROM (
-            SELECT uw.digest_id, wk.post_id, wk.score, uw.hit, uw.kind, NULL::int AS weight,
-                   NULL::float8 AS rel, uw.w AS why
-            FROM (SELECT digest_id, w, 1 AS hit, 0 AS kind FROM iw
-                  UNION ALL SELECT digest_id, w, 0, 1 FROM du, unnest(du.liked_topics) w
-                  UNION ALL SELECT digest_id, w, 0, 2 FROM du, unnest(du.disliked_topics) w
-                  UNION ALL SELECT digest_id, w, 0, 3 FROM du, unnest(du.muted_kw) w) uw
-            JOIN wk ON wk.k = uw.w
-            UNION ALL
-            SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
-            UNION ALL
-            SELECT du.digest_id, wp.id, wp.score, 0, 5, NULL, NULL, NULL FROM du JOIN wp ON du.exploring
-            UNION ALL
-            SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
-            FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
-            JOIN wp ON wp.domain = dw.name
-            UNION ALL
-            SELECT ut.digest_id, pt.post_id, pt.score, 0, 4, NULL, (ut.declared + ut.learned) * pt.w,
-                   CASE WHEN ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic
-            FROM ut JOIN pt ON pt.topic = ut.topic
-            WHERE ut.declared + ut.learned <> 0 AND abs(ut.declared + ut.learned) * pt.w >= :min_rel
-        ) c
-        GROUP BY 1, 2, 3
-    ) c JOIN bounds b ON b.digest_id = c.digest_id
+    SELECT c.*
+    FROM cagg c JOIN bounds b ON b.digest_id = c.digest_id
     WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
-           du.exploring AND EXISTS (SELECT 1 FROM ut WHERE ut.digest_id = du.digest_id AND ut.topic = p.topics[1]
-                                                       AND ut.learned < 0) AS disliked,
+           du.exploring AND du.ut_weights[array_position(du.ut_topics, p.topics[1])] < 0 AS disliked,
            CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
                 -- relevance first (topics, and interest words in the title), the score second
-                THEN (GREATEST(c.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
+                THEN (GREATEST({rel}, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
                      * (1 + :beta * ln(1 + p.score::float8))
                 ELSE p.score::float8 * (1 + c.interest_hits) END
            * CASE WHEN NOT du.particular THEN 1 ELSE
                (1 + 0.25::float8 * coalesce(c.domain_weight, 0)) * (1 + 0.25::float8 * (c.liked::int - c.disliked::int))
            END AS rank,
-           CASE WHEN {top_story} THEN 'top' WHEN du.profiled AND c.rel >= :min_reason THEN c.topic_reason
+           CASE WHEN {top_story} THEN 'top'
+                WHEN du.profiled AND {rel} >= :min_reason AND c.topic_reason IS NOT NULL THEN c.topic_reason
                 WHEN c.word IS NOT NULL THEN 'word:' || c.word END AS reason
     FROM candidates c
     JOIN du ON du.digest_id = c.digest_id
@@ -349,27 +388,36 @@ ranked AS (
       AND (p.repost_of_post_id IS NULL OR (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
-)
-SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
-    SELECT r.*, row_number() OVER (PARTITION BY digest_id ORDER BY
-               CASE WHEN NOT exploring THEN best WHEN liked_any THEN LEAST(2 * best - 1, 2 * varied) ELSE varied END,
-               rank DESC, post_id DESC)
-               AS position
-    -- varied: each subject's best first (nth), subjects (a post's dominant topic) not disliked before the
-    -- others, the window's most common subjects first (where a reader is likeliest to find theirs)
+),
+picked AS (
+    SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM (
+    SELECT digest_id, user_id, batch_id, post_id, rank, reason, max_posts,
+           row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
+    FROM ranked WHERE NOT exploring
+    UNION ALL
+    -- a digest exploring: every place (every other one once the reader liked something) to the window's
+    -- subjects in turn; varied: each subject's best first (nth), subjects (a post's dominant topic) not
+    -- disliked before the others, the window's most common subjects first (where a reader is likeliest to
+    -- find theirs)
+    SELECT digest_id, user_id, batch_id, post_id, rank, reason, max_posts,
+           row_number() OVER (PARTITION BY digest_id ORDER BY
+               CASE WHEN liked_any THEN LEAST(2 * best - 1, 2 * varied) ELSE varied END, rank DESC, post_id DESC)
     FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, disliked, common DESC, rank DESC,
                                                                          post_id DESC) AS varied
           FROM (SELECT ranked.*,
                        row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS best,
                        row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth,
                        count(*) OVER (PARTITION BY digest_id, dominant) AS common
-                FROM ranked) v) r
+                FROM ranked WHERE exploring) v) r
 ) t
 WHERE position <= max_posts
+)
+SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM picked
 ORDER BY digest_id, position
 """.replace("{eligible}", ELIGIBLE)
     .replace("{phrase_mutes}", PHRASE_MUTES)
     .replace("{phrase}", phrase_sql("i"))
+    .replace("{rel}", REL)
     .replace("{top_story}", "(du.profiled AND du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
@@ -436,7 +484,12 @@ def _plan_settings(session: Session) -> None:
     for its sorts and hashes (otherwise they spill to disk), and its joins in the order written: the
     ranking's (candidates, then their digest, then their post) was reordered by the planner from about a
     thousand digests on into every post crossed with every digest (800,000 rows; ten times slower)."""
-    session.execute(text("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL join_collapse_limit = 1"))
+    session.execute(
+        text(
+            "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL join_collapse_limit = 1; "
+            "SET LOCAL enable_mergejoin = off"
+        )
+    )
 
 
 @dataclass(frozen=True)
