@@ -60,11 +60,14 @@ RELEASE = text(
 
 
 def _run(stmt: Any, params: dict[str, Any], connection: Connection | None) -> Any:
-    """One statement on the caller's autocommit connection, or on a pooled one in autocommit."""
+    """One statement on the caller's autocommit connection, or on a pooled one in autocommit; its scalar
+    result (None for a statement that returns no rows), read before a pooled connection goes back."""
     if connection is not None:
-        return connection.execute(stmt, params)
+        result = connection.execute(stmt, params)
+        return result.scalar() if result.returns_rows else None
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        return conn.execute(stmt, params)
+        result = conn.execute(stmt, params)
+        return result.scalar() if result.returns_rows else None
 
 
 def _reserve(
@@ -78,7 +81,7 @@ def _reserve(
     params = {"lock": LOCK_NAMESPACE, "scope": scope, "user_id": user_id, "usd": usd, "answers": answers,
               "max_usd": max_usd, "max_answers": max_answers, "since": midnight(),
               "ttl": TTL.total_seconds()}  # fmt: skip
-    return _run(RESERVE, params, connection).scalar()
+    return _run(RESERVE, params, connection)
 
 
 def reserve_budget(usd: Decimal, settings: Settings | None = None, connection: Connection | None = None) -> int | None:
