@@ -1,6 +1,6 @@
 """Celery configuration for HN Pal (read by ``hnpal.celery.app``).
 
-Reliability defaults follow DEVELOPERS.md: prefetch 1, late acks only on idempotent tasks (set per
+Reliability defaults: prefetch 1, late acks only on idempotent tasks (set per
 task), results ignored unless someone reads them, a Redis visibility timeout above every countdown,
 and JSON only.
 """
@@ -116,9 +116,9 @@ beat_schedule = {
     # At least as often as the visibility timeout (a short one means quick recovery; tasks/digests.py).
     "digests-sweep": {"task": "hnpal.digests.sweep", "schedule": min(5 * 60, VISIBILITY_TIMEOUT)},
     "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
-    # Discussions: close those silent for HNPAL_DISCUSSION_IDLE_MINUTES (issue 6).
+    # Discussions: close those silent for HNPAL_DISCUSSION_IDLE_MINUTES.
     "discussions-sweep": {"task": "hnpal.discussions.sweep", "schedule": 60},
-    # Privacy: accounts deleted more than HNPAL_PRIVACY_GRACE_DAYS ago are purged (issue 6).
+    # Privacy: accounts deleted more than HNPAL_PRIVACY_GRACE_DAYS ago are purged.
     "privacy-purge": {"task": "hnpal.privacy.purge", "schedule": _settings.privacy_purge_interval},
     # Operations: retention (agent_calls older than HNPAL_AGENT_CALLS_RETENTION_DAYS), daily at a quiet hour.
     "ops-prune": {"task": "hnpal.ops.prune", "schedule": _crontab(hour=3, minute=17)},

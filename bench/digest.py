@@ -6,7 +6,7 @@ statement per chunk of 500 digests, two chunks at a time as two workers run the 
 Three rounds, each with 10,000 new users (the deliveries table grows as in production); the best round
 counts and the median is printed beside it: the machine is shared, and the same code measured 4,600 to
 5,800 users/s from one run to the next. Baseline in the same run: the same selection issued one user at
-a time (the N+1 way) for a sample of users. Target (issue): >= 5,000 users/s.
+a time (the N+1 way) for a sample of users. Target: >= 5,000 users/s.
 
 Phase 1b (a long time in): the same selection in a database of its own holding a year of history,
 73,000 older posts and 1,000 users who each got a digest of 10 of them every day (3,650 deliveries

@@ -16,7 +16,7 @@ Baseline in the same run: the same work as a direct in-process call (store the m
 ``hnpal.conversations.service.reply`` here), measured the same way. Messages go one at a time (latency,
 not throughput) and round-robin over the users, so Telegram's 1 message/s per chat never delays an
 answer, and a new message is offered at most every 50 ms (20 a second), so the answers stay under the
-30 messages/s overall that the shared limiter paces sends to. Target (issue 6): p95 overhead <= 50 ms.
+30 messages/s overall that the shared limiter paces sends to. Target: p95 overhead <= 50 ms.
 """
 
 from __future__ import annotations

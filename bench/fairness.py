@@ -17,8 +17,8 @@ while, at its start:
 
 Printed: the ordinary users' p50/p95/max latency in each phase, the attackers' model calls against the cap,
 their updates by outcome and the lost ones (an update the sandbox handed out that is not stored as
-processed, deferred (waiting in its sender's own line) or refused with a recorded reason). Targets
-(issue 16): ordinary p95 <= 2 s and <= 2x the no-attacker p95; model calls within the cap; 0 lost.
+processed, deferred (waiting in its sender's own line) or refused with a recorded reason). Targets:
+ordinary p95 <= 2 s and <= 2x the no-attacker p95; model calls within the cap; 0 lost.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Both write the same rows to a fresh PostgreSQL database. The replay server runs in its own process (as
 the real API is on another machine) and answers each API request after --latency seconds (default
 20 ms; the real Firebase API is further away than loopback).
-Target (issue): (b) at least 10x faster. The last line prints the figures.
+Target: (b) at least 10x faster. The last line prints the figures.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Phase 1: 200 posts with stored content, one `hnpal.summaries.summarize` task eac
 worker with a thread pool of --concurrency. The ideal rate is concurrency / latency (every thread
 always waiting on the model); the achieved rate is measured from the first enqueue until the last
 summary row exists, after a warm-up of 16 summaries, over two rounds of 200 fresh posts (the best
-counts: the machine is shared and noisy). Target (issue): achieved / ideal >= 0.8, i.e. the worker
+counts: the machine is shared and noisy). Target: achieved / ideal >= 0.8, i.e. the worker
 overlaps LLM I/O.
 
 Phase 2: 1,000 simulated users with 3 styles in use, each asking for the summaries of a 30-post digest

@@ -1,4 +1,4 @@
-"""Soak benchmark (issue 7): 30 simulated minutes of the whole system, compressed into a few real ones.
+"""Soak benchmark: 30 simulated minutes of the whole system, compressed into a few real ones.
 
 ``hnpal up`` (no Flower, no metrics server) runs every worker, one beat and the bot against the sandbox
 servers of this process, on a database (``bench_database``) and a Redis key prefix of its own:

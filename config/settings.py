@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(
         default=None, description="user:password for Flower; required when it listens beyond loopback."
     )
-    # --- operations: hnpal up, Flower, metrics, retention (issue 7, "Running it") -----------------
+    # --- operations: hnpal up, Flower, metrics, retention -----------------
     flower_address: str = Field(
         default="127.0.0.1", min_length=1, description="Address Flower binds under `hnpal up` (beyond loopback: auth)."
     )
@@ -222,7 +222,7 @@ class Settings(BaseSettings):
     prune_batch_size: int = Field(
         default=5000, ge=100, le=100000, description="Rows deleted per statement (and transaction) by the prune."
     )
-    # --- reliability: redelivery of a dead worker's tasks (issue 7, "Proving reliability") ----------
+    # --- reliability: redelivery of a dead worker's tasks ----------
     broker_visibility_timeout: int = Field(
         default=7200,
         ge=2,
@@ -238,7 +238,7 @@ class Settings(BaseSettings):
         "below broker_visibility_timeout.",
     )
 
-    # --- memory and privacy (issue 6, "Memory" and "Privacy") -----------------------------------
+    # --- memory and privacy -----------------------------------
     memory_min_confidence: float = Field(
         default=0.6, ge=0, le=1, description="Extracted memory items below this confidence (0-1) are dropped."
     )
@@ -268,7 +268,7 @@ class Settings(BaseSettings):
         description="Key of the anonymized subject hash in audit_log. Empty: derived from the bot token.",
     )
 
-    # --- discussions (issue 6, "Discussion flow") ----------------------------------------------
+    # --- discussions ----------------------------------------------
     discussion_context_tokens: int = Field(
         default=6000, ge=500, le=100000, description="Tokens of context (article, comments, memory, past talks)."
     )

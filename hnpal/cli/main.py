@@ -335,7 +335,7 @@ def usage_cmd(
 
 @app.command("settings")
 def settings_cmd(
-    fmt: Annotated[str, typer.Option("--format", help="env (a .env template) or markdown (the README table).")] = "env",
+    fmt: Annotated[str, typer.Option("--format", help="env (a .env template) or markdown (docs/settings.md).")] = "env",
 ) -> None:
     """Print every setting with its default and meaning."""
     from config.docs import env_example, markdown_table

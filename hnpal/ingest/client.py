@@ -2,7 +2,7 @@
 
 Items are fetched by a bounded pool of HNPAL_HN_CONCURRENCY threads sharing one keep-alive urllib3
 connection pool (cheap per request; httpx's async pool was measured here to cost more per request as
-concurrency grows, see the README). Every request has a timeout, and transient
+concurrency grows, see docs/performance.md). Every request has a timeout, and transient
 failures (connection errors, timeouts, 429 and 5xx, a truncated body) are retried with exponential
 backoff and jitter by tenacity, honouring Retry-After. A permanent failure or a malformed body is
 returned for that one item as an :class:`ItemError`; it never fails the batch.

@@ -1,4 +1,4 @@
-"""Operator commands in the chat (issue 7): ``/admin``, ``/admin stats``, ``/admin quarantine``,
+"""Operator commands in the chat: ``/admin``, ``/admin stats``, ``/admin quarantine``,
 ``/admin retry UPDATE_ID``.
 
 Only the Telegram ids in ``HNPAL_ADMIN_IDS`` may use them. Anyone else gets exactly the reply of an

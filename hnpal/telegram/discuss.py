@@ -1,4 +1,4 @@
-"""Discussions about one post (issue 6): /discuss, /done, the 💬 button and free text.
+"""Discussions about one post: /discuss, /done, the 💬 button and free text.
 
 The handlers run in the ``hnpal.telegram.handle`` transaction: they start and end conversations and
 store the user's message; the answer is made on the ``llm`` queue (``hnpal.discussions.reply``), and the

@@ -1,4 +1,4 @@
-"""Memory and privacy commands (issue 6): /memory (pause, forget, clear), /deletemydata, /export.
+"""Memory and privacy commands: /memory (pause, forget, clear), /deletemydata, /export.
 
 Every button names its row by id and is signed for the user it was made for (see callbacks.py); the
 services check again that the row is the presser's. Destructive buttons (clear, delete) carry the time

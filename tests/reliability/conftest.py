@@ -1,4 +1,4 @@
-"""Process faults, for real: the helpers of the five reliability tests (issue 7, "Proving reliability").
+"""Process faults, for real: the helpers of the five reliability tests.
 
 * :func:`kill_tree` sends SIGKILL to a whole process tree at once (a worker's main process and its pool
   children), as a crash, the OOM killer or a power cut would: nothing runs a shutdown handler.

@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 7): every case is a row of :data:`CASES` (name, kind, input, expected
+"""The bad-input corpus: every case is a row of :data:`CASES` (name, kind, input, expected
 recorded outcome), run through the real path for its kind, and the module ends with 0 crashes and 0 stuck
 queues.
 

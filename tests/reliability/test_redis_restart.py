@@ -24,7 +24,7 @@ from hnpal.sandbox.telegram_api import TelegramServer
 from tests.reliability.conftest import Pipeline, wait_until
 
 POSTS = 40
-ANSWER_BOUND = 5.0  # seconds from Redis's return to the bot's answer (issue 7)
+ANSWER_BOUND = 5.0  # seconds from Redis's return to the bot's answer
 LLM_KEY = "sk-sandbox-reliability"
 
 

@@ -1,4 +1,4 @@
-"""Security (issue 7): SSRF refused by the real crawler, forged and replayed button data refused by the
+"""Security: SSRF refused by the real crawler, forged and replayed button data refused by the
 real bot, admin commands only for ``HNPAL_ADMIN_IDS``, Flower behind basic auth, and parameterized SQL
 (hostile strings through every user input, then the tables checked intact and the values verbatim).
 
