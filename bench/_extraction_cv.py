@@ -50,24 +50,9 @@ class CVReport:
 
 
 def _extract(html: str, url: str | None, options: dict[str, bool]) -> str:
-    from trafilatura import bare_extraction
-    from trafilatura.core import normalize_unicode, xmltotxt
+    from hnpal.crawl.extract import pass_text
 
-    try:
-        doc = bare_extraction(
-            html,
-            url=url,
-            include_comments=False,
-            include_formatting=True,
-            include_tables=True,
-            with_metadata=False,
-            **options,
-        )
-    except Exception:
-        return ""
-    if doc is None or doc.body is None:
-        return ""
-    return normalize_unicode(xmltotxt(doc.body, False)).strip()
+    return pass_text(html, url, options)
 
 
 def _folds(ids: list[str]) -> list[tuple[list[str], list[str]]]:

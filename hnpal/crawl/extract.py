@@ -105,6 +105,13 @@ def _safe_pass(html: str, url: str | None, options: dict[str, bool]) -> _Pass | 
         return None
 
 
+def pass_text(html: str, url: str | None, options: dict[str, bool]) -> str:
+    """The text of one trafilatura pass with ``options``, exactly as the pipeline runs it ("" when it finds
+    nothing or fails): what ``bench/_extraction_cv.py`` compares the options with."""
+    found = _safe_pass(html, url, options)
+    return found.text if found is not None else ""
+
+
 def _body_text(html: str) -> tuple[str, str | None]:
     try:
         tree = lxml.html.document_fromstring(html)
