@@ -68,10 +68,11 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
                                 WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since))))"""
 # A candidate's relevance, in ranked. For a reader who chose or typed interests: what those and the liked
 # topics say (cagg: their weights times how much the post is about each), less a disliked subject's weight
-# times how much the post is about its main topic. For a reader who only reacted (learning): the sum over
-# every topic of the post of the reader's weight (negative ones too) times how much the post is about it.
+# times how much the post is about its main topic. For a reader who only reacted (learning): how likely they
+# are to like the post, by the topic of it that they like best: how much the post is about the topic times
+# the share of their reactions to it that were likes (ut_m; :mu, the prior, for a topic never shown).
 REL = """(CASE WHEN du.learning THEN coalesce((
-              SELECT sum(t.w * du.ut_weights[array_position(du.ut_topics, t.topic)])
+              SELECT max(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], :mu))
               FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
          ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
                       * coalesce(p.topic_weights[1], 0) END)"""
@@ -89,9 +90,15 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # learned dislike weighs NEG of a like. The window's best story, when it scores UNMISSABLE times its tenth
 # best, takes one place in every digest of five or more that is ranked by relevance (by score, it leads
 # anyway). A post's "why" names its strongest topic when its relevance is at least MIN_REASON.
+#
+# A reader who only reacted (learning) is served as a bandit over topics: each topic's share of likes among
+# their reactions to it, from a prior of MU weighing PRIOR reactions (``ut_m``), ranks the posts they have
+# shown to like; EXPLORE_SLOTS places (all of them until something is liked at least MIN_LIKE) go to the
+# window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most common first, so
+# that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH best posts.
 RANKING = {"word": 0.3, "beta": 0.05, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
-           "explore_until": 1.5, "unmissable_window": 50, "per_topic": 5, "topics_joined": 3,
-           "per_topic_learning": 50}  # fmt: skip
+           "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
+           "mu": 0.1, "prior": 1.0, "tried": 0.3, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -165,17 +172,21 @@ iw AS MATERIALIZED (
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
 -- liked topics relative to the most liked one, at most 1; a disliked one down to -:neg)
 ut AS MATERIALIZED (
-    SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned, sum(evidence) AS evidence
+    SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned, sum(liked) AS liked,
+           sum(liked + disliked) AS tried,
+           -- the share of likes among the reactions to the topic, from a prior of :mu weighing :prior reactions
+           (sum(liked) + :prior * :mu) / (sum(liked + disliked) + :prior) AS m
     FROM (
-        SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned, 0::float8 AS evidence
+        SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned, 0::float8 AS liked,
+               0::float8 AS disliked
         FROM phrases p JOIN interest_topics it ON it.phrase = p.k
         CROSS JOIN LATERAL unnest(it.topics, it.weights) t(topic, w)
         UNION ALL
         SELECT d.digest_id, a.topic, 0,
                CASE WHEN a.weight > 0 THEN a.weight / GREATEST(max(a.weight) OVER (PARTITION BY d.digest_id), 1)
-                    ELSE GREATEST(a.weight, -1) * :neg END, a.weight
+                    ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked
         FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
-        WHERE abs(a.weight) >= 0.05
+        WHERE abs(a.weight) >= 0.05 OR a.liked >= 0.05 OR a.disliked >= 0.05
     ) x
     GROUP BY 1, 2
 ),
@@ -183,12 +194,10 @@ ut AS MATERIALIZED (
 profiled AS MATERIALIZED (
     SELECT digest_id FROM ut UNION SELECT digest_id FROM iw
 ),
--- of those, the digests of users who declared nothing and whose reactions say little yet (no topic liked
--- :explore_until or more): their places go to the window's best of as many different subjects as possible
--- (best first by dominant topic, away from what they disliked), every other place once they liked something,
--- so that they find what they like
+-- of those, the digests of users who declared nothing (learning from reactions alone): some of their places
+-- (all of them until they like something) go to the window's best of subjects they were not shown yet
 exploring AS MATERIALIZED (
-    SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0 AND max(evidence) < :explore_until
+    SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0
     EXCEPT SELECT digest_id FROM iw
 ),
 -- the posts any of these digests may take, once, locked like the users (ranked takes its posts from here, so
@@ -239,10 +248,10 @@ du AS MATERIALIZED (
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
            coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
+           coalesce(utw.m, '{}') AS ut_m, coalesce(utw.tried, '{}') AS ut_tried,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,
-           d.digest_id IN (SELECT digest_id FROM ut GROUP BY 1 HAVING max(declared) = 0
-                           EXCEPT SELECT digest_id FROM iw) AS learning,
-           d.digest_id IN (SELECT digest_id FROM ut WHERE learned > 0) AS liked_any,
+           d.digest_id IN (SELECT digest_id FROM exploring) AS learning,
+           d.digest_id IN (SELECT digest_id FROM ut WHERE liked >= :min_like) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
                OR topic.user_id IS NOT NULL AS particular,
@@ -250,7 +259,8 @@ du AS MATERIALIZED (
            coalesce(dom.weights, '{}') AS domain_weights,
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
     FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
-    LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights
+    LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights,
+                      array_agg(m) AS m, coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
@@ -311,6 +321,17 @@ unmissable AS MATERIALIZED (
                     FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
     WHERE n = 1 AND score >= :unmissable * tenth AND (SELECT count(*) FROM wp) >= :unmissable_window
 ),
+-- each subject's (a post's dominant topic) best posts, by how sure the model is and their score, and how many
+-- posts the window has on it: what a reader learning from reactions is shown to explore
+dom_best AS MATERIALIZED (
+    SELECT id, score, dominant, common FROM (
+        SELECT wp.id, wp.score, wp.topics[1] AS dominant, count(*) OVER (PARTITION BY wp.topics[1]) AS common,
+               row_number() OVER (PARTITION BY wp.topics[1]
+                                  ORDER BY wp.topic_weights[1] * (1 + :beta * ln(1 + wp.score::float8)) DESC,
+                                           wp.id DESC) AS n
+        FROM wp WHERE wp.topics[1] IS NOT NULL AND (SELECT count(*) FROM exploring) > 0) x
+    WHERE n <= :explore_depth
+),
 -- candidate (digest, post) pairs with their interest hits: title words met by interest words or reacted
 -- topics (one hash join of (digest, word) with (post, word) pairs), the best by score, the posts of the
 -- domains the user reacted to, the posts most about the digest's liked or chosen topics, and every post
@@ -337,20 +358,23 @@ cagg AS MATERIALIZED (
         UNION ALL
         SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
         UNION ALL
-        SELECT du.digest_id, wp.id, wp.score, 0, 5, NULL, NULL, NULL FROM du JOIN wp ON du.exploring
+        SELECT du.digest_id, b.id, b.score, 0, 5, NULL, NULL, NULL FROM du JOIN dom_best b ON du.exploring
         UNION ALL
         SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
         FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
         JOIN wp ON wp.domain = dw.name
         UNION ALL
         SELECT ut.digest_id, pt.post_id, pt.score, 0, 4, NULL,
-               CASE WHEN ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic, ut.weight * pt.w
+               CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic,
+               ut.weight * pt.w
         FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
-                  SELECT digest_id, topic, declared + learned AS weight, declared, learned,
-                         max(declared) OVER (PARTITION BY digest_id) = 0 AS learning,
+                  -- a learning reader's topics weigh their share of likes (what ranks their posts)
+                  SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
+                         declared, learned, learning, liked,
                          row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
-                  FROM ut WHERE declared + learned > 0) x
-              WHERE n <= :topics_joined OR learning) ut
+                  FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
+                  WHERE declared + learned > 0 OR (learning AND liked >= :min_like)) x
+              WHERE (n <= :topics_joined AND NOT learning) OR (learning AND liked >= :min_like)) ut
         JOIN pt_top pt ON pt.topic = ut.topic
                       AND pt.n <= (SELECT max(max_posts) FROM d)
                                   + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
@@ -366,7 +390,7 @@ candidates AS MATERIALIZED (
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
-           du.exploring AND du.ut_weights[array_position(du.ut_topics, p.topics[1])] < 0 AS disliked,
+           du.exploring AND coalesce(p.topics[1] = ANY(du.ut_tried), false) AS tried,
            CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
                 -- relevance first (topics, and interest words in the title), the score second
                 THEN (GREATEST({rel}, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
@@ -395,19 +419,21 @@ picked AS (
            row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS position
     FROM ranked WHERE NOT exploring
     UNION ALL
-    -- a digest exploring: every place (every other one once the reader liked something) to the window's
-    -- subjects in turn; varied: each subject's best first (nth), subjects (a post's dominant topic) not
-    -- disliked before the others, the window's most common subjects first (where a reader is likeliest to
-    -- find theirs)
+    -- a digest learning from reactions: once the reader liked something, their best by rank, and the last
+    -- :explore_slots places (every place before) to the window's subjects in turn; varied: each subject's
+    -- best first (nth), subjects (a post's dominant topic) not tried before the others, the window's most
+    -- common subjects first (where a reader is likeliest to find theirs)
     SELECT digest_id, user_id, batch_id, post_id, rank, reason, max_posts,
            row_number() OVER (PARTITION BY digest_id ORDER BY
-               CASE WHEN liked_any THEN LEAST(2 * best - 1, 2 * varied) ELSE varied END, rank DESC, post_id DESC)
-    FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, disliked, common DESC, rank DESC,
+               CASE WHEN liked_any AND best <= max_posts - :explore_slots THEN best ELSE max_posts + varied END,
+               rank DESC, post_id DESC)
+    FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, tried, common DESC, rank DESC,
                                                                          post_id DESC) AS varied
           FROM (SELECT ranked.*,
                        row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS best,
                        row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth,
-                       count(*) OVER (PARTITION BY digest_id, dominant) AS common
+                       coalesce((SELECT max(b.common) FROM dom_best b WHERE b.dominant = ranked.dominant), 0)
+                           AS common
                 FROM ranked WHERE exploring) v) r
 ) t
 WHERE position <= max_posts

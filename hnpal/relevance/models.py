@@ -26,11 +26,14 @@ class InterestTopics(Base):
 
 
 class UserTopicAffinity(Base):
-    """A user's net 👍/👎 per topic, weighted by the square of how much each reacted post is about it
-    (kept by triggers on ``deliveries``, migration 0009)."""
+    """A user's 👍/👎 per topic, each weighted by the square of how much the reacted post is about it:
+    ``liked`` and ``disliked`` apart, ``weight`` their difference (kept by triggers on ``deliveries``,
+    migrations 0009 and 0016)."""
 
     __tablename__ = "user_topic_affinity"
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     topic: Mapped[str] = mapped_column(Text, primary_key=True)
     weight: Mapped[float] = mapped_column(REAL, nullable=False)
+    liked: Mapped[float] = mapped_column(REAL, server_default="0", nullable=False)
+    disliked: Mapped[float] = mapped_column(REAL, server_default="0", nullable=False)

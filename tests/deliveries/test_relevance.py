@@ -187,3 +187,56 @@ def test_the_days_unmissable_story_keeps_a_place(db_session, make) -> None:
     # a reader ranked by score gets it first anyway, without a "why"
     plain = ranked(db_session, make.digest(make.user()))
     assert plain[0] == ("Everyone is talking about this", None)
+
+
+def test_likes_and_dislikes_of_a_topic_are_kept_apart(db_session, make) -> None:
+    """One like against two dislikes is not one like alone: both sums are kept, and a changed reaction moves
+    its weight from one to the other."""
+    liked = make.post("SQLite WAL mode in depth", domain="sqlite.org", summarized_at=make.epoch - timedelta(days=9))
+    disliked = [
+        make.post(title, domain="db.example", summarized_at=make.epoch - timedelta(days=9))
+        for title in ("PostgreSQL vacuum tuning", "Query planners explained")
+    ]
+    classify_posts(session=db_session)
+    user = make.user()
+    make.delivery(user, liked, reaction="up")
+    rows = [make.delivery(user, post, reaction="down") for post in disliked]
+    sums = db_session.execute(
+        text("SELECT liked, disliked, weight FROM user_topic_affinity WHERE topic = 'databases'")
+    ).one()
+    assert sums.liked > 0.3 and sums.disliked > 0.6 and abs(sums.weight - (sums.liked - sums.disliked)) < 1e-4
+    rows[0].reaction = "up"
+    db_session.flush()
+    after = db_session.execute(text("SELECT liked, disliked FROM user_topic_affinity WHERE topic = 'databases'")).one()
+    assert after.liked > sums.liked + 0.3 and after.disliked < sums.disliked - 0.3
+
+
+def test_a_reader_who_only_disliked_is_shown_subjects_not_tried_yet(db_session, make) -> None:
+    """Reactions and no like yet: the digest explores, the best post of each subject first, and what was
+    disliked (databases, however high it scores) after every subject not tried yet."""
+    seed(
+        make,
+        [
+            ("SQLite WAL mode in depth", "sqlite.org", 30),
+            ("Query planners explained", "use-the-index-luke.com", 28),
+            ("PostgreSQL vacuum tuning", "pg.example", 26),
+            ("Anatomy of a typosquatting attack", "blog.example", 12),
+            ("Rust borrow checker explained", "rust.example", 11),
+        ],
+    )
+    user = make.user()
+    for title in ("MySQL replication lag", "Indexing JSON in PostgreSQL"):
+        old = make.post(title, domain="db.example", summarized_at=make.epoch - timedelta(days=9))
+        classify_posts(session=db_session)
+        make.delivery(user, old, reaction="down")
+    picks = [t for t, _ in ranked(db_session, make.digest(user))]
+    databases = {"SQLite WAL mode in depth", "Query planners explained", "PostgreSQL vacuum tuning"}
+    assert databases <= set(picks)  # still in the digest ...
+    first_database = min(picks.index(t) for t in databases)
+    # ... after the subjects not tried (security, Rust), and after nothing it outscores by much
+    assert picks.index("Anatomy of a typosquatting attack") < first_database
+    assert picks.index("Rust borrow checker explained") < first_database
+    # by score alone, they would come right after the high-scored noise
+    assert [t for t, _ in ranked(db_session, make.digest(make.user()))][4:7] == sorted(
+        databases, key=["SQLite WAL mode in depth", "Query planners explained", "PostgreSQL vacuum tuning"].index
+    )
