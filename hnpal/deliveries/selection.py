@@ -264,6 +264,48 @@ du AS MATERIALIZED (
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
+-- each topic's posts of the window most about it, the largest digest's places and :per_topic more
+-- (:per_topic_learning more for a reader who only reacted: their topics are a guess, and they may have seen
+-- the first ones)
+-- (once per statement, not per digest): where a digest ranked by relevance finds its candidates (a post
+-- further down a topic's list ranks below them, unless most of those are not for this reader)
+pt_top AS MATERIALIZED (
+    SELECT topic, post_id, score, w, n FROM (
+        SELECT t.topic, wp.id AS post_id, wp.score, t.w,
+               row_number() OVER (PARTITION BY t.topic ORDER BY t.w DESC, wp.score DESC, wp.id DESC) AS n
+        FROM wp CROSS JOIN LATERAL unnest(wp.topics, wp.topic_weights) t(topic, w)
+        WHERE t.w >= :min_rel
+    ) x
+    WHERE n <= (SELECT max(max_posts) FROM d) + :per_topic_learning
+),
+-- the posts most about each relevance-ranked digest's topics (its chosen or typed ones first, :topics_joined of
+-- them; every liked one for a reader learning from reactions), with what each is worth to it
+rel_c AS MATERIALIZED (
+    SELECT ut.digest_id, pt.post_id, pt.score,
+           CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic AS why,
+           ut.weight * pt.w AS rel
+    FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
+              -- a learning reader's topics weigh their share of likes (what ranks their posts)
+              SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
+                     declared, learned, learning, liked,
+                     row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
+              FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
+              WHERE declared + learned > 0 OR (learning AND liked >= :min_like)) x
+          WHERE (n <= :topics_joined AND NOT learning) OR (learning AND liked >= :min_like)) ut
+    JOIN pt_top pt ON pt.topic = ut.topic
+                  AND pt.n <= (SELECT max(max_posts) FROM d)
+                              + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
+),
+-- the digests that need their best by score: those ranked by score, those learning from reactions, and those
+-- ranked by relevance that have few posts about their topics they were not sent yet (fewer than their places
+-- and :per_topic more: some may be muted or reposts); the others rank them below every post about their
+-- topics anyway
+by_score AS MATERIALIZED (
+    SELECT du.digest_id FROM du
+    LEFT JOIN (SELECT r.digest_id, count(*) AS n FROM rel_c r JOIN du ON du.digest_id = r.digest_id
+               WHERE r.post_id <> ALL(du.seen) GROUP BY 1) r ON r.digest_id = du.digest_id
+    WHERE NOT du.profiled OR du.exploring OR coalesce(r.n, 0) < du.max_posts + :per_topic
+),
 -- each digest's best by score that no dislike demotes (every eligibility rule here too, so muted posts and
 -- reposts cannot take the places): they rank at least at their score, so the digest's last place does too.
 -- They are looked for among the window's best by score first (wtop, :top_k of them: a few rows per digest,
@@ -274,12 +316,14 @@ wtop AS MATERIALIZED (
     ORDER BY score DESC, id DESC LIMIT :top_k
 ),
 top_first AS MATERIALIZED (
-    SELECT du.digest_id, c.id AS post_id, c.score FROM du CROSS JOIN LATERAL (
+    SELECT du.digest_id, c.id AS post_id, c.score FROM du JOIN by_score b ON b.digest_id = du.digest_id
+    CROSS JOIN LATERAL (
         SELECT p.id, p.score FROM wtop p WHERE {eligible} ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
 ),
 top_more AS MATERIALIZED (
     SELECT du.digest_id, c.id AS post_id, c.score
-    FROM du LEFT JOIN (SELECT digest_id, count(*) AS n FROM top_first GROUP BY 1) f ON f.digest_id = du.digest_id
+    FROM du JOIN by_score b ON b.digest_id = du.digest_id
+    LEFT JOIN (SELECT digest_id, count(*) AS n FROM top_first GROUP BY 1) f ON f.digest_id = du.digest_id
     CROSS JOIN LATERAL (
         SELECT p.id, p.score FROM wp p WHERE {eligible} ORDER BY p.score DESC, p.id DESC LIMIT du.max_posts) c
     WHERE coalesce(f.n, 0) < du.max_posts AND (SELECT count(*) FROM wtop) >= :top_k
@@ -299,24 +343,10 @@ bounds AS MATERIALIZED (
          ON t.digest_id = du.digest_id
 ),
 wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
--- each topic's posts of the window most about it, the largest digest's places and :per_topic more
--- (:per_topic_learning more for a reader who only reacted: their topics are a guess, and they may have seen
--- the first ones)
--- (once per statement, not per digest): where a digest ranked by relevance finds its candidates (a post
--- further down a topic's list ranks below them, unless most of those are not for this reader)
-pt_top AS MATERIALIZED (
-    SELECT topic, post_id, score, w, n FROM (
-        SELECT t.topic, wp.id AS post_id, wp.score, t.w,
-               row_number() OVER (PARTITION BY t.topic ORDER BY t.w DESC, wp.score DESC, wp.id DESC) AS n
-        FROM wp CROSS JOIN LATERAL unnest(wp.topics, wp.topic_weights) t(topic, w)
-        WHERE t.w >= :min_rel
-    ) x
-    WHERE n <= (SELECT max(max_posts) FROM d) + :per_topic_learning
-),
 -- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
 -- (in a window of :unmissable_window posts or more: among a handful, the best is no event)
 unmissable AS MATERIALIZED (
-    SELECT id FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n,
+    SELECT id, score FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n,
                            min(score) OVER () AS tenth
                     FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
     WHERE n = 1 AND score >= :unmissable * tenth AND (SELECT count(*) FROM wp) >= :unmissable_window
@@ -364,20 +394,10 @@ cagg AS MATERIALIZED (
         FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
         JOIN wp ON wp.domain = dw.name
         UNION ALL
-        SELECT ut.digest_id, pt.post_id, pt.score, 0, 4, NULL,
-               CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic,
-               ut.weight * pt.w
-        FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
-                  -- a learning reader's topics weigh their share of likes (what ranks their posts)
-                  SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
-                         declared, learned, learning, liked,
-                         row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
-                  FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
-                  WHERE declared + learned > 0 OR (learning AND liked >= :min_like)) x
-              WHERE (n <= :topics_joined AND NOT learning) OR (learning AND liked >= :min_like)) ut
-        JOIN pt_top pt ON pt.topic = ut.topic
-                      AND pt.n <= (SELECT max(max_posts) FROM d)
-                                  + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
+        SELECT digest_id, post_id, score, 0, 4, NULL, why, rel FROM rel_c
+        UNION ALL
+        -- the day's unmissable story, for a digest ranked by relevance (one ranked by score has it in top)
+        SELECT du.digest_id, u.id, u.score, 0, 5, NULL, NULL, NULL FROM du JOIN unmissable u ON du.profiled
     ) c
     GROUP BY 1, 2, 3
 ),
@@ -391,20 +411,22 @@ ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
            du.exploring AND coalesce(p.topics[1] = ANY(du.ut_tried), false) AS tried,
-           CASE WHEN {top_story} THEN 1e12 WHEN du.profiled
+           CASE WHEN x.top_story THEN 1e12 WHEN du.profiled
                 -- relevance first (topics, and interest words in the title), the score second
-                THEN (GREATEST({rel}, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
+                THEN (GREATEST(x.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
                      * (1 + :beta * ln(1 + p.score::float8))
                 ELSE p.score::float8 * (1 + c.interest_hits) END
            * CASE WHEN NOT du.particular THEN 1 ELSE
                (1 + 0.25::float8 * coalesce(c.domain_weight, 0)) * (1 + 0.25::float8 * (c.liked::int - c.disliked::int))
            END AS rank,
-           CASE WHEN {top_story} THEN 'top'
-                WHEN du.profiled AND {rel} >= :min_reason AND c.topic_reason IS NOT NULL THEN c.topic_reason
+           CASE WHEN x.top_story THEN 'top'
+                WHEN du.profiled AND x.rel >= :min_reason AND c.topic_reason IS NOT NULL THEN c.topic_reason
                 WHEN c.word IS NOT NULL THEN 'word:' || c.word END AS reason
     FROM candidates c
     JOIN du ON du.digest_id = c.digest_id
     JOIN wp p ON p.id = c.post_id
+    -- the relevance and the top story, worked out once per row (OFFSET 0: not inlined into each use)
+    CROSS JOIN LATERAL (SELECT CASE WHEN du.profiled THEN {rel} END AS rel, {top_story} AS top_story OFFSET 0) x
     WHERE p.summarized_at > du.since
       AND p.score >= du.min_score
       AND (NOT du.particular OR (p.id <> ALL(du.seen) AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
