@@ -1,10 +1,11 @@
 """The topic model: what a post is about (a probability per topic) and which topics an interest means.
 
-Offline and small: WordLlama's static word embeddings (256 dimensions, shipped with the ``wordllama``
-package: nothing is downloaded, the weights load from the package folder) and a logistic regression per
-topic over that embedding and the TF-IDF of the title's words, the host and the URL's path
-(``topics.npz``, trained by ``hnpal.relevance.train`` on real community-tagged stories). About
-0.2 ms of CPU per post; the loaded model adds about 60 MB to a worker.
+Offline and small, two models averaged: WordLlama's static word embeddings (256 dimensions, shipped with
+the ``wordllama`` package: nothing is downloaded, the weights load from the package folder) and a logistic
+regression per topic over that embedding and the TF-IDF of the title's words, the host and the URL's path
+(``topics.npz``, trained by ``hnpal.relevance.train`` on real community-tagged stories); and a small
+transformer fine-tuned on the same stories (``hnpal.relevance.encoder``). About 2.5 ms of CPU per post;
+the loaded models add about 150 MB to a worker.
 
 A typed interest ("distributed systems", "sourdough") is matched to the topics whose name and strongest
 words its embedding is close to; one that is close to none keeps only its words (the selection matches
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from hnpal.relevance.encoder import encoder, encoder_text
 from hnpal.relevance.features import embedding_text, text_start, tfidf, tokens
 
 DATA = Path(__file__).resolve().parent / "topics.npz"
-MODEL_NAME = "wordllama-l2-256+lr1"  # stored with each post's topics: a new model recomputes them
+MODEL_NAME = "wordllama-lr1+minilm-ft1"  # stored with each post's topics: a new model recomputes recent posts
 MIN_PROB = 0.03  # topics below this are not stored for a post
 MAX_TOPICS = 6
 TEXT_WEIGHT = 0.35  # how much a post's own text moves its embedding, beside the title
@@ -35,6 +37,7 @@ MATCH_MIN = 0.55  # cosine an interest needs with a topic's description to mean 
 MATCH_PROB = 0.35  # or: the probability the classifier gives the topic for the interest read as a title ...
 MATCH_LIFT = 3.0  # ... when that is this many times what it gives an empty title
 SECOND = 0.5  # the weight of a second topic the interest also means (within half the best's probability)
+ENCODER_WEIGHT = 0.5  # a post's topics: this much the encoder's probabilities, the rest the classifier's
 
 # HN Pal's own topic buttons that are no topic of the model by name.
 BUTTONS = {
@@ -143,14 +146,25 @@ class TopicModel:
         return emb
 
     def probabilities(self, posts: list[PostText]) -> np.ndarray:
-        """posts x topics: the probability that each post is about each topic."""
+        """posts x topics: the probability that each post is about each topic (the classifier's and the
+        encoder's, averaged)."""
         if not posts:
             return np.zeros((0, len(self.topics)), np.float32)
+        return (1 - ENCODER_WEIGHT) * self.classifier_probabilities(posts) + ENCODER_WEIGHT * self._encoded(posts)
+
+    def classifier_probabilities(self, posts: list[PostText]) -> np.ndarray:
+        """The classifier's part: word embedding and TF-IDF, a logistic regression per topic."""
         logits = self.embed_posts(posts) @ self.w_emb + self.bias
         for row, p in enumerate(posts):
             for col, value in tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf).items():
                 logits[row] += value * self.w_words[col]
         return 1.0 / (1.0 + np.exp(-logits))
+
+    def _encoded(self, posts: list[PostText]) -> np.ndarray:
+        enc = encoder()
+        if enc.topics != self.topics:
+            raise RuntimeError("topics-encoder.onnx was trained for other topics than topics.npz: retrain one")
+        return enc.probabilities([encoder_text(p.title, p.url, p.domain) for p in posts])
 
     def classify(self, posts: list[PostText]) -> list[dict[str, float]]:
         """Each post's topics worth storing: up to MAX_TOPICS with a probability of at least MIN_PROB."""

@@ -26,8 +26,12 @@ def phrase_sql(expr: str) -> str:
     return f"left(lower(btrim(regexp_replace({expr}, '\\s+', ' ', 'g'))), 200)"
 
 
+# Posts without topics (given ones, or any); with ``since``, also those of that period whose topics an earlier
+# model computed (a new model recomputes the posts digests may still pick, once each).
 _MISSING_POSTS = text(
-    "SELECT id, title, url, domain FROM posts WHERE topics IS NULL AND (:all OR id = ANY(:ids)) "
+    "SELECT id, title, url, domain FROM posts "
+    "WHERE (topics IS NULL OR (CAST(:since AS timestamptz) IS NOT NULL AND topics_model IS DISTINCT FROM :model)) "
+    "AND (:all OR id = ANY(:ids)) "
     "AND (CAST(:since AS timestamptz) IS NULL OR summarized_at > :since) ORDER BY id LIMIT :n"
 ).bindparams(bindparam("ids", type_=ARRAY(INTEGER)))
 
@@ -41,13 +45,20 @@ def classify_posts(
     limit: int = 50_000,
 ) -> int:
     """Compute and store the topics of posts that have none yet (``post_ids``, or any post summarized
-    after ``since``): once per post; a post that has topics is never recomputed. ``texts`` adds a post's
-    own text (HN text) to what the model reads. Returns how many posts got topics."""
+    after ``since``): once per post and model; a post whose topics this model computed is never recomputed,
+    and with ``since`` those an earlier model computed are. ``texts`` adds a post's own text (HN text) to
+    what the model reads. Returns how many posts got topics."""
     done = 0
     while done < limit:
         rows = session.execute(
             _MISSING_POSTS,
-            {"all": post_ids is None, "ids": post_ids or [], "since": since, "n": min(BATCH, limit - done)},
+            {
+                "all": post_ids is None,
+                "ids": post_ids or [],
+                "since": since,
+                "n": min(BATCH, limit - done),
+                "model": MODEL_NAME,
+            },
         ).all()
         if not rows:
             break
@@ -58,7 +69,7 @@ def classify_posts(
                 """
                 UPDATE posts p SET topics = v.topics::text[], topic_weights = v.weights::real[], topics_model = :model
                 FROM unnest(:ids, :topics, :weights) AS v(id, topics, weights)
-                WHERE p.id = v.id AND p.topics IS NULL
+                WHERE p.id = v.id AND (p.topics IS NULL OR p.topics_model IS DISTINCT FROM :model)
                 """
             ).bindparams(
                 bindparam("ids", type_=ARRAY(INTEGER)),

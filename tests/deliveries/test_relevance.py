@@ -155,6 +155,23 @@ def test_topics_are_computed_once_per_post(db_session) -> None:
     assert classify_posts(session=db_session, post_ids=[post.id]) == 0
 
 
+def test_a_new_model_recomputes_the_posts_digests_may_still_pick(db_session, make) -> None:
+    """Topics an earlier model computed are recomputed once for the week's posts (what prepare reads), not for
+    older ones, and not again."""
+    recent = make.post("SQLite WAL mode in depth", domain="sqlite.org")
+    old = make.post("Query planners explained", domain="db.example", summarized_at=make.epoch - timedelta(days=30))
+    db_session.execute(
+        text("UPDATE posts SET topics = '{cooking}', topic_weights = '{0.9}', topics_model = 'an-older-model'")
+    )
+    since = make.epoch - timedelta(days=7)
+    assert classify_posts(session=db_session, since=since) == 1
+    db_session.expire_all()
+    assert db_session.get(Post, recent.id).topics[0] == "databases"
+    assert db_session.get(Post, recent.id).topics_model == MODEL_NAME
+    assert db_session.get(Post, old.id).topics == ["cooking"]
+    assert classify_posts(session=db_session, since=since) == 0
+
+
 def test_mutes_match_phrases_in_any_script(db_session, make) -> None:
     muted = [
         make.post("Machine Learning for everyone", score=500),

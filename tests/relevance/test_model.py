@@ -32,7 +32,8 @@ def test_the_model_loads_and_works_with_the_network_refused() -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert next(iter(result["found"][0])) == "security"
     assert result["meant"] == {"distributed": 1.0}
-    # what a worker pays for the model (WordLlama's 256-dimension table, the tokenizer, the classifier)
+    # what a worker pays for the models (WordLlama's 256-dimension table, its tokenizer, the classifier; the
+    # 8-bit encoder, its tokenizer and onnxruntime): about 150 MB
     print(f"model loaded: +{result['added_mb']:.0f} MB, worker RSS {result['rss_mb']:.0f} MB")
     assert result["added_mb"] < 200
 
