@@ -5,21 +5,23 @@ digest period for a first one) that were never delivered to them, score at least
 match none of their muted keywords or domains. Reposts are collapsed: a repost is eligible only when
 its original is neither delivered nor itself in the window.
 
-Ranking: ``score x (1 + interest words in the title) x domain affinity x topic affinity``, where the
-interest words are the user's ``interests`` and their active ``memory`` rows of type ``interest`` (what
-onboarding, reactions and discussions taught), and the affinities come from the user's 👍/👎 (domain:
-+-25% per net reaction, at most +-50%; topic: +25% when the title shares a word that two or more of
-their liked titles have, -25% likewise for dislikes).
+Ranking: a reader with interests (topic buttons, typed or remembered interests, topics their 👍 taught)
+gets the posts most about them first, best-rated second (see RANKING); a reader who only reacted is served
+as a bandit over topics (their share of likes per topic, and places for subjects not tried yet); a reader
+with neither gets ``score x (1 + interest words in the title) x domain affinity x title-word affinity``,
+the affinities from their 👍/👎 (domain: +-25% per net reaction, at most +-50%; title word: +25% when the
+title shares a word that two or more of their liked titles have, -25% likewise for dislikes).
 
-Only posts that can make the digest are ranked, and the result is exact: every post whose factor is not
-1 (an interest word or a liked or disliked topic in the title: one hash join of (digest, word) with
-(post, title word) pairs; a domain the user reacted to), plus, per digest, the ``max_posts`` best by
-(score, id) among the eligible posts that no dislike demotes. Each of those ranks at least at its
-score, so any post left out (factor 1, rank = its score, below all of them by (score, id)) cannot beat
-them: ties go to the higher post id, as in the final order. Those best by score also set a floor: the
-digest's last place ranks at least at the lowest of their scores, so a candidate whose rank cannot reach
-it (score x (1 + hits) x the most the user's affinities can add) is dropped before the ranking's joins
-and sort (about a third of the rows on the benchmark's users).
+Only posts that can make the digest are ranked. For a digest ranked by score the result is exact: every
+post whose factor is not 1 (an interest word or a liked or disliked word in the title: one hash join of
+(digest, word) with (post, title word) pairs; a domain the user reacted to), plus, per digest, the
+``max_posts`` best by (score, id) among the eligible posts that no dislike demotes. Each of those ranks at
+least at its score, so any post left out (factor 1, rank = its score, below all of them by (score, id))
+cannot beat them: ties go to the higher post id, as in the final order. Those best by score also set a
+floor: the digest's last place ranks at least at the lowest of their scores, so a candidate whose rank
+cannot reach it is dropped before the ranking's joins and sort. A digest ranked by relevance takes each of
+its topics' best posts (computed once per statement), the word and domain matches, and its best by score
+only when its topics have few posts it was not sent.
 
 Per candidate row the statement does little: each user's exclusions (posts already delivered among
 those in reach, mutes, reacted domains and topics) are small arrays on the digest's row, checked only
