@@ -100,7 +100,7 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH best posts.
 RANKING = {"word": 0.3, "beta": 0.02, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
-           "mu": 0.1, "prior": 1.0, "tried": 0.3, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
+           "mu": 0.1, "prior": 1.0, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
