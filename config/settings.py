@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     llm_daily_budget_usd: Decimal = Field(
         default=Decimal("5"), ge=0, description="Daily LLM spend cap (USD); past it the offline provider takes over."
     )
+    llm_key_recheck_seconds: float = Field(
+        default=300.0,
+        ge=5,
+        le=86400,
+        description="While the model refuses the key, the summary sweep re-checks it this often (seconds).",
+    )
     summary_input_tokens: int = Field(
         default=3000, ge=200, le=100000, description="Article tokens sent per summary (longer: map-reduce)."
     )

@@ -98,10 +98,13 @@ def post_by_hn_id(*, session: Session, hn_id: int) -> Post | None:
 
 
 def choose_provider(settings: Settings | None = None) -> Provider:
-    """The paid model while it is configured and the day's budget lasts; offline otherwise."""
+    """The paid model while it is configured, its key accepted and the day's budget lasts; offline
+    otherwise."""
+    from hnpal.llm import health
+
     settings = settings or get_settings()
     paid = llm.paid_provider(settings)
-    if paid is None or not llm.budget_left(settings):
+    if paid is None or not health.usable(settings) or not llm.budget_left(settings):
         return llm.offline_provider()
     return paid
 
