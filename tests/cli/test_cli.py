@@ -26,6 +26,7 @@ def test_db_upgrade_downgrade_upgrade(fresh_database: str) -> None:
     env = {"HNPAL_DATABASE_URL": fresh_database}
     first = hnpal("db", "upgrade", env=env)
     assert first.returncode == 0, first.stderr
+    assert "alembic.runtime.plugins" not in first.stderr + first.stdout  # seven "setup plugin" lines, silenced
     assert f"database at {migrate.head_revision()}" in first.stdout
     down = hnpal("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
@@ -146,3 +147,30 @@ def test_embedded_stack_first_run_needs_no_servers(tmp_path: Path, hn_api: str) 
         stop = hnpal("embedded", "stop", env=env)
     assert "redis" in stop.stdout and "postgresql" in stop.stdout
     assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+
+
+WRONG_DB = "postgresql+psycopg2://hnpal:hunter2@127.0.0.1:1/hnpal"
+
+
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("usage",), ("up", "--no-flower", "--no-bot")])
+def test_a_wrong_database_url_is_one_line_with_a_fix(command: tuple[str, ...], tmp_path: Path) -> None:
+    result = hnpal(*command, env={"HNPAL_DATABASE_URL": WRONG_DB, "HNPAL_DATA_DIR": str(tmp_path / "var")})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert "127.0.0.1:1" in errors[0] and "HNPAL_DATABASE_URL" in errors[0] and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "alembic.runtime.plugins" not in result.stderr + result.stdout
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = hnpal("--debug", "usage", env={"HNPAL_DATABASE_URL": WRONG_DB})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_up_says_why_it_cannot_start_when_redis_is_down(tmp_path: Path) -> None:
+    result = hnpal("up", "--no-flower", env={"HNPAL_REDIS_URL": "redis://127.0.0.1:1/0",
+                                             "HNPAL_DATA_DIR": str(tmp_path / "var")})  # fmt: skip
+    assert result.returncode == 2
+    assert "Redis at redis://127.0.0.1:1/0 does not answer" in result.stderr and "HNPAL_REDIS_URL" in result.stderr
+    assert "nothing was started" in result.stderr and "Traceback" not in result.stderr

@@ -343,6 +343,34 @@ def test_crashing_child_backs_off_exponentially_and_resets_when_stable(tmp_path:
     assert not group_alive(child.proc.pid)
 
 
+def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """The supervisor repeats the last line of the child's log: why it exited, or what it waits for."""
+    from hnpal.ops.supervisor import SLOW_START
+
+    script = (
+        "import sys, time; print('2026-12-06 07:19:00,275 ERROR celery.worker: Cannot connect to "
+        "redis://:pw@127.0.0.1:1/0: Error 111 connecting. Trying again in 2.00 seconds...', flush=True); "
+        "time.sleep(float(sys.argv[1])); sys.exit(1)"
+    )
+    waiting = Child("waiter", ["python3", "-c", script, "30"], tmp_path / "waiter.log", ready_marker="ready.")
+    failing = Child("failer", ["python3", "-c", script, "0"], tmp_path / "failer.log", ready_marker="ready.")
+    sup = Supervisor([Supervised(waiting, dict(os.environ)), Supervised(failing, dict(os.environ))], Options(),
+                     out=io.StringIO())  # fmt: skip
+    now = 1000.0
+    for p in sup.procs:
+        sup._start(p, now)
+    failing.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while "Cannot connect" not in (tmp_path / "waiter.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sup.tick(now + SLOW_START + 1)
+    out = sup.out.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"failer exited \(code 1\) .*: Cannot connect to redis://:\*\*\*@127.0.0.1:1/0", out), out
+    assert re.search(r"waiter still starting after \d+s: Cannot connect to redis://", out), out
+    assert ":pw@" not in out
+    waiting.stop(timeout=5)
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
