@@ -85,7 +85,8 @@ def main() -> int:
         f"{per_fetch_lists} list requests per fetch + 1 per listed item; 1 request per refreshed post; "
         f"{figures['requests_per_thread']:.1f} requests per comment thread; "
         f"{figures['requests_per_page']:.2f} requests per page; a paid summary "
-        f"{figures['tokens_per_summary']:.0f} tokens, ${figures['usd_per_summary']:.5f}; a comment summary "
+        f"{figures['calls_per_summary']:.1f} calls, {figures['tokens_per_summary']:.0f} tokens, "
+        f"${figures['usd_per_summary']:.5f}; a comment summary "
         f"{figures['tokens_per_comment_summary']:.0f} tokens, ${figures['usd_per_comment_summary']:.5f}"
     )
     print(
