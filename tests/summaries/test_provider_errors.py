@@ -31,6 +31,7 @@ from tests.deliveries.conftest import committed, unique_id  # noqa: F401  (fixtu
 from tests.deliveries.test_digests import outbox, send, tg  # noqa: F401  (fixtures)
 from tests.ops.test_metrics import samples, value
 
+MADE: list[int] = []
 RIGHT_KEY = "sk-right-key-0123456789"
 WRONG_KEY = "sk-wrong-key-9876543210"
 ARTICLE = " ".join(
@@ -55,6 +56,9 @@ def content(tmp_path: Path, settings_env):  # type: ignore[no-untyped-def]
     with ContentStore.open_writer(path) as store:
         yield store
     host.close_all()
+    with session_scope() as session:  # the posts made here (their summaries and calls go with them)
+        session.execute(Post.__table__.delete().where(Post.id.in_(MADE)))
+    MADE.clear()
 
 
 def configure(settings_env, server: LLMServer, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +84,7 @@ def make_post(store: ContentStore, title: str) -> int:
         )  # fmt: skip
         session.add(post)
         session.flush()
+        MADE.append(post.id)
         return post.id
 
 
