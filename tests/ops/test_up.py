@@ -225,10 +225,17 @@ def test_flower_counts_a_crawl_that_failed_for_good_and_its_broker_view_answers(
             assert "WorkFailed" in info["exception"] and "404" in info["exception"]
             listed = client.get("/api/tasks", params={"state": "FAILURE"}).json()
             assert task_id in listed
-            lengths = client.get("/api/queues/length")
-            assert lengths.status_code == 200, lengths.text
-            names = {q["name"]: q["messages"] for q in lengths.json()["active_queues"]}
-            assert set(QUEUES) <= set(names) and all(isinstance(n, int) for n in names.values())
+
+            def queue_lengths() -> dict[str, int]:
+                # Flower lists the queues its workers consume (known once it has inspected them)
+                client.get("/api/workers", params={"refresh": "1"})
+                lengths = client.get("/api/queues/length")
+                assert lengths.status_code == 200, lengths.text  # was 404: "'redis' broker is not supported"
+                return {q["name"]: q["messages"] for q in lengths.json()["active_queues"]}
+
+            names = stack.wait(lambda: (found := queue_lengths()) and set(QUEUES) <= set(found) and found,
+                               "every queue in Flower's queue lengths", timeout=120)  # fmt: skip
+            assert all(isinstance(n, int) for n in names.values())
             broker = client.get("/broker")
             assert broker.status_code == 200 and "not supported" not in broker.text
             assert all(queue in broker.text for queue in QUEUES)
