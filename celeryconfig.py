@@ -13,6 +13,7 @@ from celery.schedules import crontab as _crontab
 
 import tasks as _tasks
 from config.settings import get_settings
+from hnpal import broker as _broker
 from hnpal.runtime import broker_url as _broker_url
 from hnpal.runtime import redis_url as _redis_url
 
@@ -38,8 +39,10 @@ _restore = {
 }
 
 broker_url = _broker_url()
-# kombu's Redis transport with one client object per channel instead of one per command (hnpal/broker.py).
-broker_transport = "hnpal.broker:Transport"
+# kombu's Redis transport with one client object per channel instead of one per command (hnpal/broker.py),
+# installed under the ``redis``/``rediss`` schemes so the broker URL keeps a scheme Flower knows (its
+# Broker tab and /api/queues/length read the queues' lengths from it).
+_broker.install()
 result_backend = _redis_url().replace("unix://", "redis+socket://", 1)
 _prefix = {"global_keyprefix": _settings.redis_key_prefix} if _settings.redis_key_prefix else {}
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT, **_restore, **_prefix}
@@ -76,6 +79,8 @@ worker_hijack_root_logger = False
 
 QUEUES = ("default", "crawl", "content", "llm", "telegram")
 task_default_queue = "default"
+# Beat's scheduler writes a heartbeat at each tick (hnpal_process_alive{process="beat"} in the metrics).
+beat_scheduler = "hnpal.ops.heartbeat:BeatScheduler"
 task_create_missing_queues = True
 # What a user waits on (an update's handling, a discussion answer) goes ahead of bulk work sharing its queue
 # (digest sends on `telegram`; summaries and memory extraction on `llm`): kombu's Redis transport keeps a list

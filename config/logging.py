@@ -97,5 +97,13 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "urllib3", "trafilatura", "alembic.runtime.migration"):
+    # alembic.runtime.plugins: seven "setup plugin" lines on every command that touches migrations
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "urllib3",
+        "trafilatura",
+        "alembic.runtime.migration",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -1,13 +1,15 @@
 """HN Pal settings.
 
-Every setting is read from the environment with the prefix ``HNPAL_`` (or from a ``.env`` file in the
-working directory). ``.env.example`` and the README list them all. A bad value stops start-up with one
-line that names the setting (see :func:`load_settings`).
+Every setting is read from the environment with the prefix ``HNPAL_``, then from a ``.env`` file (see
+:func:`env_file` for where it is looked for: ``HNPAL_ENV_FILE``, ``$HNPAL_HOME/.env``, ``./.env``, the
+project folder's ``.env``). ``.env.example`` and docs/settings.md list them all. A bad value stops
+start-up with one line that names the setting (see :func:`load_settings`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -49,7 +51,7 @@ def bot_api_base(url: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HNPAL_",
-        env_file=".env",
+        env_file=None,  # load_settings passes the file env_file() finds
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
@@ -146,6 +148,12 @@ class Settings(BaseSettings):
     )
     llm_daily_budget_usd: Decimal = Field(
         default=Decimal("5"), ge=0, description="Daily LLM spend cap (USD); past it the offline provider takes over."
+    )
+    llm_key_recheck_seconds: float = Field(
+        default=300.0,
+        ge=5,
+        le=86400,
+        description="While the model refuses the key, the summary sweep re-checks it this often (seconds).",
     )
     summary_input_tokens: int = Field(
         default=3000, ge=200, le=100000, description="Article tokens sent per summary (longer: map-reduce)."
@@ -412,12 +420,44 @@ def describe_error(exc: ValidationError) -> str:
     return "invalid setting " + "; ".join(parts)
 
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # the repository folder (where `make install` ran)
+
+
+def env_file() -> Path | None:
+    """The ``.env`` file to read, whatever the working directory: ``HNPAL_ENV_FILE`` when set (it must
+    exist); else the first that exists of ``$HNPAL_HOME/.env``, ``./.env`` (the working directory) and
+    the project folder's ``.env``. None when there is none (the environment and defaults only)."""
+    explicit = os.environ.get("HNPAL_ENV_FILE", "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"HNPAL_ENV_FILE={explicit}: no such file (unset it to use {PROJECT_DIR / '.env'})")
+        return path.absolute()
+    home = os.environ.get("HNPAL_HOME", "").strip()
+    candidates = [Path(home).expanduser() / ".env"] if home else []
+    candidates += [Path.cwd() / ".env", PROJECT_DIR / ".env"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.absolute()
+    return None
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings, turning a validation failure into a one-line SettingsError."""
+    """Build settings, turning a validation failure into a one-line SettingsError. A relative
+    HNPAL_DATA_DIR or HNPAL_CONTENT_PATH is taken from the folder of the ``.env`` file that was read
+    (the working directory when none was), so every command finds the same servers and store."""
     import pydantic_settings
 
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        path = env_file()
+        settings = Settings(_env_file=path, **overrides)  # type: ignore[arg-type, call-arg]
+        if path is not None:
+            base = path.parent
+            if not settings.data_dir.is_absolute():
+                settings.data_dir = base / settings.data_dir
+            if settings.content_path is not None and not settings.content_path.is_absolute():
+                settings.content_path = base / settings.content_path
+        return settings
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
     except pydantic_settings.SettingsError as exc:  # a JSON value (prices, lists) that does not parse

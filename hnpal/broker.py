@@ -7,8 +7,10 @@ message pays it about ten times on its way through the bot and the workers. The 
 channel's connection pool, and redis-py takes a pooled connection per command, so one client per pool
 is equivalent; it is rebuilt whenever kombu replaces the pool (after a connection error).
 
-Selected by ``broker_transport`` in celeryconfig.py for ``redis://`` and ``rediss://`` broker URLs (an
-explicit ``redis+socket://`` URL, as the embedded Redis uses, keeps kombu's own transport).
+:func:`install` (called by celeryconfig.py) makes it kombu's transport for ``redis://`` and ``rediss://``
+URLs, so the broker URL keeps its scheme: Flower recognises it (Broker tab, ``/api/queues/length``),
+which it did not under a custom ``broker_transport`` name. An explicit ``redis+socket://`` URL, as the
+embedded Redis uses, keeps kombu's own transport.
 """
 
 from __future__ import annotations
@@ -33,3 +35,10 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def install() -> None:
+    """Use :class:`Transport` for ``redis://`` and ``rediss://`` broker URLs in this process."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "hnpal.broker:Transport"

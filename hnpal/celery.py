@@ -46,6 +46,15 @@ def _cap_delay(name: str, options: dict) -> None:
             options["eta"] = latest
 
 
+class WorkFailed(Exception):
+    """Raised by a task after it recorded that its work failed (a crawl that failed for good, a model
+    call whose last retry failed), so that the task ends in Celery's FAILURE state and Flower, ``celery
+    events`` and the task log count it. The failure is already committed (the sweeps and ``hnpal
+    quarantine`` read it from PostgreSQL); nothing retries on this exception, and a late-acknowledged
+    task is acknowledged as usual (``task_acks_on_failure_or_timeout``), so it is not redelivered.
+    Tasks list it in ``throws``: the worker logs it as an expected outcome, without a traceback."""
+
+
 app = Celery("hnpal", task_cls=Task)
 app.config_from_object("celeryconfig")
 

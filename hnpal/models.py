@@ -4,6 +4,7 @@ from hnpal.audit.models import AuditLog
 from hnpal.conversations.models import Conversation
 from hnpal.db.base import Base
 from hnpal.deliveries.models import Delivery, Digest, UserAffinity
+from hnpal.llm.models import ProviderHealth
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
 from hnpal.relevance.models import InterestTopics, UserTopicAffinity
@@ -22,6 +23,7 @@ __all__ = [
     "InterestTopics",
     "LLMReservation",
     "Memory",
+    "ProviderHealth",
     "Post",
     "Summary",
     "TelegramUpdate",

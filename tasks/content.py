@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.signals import worker_process_shutdown
 
-from hnpal.celery import app
+from hnpal.celery import WorkFailed, app
 from hnpal.content import host
 from tasks.crawl import DB_RETRY, DB_TRANSIENT  # the database down a moment: retried with backoff
 
@@ -36,7 +36,8 @@ STORE_RETRIES = 3
 
 # Idempotent (the same payload writes the same bytes and flags), so a killed writer's message is
 # redelivered and its content rewritten.
-@app.task(name="hnpal.content.store", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=12, **DB_RETRY)
+@app.task(name="hnpal.content.store", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=12,
+          throws=(WorkFailed,), **DB_RETRY)  # fmt: skip
 def store_content(self, post_id: int, payload: str) -> int | None:
     """Write a post's content (one RocksDB batch), then its flags in PostgreSQL. Returns the post id."""
     from hnpal.content.service import quarantine_payload, store_payload
@@ -53,7 +54,7 @@ def store_content(self, post_id: int, payload: str) -> int | None:
             raise self.retry(exc=exc, countdown=2**self.request.retries) from None
         with session_scope() as session:
             quarantine_payload(session=session, post_id=post_id, error=f"{type(exc).__name__}: {exc}")
-        return None
+        raise WorkFailed(f"content of post {post_id} not stored, quarantined: {type(exc).__name__}: {exc}") from None
     return result.post_id if result.status == "stored" else None
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 import celeryconfig
 from config.settings import get_settings
-from hnpal.celery import app
+from hnpal.celery import WorkFailed, app
 from hnpal.crawl import service
 from hnpal.crawl.fetch import Fetcher
 from hnpal.db.hooks import after_commit
@@ -36,13 +36,18 @@ DB_RETRY = {
 
 
 # Idempotent (a crawl records nothing until it has a result), so a message whose worker died is
-# redelivered rather than lost, and the kill costs no attempt.
-@app.task(name="hnpal.crawl.post", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, **DB_RETRY)
+# redelivered rather than lost, and the kill costs no attempt. A crawl that failed for good is committed
+# (crawl_status 'failed', listed by `hnpal quarantine`) and then raised as WorkFailed: the task ends in
+# FAILURE, is acknowledged and not retried (a redelivered copy would find the post failed and skip it).
+@app.task(name="hnpal.crawl.post", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+          throws=(WorkFailed,), **DB_RETRY)  # fmt: skip
 def crawl_post(self, post_id: int) -> dict:
     """Crawl one post by id; the content goes to the content writer. Retries transient failures."""
     result = service.crawl(post_id=post_id, fetcher=fetcher())
     if result.outcome == "retry" and result.retry_in is not None:
         raise self.retry(countdown=result.retry_in)
+    if result.outcome == "failed":
+        raise WorkFailed(f"crawl of post {post_id} failed for good: {result.detail}")
     return {"post_id": post_id, "outcome": result.outcome, "detail": result.detail}
 
 

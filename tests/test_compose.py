@@ -249,3 +249,43 @@ def test_long_running_services_have_healthchecks(services) -> None:
     for name, queue in QUEUE_WORKERS.items():
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "inspect ping" in test and f"{queue}@$" in test, (name, test)
+
+
+# --- every setting reaches every container --------------------------------------------------------
+
+HNPAL_SERVICES = {*QUEUE_WORKERS, "beat", "bot", "flower", "migrate"}
+FLOWER_ONLY = {"HNPAL_FLOWER_BASIC_AUTH"}  # given to Flower alone, as FLOWER_BASIC_AUTH
+
+
+def _every_setting() -> set[str]:
+    from config.settings import Settings
+
+    return {f"HNPAL_{name.upper()}" for name in Settings.model_fields} - FLOWER_ONLY
+
+
+def test_every_setting_is_passed_to_every_hnpal_service() -> None:
+    """Read from the file itself (PyYAML resolves the anchors), so it runs without docker-compose too."""
+    data = _yaml_to_data(COMPOSE_FILE.read_text())
+    for name in HNPAL_SERVICES:
+        environment = data["services"][name]["environment"]
+        missing = _every_setting() - set(environment)
+        assert not missing, (name, sorted(missing))
+    assert not set(data["x-hnpal-env"]) & FLOWER_ONLY
+
+
+def test_a_setting_in_the_env_file_reaches_every_container(tmp_path: Path) -> None:
+    """`docker-compose config` with a .env that sets the daily budget and the score threshold: every HN Pal
+    service gets them (they used to be dropped: only 13 settings were passed)."""
+    exe = _docker_compose()
+    env_file = tmp_path / ".env"
+    env_file.write_text("HNPAL_LLM_DAILY_BUDGET_USD=3.5\nHNPAL_LLM_PAID_MIN_SCORE=120\nHNPAL_FLOWER_BASIC_AUTH=a:b\n")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("HNPAL_")}
+    proc = subprocess.run([exe, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"], env=base_env,
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    services = _yaml_to_data(proc.stdout)["services"]
+    for name in HNPAL_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["HNPAL_LLM_DAILY_BUDGET_USD"] == "3.5", name
+        assert environment["HNPAL_LLM_PAID_MIN_SCORE"] == "120", name
+        assert _every_setting() <= set(environment), name

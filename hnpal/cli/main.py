@@ -45,7 +45,10 @@ def announce_embedded() -> None:
 
 
 @app.callback()
-def _root(ctx: typer.Context) -> None:
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (not one line).")] = False,
+) -> None:
     from config.logging import configure_logging
 
     get_settings()  # a bad setting stops here with one line
@@ -387,11 +390,21 @@ def doctor() -> None:
 
 
 def main() -> None:
+    """The ``hnpal`` command. A configuration or connection error ends it with one line saying what
+    failed and the fix (exit code 2 for a setting, 1 otherwise); ``--debug`` shows the traceback."""
+    debug = "--debug" in sys.argv[1:]
     try:
-        app()
+        app(standalone_mode=True)
     except SettingsError as exc:
         typer.secho(f"hnpal: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        from hnpal.cli.errors import describe
+
+        typer.secho(f"hnpal: {describe(exc)}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

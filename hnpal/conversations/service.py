@@ -98,10 +98,13 @@ def post_by_hn_id(*, session: Session, hn_id: int) -> Post | None:
 
 
 def choose_provider(settings: Settings | None = None) -> Provider:
-    """The paid model while it is configured and the day's budget lasts; offline otherwise."""
+    """The paid model while it is configured, its key accepted and the day's budget lasts; offline
+    otherwise."""
+    from hnpal.llm import health
+
     settings = settings or get_settings()
     paid = llm.paid_provider(settings)
-    if paid is None or not llm.budget_left(settings):
+    if paid is None or not health.usable(settings) or not llm.budget_left(settings):
         return llm.offline_provider()
     return paid
 
@@ -147,8 +150,13 @@ class Started:
     ended: list[Ended] = field(default_factory=list)
 
 
-def header(*, title: str, loaded: dict[str, Any] | None, idle_minutes: int, resumed: bool = False) -> str:
-    """The "📖 Discussing: <title>" message: what was loaded, and how to end."""
+def header(
+    *, title: str, loaded: dict[str, Any] | None, idle_minutes: int, resumed: bool = False, hn_says: str | None = None
+) -> str:
+    """The "📖 Discussing: <title>" message: what was loaded, what HN says (the thread's comment summary,
+    when the thread is lively enough to have one), and how to end."""
+    from hnpal.telegram.render import hn_says_block
+
     loaded = loaded or {}
     article = loaded.get("article") or {}
     if article.get("loaded"):
@@ -172,7 +180,7 @@ def header(*, title: str, loaded: dict[str, Any] | None, idle_minutes: int, resu
     lead = "Still discussing" if resumed else "Discussing"
     return (
         f"📖 {lead}: <b>{esc(title)}</b>\n\n"
-        f"Loaded: {esc(' · '.join(parts))}.\n\n"
+        f"Loaded: {esc(' · '.join(parts))}.{hn_says_block(hn_says, 1200)}\n\n"
         f"Ask me anything about it. /done ends the discussion (it also closes after {idle_minutes} minutes "
         "of silence)."
     )
@@ -205,6 +213,14 @@ def _ended(session: Session, ids: list[int]) -> list[Ended]:
     return [Ended(r.id, r.user_id, r.telegram_id, r.hn_id, r.title, r.memory_enabled) for r in rows]
 
 
+def _hn_says(session: Session, post_id: int) -> str | None:
+    from hnpal.summaries.models import Summary
+
+    return session.scalar(
+        select(Summary.text).where(Summary.post_id == post_id, Summary.style == "comments", Summary.variant == "")
+    )
+
+
 def start(*, session: Session, store: StateStore, user: User, post: Post, settings: Settings | None = None) -> Started:
     """Enter the DISCUSSION state for ``post``: a new conversation with its context loaded (the current
     one is ended with ``switch``), or the current one again when it is about the same post."""
@@ -214,7 +230,7 @@ def start(*, session: Session, store: StateStore, user: User, post: Post, settin
     if current is not None and current.post_id == post.id:
         set_state(session=session, store=store, telegram_id=user.telegram_id, state=state)
         text = header(title=post.title, loaded=current.context_loaded, idle_minutes=settings.discussion_idle_minutes,
-                      resumed=True)  # fmt: skip
+                      resumed=True, hn_says=_hn_says(session, post.id))  # fmt: skip
         return Started(current.id, text, resumed=True)
     ended = end(session=session, store=store, user_id=user.id, telegram_id=user.telegram_id, reason="switch")
     conversation = Conversation(user_id=user.id, post_id=post.id, agent_model=choose_provider(settings).model[:50])
@@ -228,7 +244,8 @@ def start(*, session: Session, store: StateStore, user: User, post: Post, settin
     if not context.loaded["article"]["store_unavailable"]:  # else the LLM worker loads it (it has the store)
         store.set_context(user.telegram_id, post.hn_id, context.to_cache())
     set_state(session=session, store=store, telegram_id=user.telegram_id, state=state)
-    text = header(title=post.title, loaded=context.loaded, idle_minutes=settings.discussion_idle_minutes)
+    text = header(title=post.title, loaded=context.loaded, idle_minutes=settings.discussion_idle_minutes,
+                  hn_says=_hn_says(session, post.id))  # fmt: skip
     if ended:
         text = f"Your discussion of “{esc(ended[0].title)}” is saved and closed.\n\n" + text
     log.info("user %s discusses post %s (conversation %s)", user.id, post.hn_id, conversation.id)

@@ -67,9 +67,10 @@ ORDER BY g.id, d.id
 (_DIGEST, _STATUS, _MANUAL, _BATCH, _STYLE, _DIGEST_MESSAGE, _ATTEMPTS, _USER, _CHAT, _USER_STATUS, _PREFS) = range(11)
 (_INTERESTS, _DELIVERY, _MESSAGE, _REACTION, _SAVED, _POST, _HN_ID, _TITLE) = range(11, 19)
 (_URL, _DOMAIN, _SCORE, _COMMENTS, _SUMMARY, _REASON) = range(19, 25)
+# The users' summary styles, and each post's comment summary ("What HN says": only lively threads have one).
 STYLED_SQL = text(
-    "SELECT post_id, style, variant, text FROM summaries "
-    "WHERE post_id = ANY(:posts) AND style = ANY(:styles) AND variant = ANY(:variants)"
+    "SELECT post_id, style, variant, text FROM summaries WHERE post_id = ANY(:posts) "
+    "AND ((style = ANY(:styles) AND variant = ANY(:variants)) OR (style = 'comments' AND variant = ''))"
 )
 MARK_DELIVERY = text("UPDATE deliveries SET message_id = :message_id WHERE id = ANY(:ids)")
 MARK_SENT = text(
@@ -173,6 +174,7 @@ def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: 
                 reaction=r[_REACTION],
                 saved=r[_SAVED],
                 why=explain(r[_REASON]),
+                hn_says=styled.get((r[_POST], "comments", "")) if r[_SUMMARY] is not None else None,
             )
             for n, r in enumerate(reserved, start=1)
         ]

@@ -134,20 +134,32 @@ def digest_cards(
         .scalar_subquery()
     )
     rows = session.execute(
-        select(Delivery, Post, styled)
+        select(Delivery, Post, styled, _hn_says())
         .join(Post, Post.id == Delivery.post_id)
         .where(Delivery.user_id == digest.user_id, Delivery.batch_id == digest.batch_id)
         .order_by(Delivery.id)
     ).all()
     cards, missing = [], []
-    for n, (delivery, post, text) in enumerate(rows, start=1):
+    for n, (delivery, post, text, says) in enumerate(rows, start=1):
         if text is None and style != default_style:
             missing.append(post.id)
-        cards.append(make_card(delivery, post, text, position=n, total=len(rows)))
+        cards.append(make_card(delivery, post, text, position=n, total=len(rows), hn_says=says))
     return cards, missing
 
 
-def make_card(delivery: Any, post: Any, styled: str | None, *, position: int, total: int) -> render.PostCard:
+def _hn_says(post_id: Any = None):  # type: ignore[no-untyped-def]
+    """The post's comment summary (only lively threads have one), as a scalar subquery."""
+    return (
+        select(Summary.text)
+        .where(Summary.post_id == (Post.id if post_id is None else post_id), Summary.style == "comments",
+               Summary.variant == "")
+        .scalar_subquery()
+    )  # fmt: skip
+
+
+def make_card(
+    delivery: Any, post: Any, styled: str | None, *, position: int, total: int, hn_says: str | None = None
+) -> render.PostCard:
     """A delivered post as the message shows it: ``styled`` is its summary in the user's style, when
     there is one (the default summary stands in). Takes ORM rows or result rows alike."""
     return render.PostCard(
@@ -164,6 +176,7 @@ def make_card(delivery: Any, post: Any, styled: str | None, *, position: int, to
         reaction=delivery.reaction,
         saved=delivery.is_saved,
         why=explain(getattr(delivery, "reason", None)),
+        hn_says=hn_says,
     )
 
 
@@ -236,7 +249,8 @@ def card_for(*, session: Session, delivery: Delivery, position: int = 1, total: 
             Summary.post_id == post.id, Summary.style == prefs.summary_style, Summary.variant == variant
         )
     )
-    return make_card(delivery, post, text, position=position, total=total)
+    says = session.scalar(select(_hn_says(post.id)))
+    return make_card(delivery, post, text, position=position, total=total, hn_says=says)
 
 
 def saved_page(

@@ -27,6 +27,9 @@ class LLMResult:
     output_tokens: int
     latency_ms: int
     cost_usd: Decimal = Decimal(0)
+    # why the offline provider answered a call meant for the paid one: "auth" (the key is refused),
+    # "budget" (the day's budget is spent); empty otherwise
+    fallback: str = ""
 
 
 class LLMError(Exception):

@@ -62,6 +62,8 @@ class OpenAIProvider:
             raise LLMError(f"bad request: {exc.message}", transient=False, kind=kind) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise LLMError(f"not authorized: {exc.message}", transient=False, kind="auth") from None
+        except openai.NotFoundError as exc:  # no such model (or no such endpoint): the setting is wrong
+            raise LLMError(f"not found: {exc.message}", transient=False, kind="model") from None
         except openai.APIStatusError as exc:
             transient = exc.status_code == 408 or exc.status_code >= 500
             raise LLMError(

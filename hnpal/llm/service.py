@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
-from hnpal.llm import sanitize
+from hnpal.llm import health, sanitize
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.offline import OfflineProvider
 from hnpal.usage import allowance
@@ -229,9 +229,14 @@ def call(
         post_id=post_id, purpose=purpose, settings=settings, connection=connection,
     )  # fmt: skip
     attempt = 0
+    fallback = ""
     while True:
         attempt += 1
         reservation = None
+        if provider.name != "offline" and not health.usable(settings):
+            # The key was refused (here or in another process): no paid call until it works again.
+            provider, fallback = offline_provider(), "auth"
+            account = functools.partial(account, model=provider.model)
         if provider.name != "offline":
             # The day's budget is held before the call (atomically: a burst cannot pass it together)
             # and settled by the call's own row; past it, the offline provider takes over.
@@ -240,7 +245,7 @@ def call(
             if reservation is None:
                 log.warning("daily LLM budget reached (%s USD): the offline provider answers this call",
                             settings.llm_daily_budget_usd)  # fmt: skip
-                provider = offline_provider()
+                provider, fallback = offline_provider(), "budget"
                 account = functools.partial(account, model=provider.model)
         started = time.perf_counter()
         try:
@@ -256,9 +261,11 @@ def call(
                 failure = checked(request, result)
                 cost = account(result=result, error=failure, latency_ms=result.latency_ms)
                 if failure is None:
-                    return dataclasses.replace(result, cost_usd=cost)
+                    return dataclasses.replace(result, cost_usd=cost, fallback=fallback)
         finally:
             allowance.release(reservation, connection)
+        if provider.name != "offline" and health.is_down_error(failure):
+            health.mark_down(failure, settings)  # every process stops paying for refusals (one alert)
         if not failure.transient or attempt >= settings.llm_attempts:
             raise failure
         wait = settings.llm_retry_backoff * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)

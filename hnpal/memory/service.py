@@ -306,8 +306,10 @@ def _load(conversation_id: int, settings: Settings) -> Outcome | _Material:
 
 
 def _provider(settings: Settings):  # type: ignore[no-untyped-def]
+    from hnpal.llm import health
+
     paid = llm.paid_provider(settings)
-    if paid is not None and llm.budget_left(settings):
+    if paid is not None and health.usable(settings) and llm.budget_left(settings):
         return paid
     return llm.offline_provider()
 

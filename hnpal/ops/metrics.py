@@ -18,8 +18,20 @@ metric                                     meaning
 ``hnpal_llm_calls{model,success}``         agent_calls rows
 ``hnpal_llm_tokens{model,direction}``      LLM tokens, input and output
 ``hnpal_llm_cost_usd{model}``              LLM spend in USD
+``hnpal_llm_spent_today_usd``              LLM spend since midnight UTC (what the daily budget counts)
+``hnpal_llm_daily_budget_usd``             HNPAL_LLM_DAILY_BUDGET_USD
+``hnpal_llm_provider_up{provider}``        1 while the model accepts the key, 0 once it refused it
+                                           (only with a key configured; see hnpal/llm/health.py)
+``hnpal_summaries_offline``                posts summarized offline while the model refused the key,
+                                           waiting to be re-summarized
+``hnpal_users{status}``                    users by status (active, paused, blocked, deleted)
+``hnpal_delivered_today{what}``            digests sent and posts delivered since midnight UTC
+``hnpal_failures{kind}``                   work that failed for good, by ``hnpal quarantine`` kind
+                                           (update, crawl, digest, summary)
 ``hnpal_telegram_429_total``               Telegram 429 answers counted in Redis (a real counter)
 ``hnpal_queue_depth{queue}``               messages waiting in each Celery queue
+``hnpal_heartbeat_age_seconds{process}``   seconds since the bot's / beat's last heartbeat
+``hnpal_process_alive{process}``           1 when that heartbeat is recent (bot 120 s, beat 330 s)
 ``hnpal_metrics_up``                       1 when PostgreSQL answered this scrape, else 0
 =========================================  ==========================================================
 """
@@ -27,12 +39,17 @@ metric                                     meaning
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
+
+from hnpal.ops import heartbeat
+from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
+from hnpal.users.models import USER_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +69,25 @@ DELIVERIES_SQL = text(
 )
 DIGESTS_SQL = text("SELECT status, count(*) FROM digests GROUP BY status")
 UPDATES_SQL = text("SELECT status, count(*) FROM telegram_updates GROUP BY status")
+TODAY_SQL = text(
+    "SELECT coalesce((SELECT sum(cost_usd) FROM agent_calls WHERE called_at >= date_trunc('day', now() AT TIME "
+    "ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
+    "(SELECT count(*) FROM digests WHERE status = 'sent' AND sent_at >= date_trunc('day', now() AT TIME ZONE "
+    "'UTC') AT TIME ZONE 'UTC'), "
+    "(SELECT count(*) FROM deliveries WHERE message_id IS NOT NULL AND delivered_at >= date_trunc('day', now() "
+    "AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), "
+    "(SELECT count(*) FROM posts WHERE summary_status = 'offline')"
+)
+USERS_SQL = text("SELECT status, count(*) FROM users GROUP BY status")
+FAILURES_SQL = text(
+    "SELECT 'update', count(*) FROM telegram_updates WHERE status = 'quarantined' UNION ALL "
+    "SELECT 'crawl', count(*) FROM posts WHERE crawl_status = 'failed' AND (crawl_error IS NULL OR crawl_error "
+    "NOT LIKE 'dropped by operator: %') UNION ALL "
+    "SELECT 'digest', count(*) FROM digests WHERE status = 'failed' AND (error IS NULL OR error NOT LIKE "
+    "'dropped by operator: %') UNION ALL "
+    "SELECT 'summary', count(*) FROM posts WHERE summary_status IN ('failed', 'offline') AND summary_attempts >= "
+    ":attempts"
+)
 CALLS_SQL = text(
     "SELECT model, success, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
     "coalesce(sum(cost_usd), 0) FROM agent_calls GROUP BY model, success"
@@ -131,6 +167,10 @@ class PipelineCollector(Collector):
             digests = conn.execute(DIGESTS_SQL).all()
             updates = conn.execute(UPDATES_SQL).all()
             calls = conn.execute(CALLS_SQL).all()
+            spent, digests_today, posts_today, offline = conn.execute(TODAY_SQL).one()
+            users = conn.execute(USERS_SQL).all()
+            failures = conn.execute(FAILURES_SQL, {"attempts": SUMMARY_ATTEMPTS}).all()
+            provider_up = self._provider_up()
         fetched = GaugeMetricFamily("hnpal_posts_fetched", "Posts stored (HN items fetched)")
         fetched.add_metric([], sum(n for _, n in posts))
         yield fetched
@@ -175,6 +215,57 @@ class PipelineCollector(Collector):
         yield n_calls
         yield tokens
         yield cost
+        settings = self._settings()
+        today = GaugeMetricFamily("hnpal_llm_spent_today_usd", "LLM spend since midnight UTC (the daily budget's)")
+        today.add_metric([], float(spent))
+        yield today
+        budget = GaugeMetricFamily("hnpal_llm_daily_budget_usd", "The daily LLM budget (HNPAL_LLM_DAILY_BUDGET_USD)")
+        budget.add_metric([], float(settings.llm_daily_budget_usd))
+        yield budget
+        up = GaugeMetricFamily("hnpal_llm_provider_up", "1 while the model accepts the key, 0 once it refused it",
+                               labels=["provider"])  # fmt: skip
+        if provider_up is not None:
+            up.add_metric(["openai"], 1 if provider_up else 0)
+        yield up
+        waiting = GaugeMetricFamily("hnpal_summaries_offline", "Posts summarized offline while the model refused the "
+                                    "key, waiting to be re-summarized")  # fmt: skip
+        waiting.add_metric([], offline)
+        yield waiting
+        by_user = GaugeMetricFamily("hnpal_users", "Users by status", labels=["status"])
+        found_users = dict(users)
+        for status in USER_STATUSES:
+            by_user.add_metric([status], found_users.get(status, 0))
+        yield by_user
+        delivered = GaugeMetricFamily("hnpal_delivered_today", "Digests sent and posts delivered since midnight UTC",
+                                      labels=["what"])  # fmt: skip
+        delivered.add_metric(["digests"], digests_today)
+        delivered.add_metric(["posts"], posts_today)
+        yield delivered
+        failed = GaugeMetricFamily("hnpal_failures", "Work that failed for good, by hnpal quarantine kind",
+                                   labels=["kind"])  # fmt: skip
+        for kind, n in failures:
+            failed.add_metric([kind], n)
+        yield failed
+
+    def _settings(self):  # type: ignore[no-untyped-def]
+        from config.settings import get_settings
+
+        return get_settings()
+
+    def _provider_up(self) -> bool | None:
+        """The stored health of the configured key (None without a key), on this collector's engine."""
+        from hnpal.llm import health
+
+        settings = self._settings()
+        fingerprint = health.fingerprint(settings)
+        if fingerprint is None:
+            return None
+        with self._db().connect() as conn:
+            row = conn.execute(
+                text("SELECT status FROM provider_health WHERE name = :name AND fingerprint = :fp"),
+                {"name": health.PROVIDER, "fp": fingerprint},
+            ).first()
+        return row is None or row.status == "up"
 
     def _from_redis(self) -> Iterator[Metric]:
         import redis
@@ -183,6 +274,7 @@ class PipelineCollector(Collector):
             client = self._client()
             prefix = self._key_prefix()
             raw = client.get(f"{prefix}{TELEGRAM_429_KEY}")
+            beats = {name: client.get(f"{prefix}{heartbeat.KEY}{name}") for name in heartbeat.STALE_AFTER}
             with client.pipeline(transaction=False) as pipe:
                 for queue in QUEUES:
                     for suffix in _PRIORITY_SUFFIXES:
@@ -199,6 +291,19 @@ class PipelineCollector(Collector):
         for i, queue in enumerate(QUEUES):
             depth.add_metric([queue], sum(lengths[i * step : (i + 1) * step]))
         yield depth
+        age = GaugeMetricFamily("hnpal_heartbeat_age_seconds", "Seconds since the process's last heartbeat",
+                                labels=["process"])  # fmt: skip
+        alive = GaugeMetricFamily("hnpal_process_alive", "1 when the process's heartbeat is recent",
+                                  labels=["process"])  # fmt: skip
+        now = time.time()
+        for name, stale in heartbeat.STALE_AFTER.items():
+            raw_beat = beats.get(name)
+            seconds = max(0.0, now - float(raw_beat)) if raw_beat else None
+            if seconds is not None:
+                age.add_metric([name], seconds)
+            alive.add_metric([name], 1 if seconds is not None and seconds < stale else 0)
+        yield age
+        yield alive
 
 
 def registry(**kwargs) -> CollectorRegistry:  # type: ignore[no-untyped-def]

@@ -14,8 +14,14 @@ digest    a digest that failed                   ``sending`` (posts reserved:  a
           (``digests.status = 'failed'``)        ``hnpal.digests.send``) or
                                                  ``pending`` (``.prepare``)
 summary   a post whose summary failed            ``pending`` with no attempts  ``skipped``; its error
-          ``MAX_ATTEMPTS`` (5) times: the sweep  counted, ``hnpal.summaries.  says it was dropped
-          stopped asking the model               summarize`` enqueued
+          ``MAX_ATTEMPTS`` (5) times (or once,   counted, ``hnpal.summaries.  says it was dropped
+          when retrying cannot cure it): the     summarize`` enqueued
+          sweep stopped asking the model
+summary   a post summarized offline while the    no attempts counted, the     ``done``: it keeps the
+          model refused the key, whose re-       re-summary enqueued          offline summary
+          summary with the model failed
+          ``MAX_ATTEMPTS`` times
+          (``summary_status = 'offline'``)
 ========  =====================================  ===========================  ========================
 
 A reference is ``KIND:ID`` (``update:812``, ``crawl:45`` and ``summary:45`` — post ids —, ``digest:9``); a
@@ -127,7 +133,7 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
     if kind in (None, "summary"):
         rows = session.execute(
             select(Post)
-            .where(Post.summary_status == "failed", Post.summary_attempts >= SUMMARY_ATTEMPTS)
+            .where(Post.summary_status.in_(("failed", "offline")), Post.summary_attempts >= SUMMARY_ATTEMPTS)
             .order_by(Post.id.desc())
             .limit(limit)
         ).scalars()
@@ -137,7 +143,9 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
                 p.id,
                 p.fetched_at,
                 p.summary_error or "",
-                f"HN {p.hn_id}, attempts {p.summary_attempts}, {p.title[:80]}",
+                f"HN {p.hn_id}, attempts {p.summary_attempts}, "
+                + ("offline summary kept, " if p.summary_status == "offline" else "")
+                + p.title[:80],
             )  # fmt: skip
             for p in rows
         ]
@@ -173,6 +181,11 @@ def retry(*, session: Session, ref: str) -> Enqueue:
         _found(done.rowcount, kind, ident)
         return Enqueue("hnpal.crawl.post", (ident,))
     if kind == "summary":
+        done = session.execute(
+            update(Post).where(Post.id == ident, Post.summary_status == "offline").values(summary_attempts=0)
+        )
+        if done.rowcount:  # made again with the model; the offline summary stays until then
+            return Enqueue("hnpal.summaries.summarize", (ident, None, None, True))
         done = session.execute(
             update(Post)
             .where(Post.id == ident, Post.summary_status == "failed")
@@ -216,10 +229,18 @@ def drop(*, session: Session, ref: str) -> str:
         _found(done.rowcount, kind, ident)
         return f"crawl of post {ident} stays failed and leaves the list"
     if kind == "summary":
+        reason = DROPPED + now + func.coalesce(Post.summary_error, "")
+        kept = session.execute(
+            update(Post)
+            .where(Post.id == ident, Post.summary_status == "offline")
+            .values(summary_status="done", summary_error=reason)
+        )
+        if kept.rowcount:
+            return f"post {ident} keeps its offline summary and leaves the list"
         done = session.execute(
             update(Post)
             .where(Post.id == ident, Post.summary_status == "failed")
-            .values(summary_status="skipped", summary_error=DROPPED + now + func.coalesce(Post.summary_error, ""))
+            .values(summary_status="skipped", summary_error=reason)
         )
         _found(done.rowcount, kind, ident)
         return f"summary of post {ident} is skipped for good and leaves the list"

@@ -36,6 +36,7 @@ import fcntl
 import io
 import ipaddress
 import os
+import re
 import signal
 import sys
 import threading
@@ -127,6 +128,7 @@ class Supervised:
     started_at: float = 0.0
     restart_at: float = 0.0
     last_exit: int | None = None
+    slow_said: bool = False  # "still starting" was said for this start
 
     @property
     def name(self) -> str:
@@ -134,6 +136,30 @@ class Supervised:
 
     def uptime(self, now: float) -> float:
         return now - self.started_at if self.state in ("starting", "running") else 0.0
+
+
+SLOW_START = 45.0  # seconds "starting" after which the supervisor says what the child's log says
+
+
+def last_reason(log_path: Path) -> str:
+    """The last meaningful line of a child's log (why it exited, or what it waits for), masked and cut."""
+    from config.logging import mask_secrets
+
+    try:
+        with log_path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(("File ", "^", "~", "Traceback")) or line.startswith(("warnings.warn", "During handling")):
+            continue
+        # "2026-12-06 07:19:00,275 INFO name: message" -> "message"
+        line = re.sub(r"^\[?\d{4}-\d\d-\d\d[ T][\d:,.]+\]?\s*(?:[A-Z]+\s+)?(?:[\w.]+:\s*)?", "", line)
+        return mask_secrets(line)[:240]
+    return ""
 
 
 def _duration(seconds: float) -> str:
@@ -221,7 +247,7 @@ class Supervisor:
     # --- children --------------------------------------------------------------------------------
     def _start(self, p: Supervised, now: float) -> None:
         p.child.start(p.env)
-        p.state, p.started_at = "starting", now
+        p.state, p.started_at, p.slow_said = "starting", now, False
 
     def tick(self, now: float) -> None:
         for p in self.procs:
@@ -234,12 +260,17 @@ class Supervisor:
                 p.crashes_in_a_row += 1
                 delay = min(self.options.backoff_base * 2 ** (p.crashes_in_a_row - 1), self.options.backoff_max)
                 p.state, p.restart_at = "backoff", now + delay
+                reason = last_reason(p.child.log_path)
                 self._say(
                     f"{p.name} exited (code {p.last_exit}) after {_duration(up_for)}; restarting in {delay:.0f}s "
-                    f"(see {p.child.log_path})"
+                    f"(see {p.child.log_path})" + (f": {reason}" if reason else "")
                 )
             elif p.state == "starting" and p.child.ready():
                 p.state = "running"
+            elif p.state == "starting" and not p.slow_said and now - p.started_at >= SLOW_START:
+                p.slow_said = True
+                reason = last_reason(p.child.log_path) or "nothing logged yet"
+                self._say(f"{p.name} still starting after {_duration(now - p.started_at)}: {reason}")
             elif p.state == "backoff" and now >= p.restart_at:
                 p.restarts += 1
                 self._start(p, now)
@@ -343,6 +374,41 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def preflight(database_url: str, redis_url: str, settings: Settings) -> None:
+    """Refuse to start children that could not work: PostgreSQL and Redis must answer (one line each)."""
+    import redis
+    from sqlalchemy import create_engine, make_url, text
+
+    from config.logging import mask_secrets
+
+    try:
+        engine = create_engine(database_url, pool_pre_ping=False, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the line says why
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise UpError(
+            f"PostgreSQL at {shown} does not answer ({mask_secrets(cause)}): start it or correct HNPAL_DATABASE_URL "
+            "(empty: the embedded server); nothing was started"
+        ) from None
+    try:
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        raise UpError(
+            f"Redis at {mask_secrets(redis_url)} does not answer ({mask_secrets(str(exc))[:200]}): the workers, beat "
+            "and Flower need it as their broker; start it or correct HNPAL_REDIS_URL (empty: the embedded server); "
+            "nothing was started"
+        ) from None
+
+
 def run_up(options: Options, out: TextIO | None = None) -> int:
     """``hnpal up``. Returns the exit code."""
     from hnpal import runtime
@@ -368,6 +434,7 @@ def run_up(options: Options, out: TextIO | None = None) -> int:
             redis_url = runtime.redis_url(settings)
             out.write(f"up: PostgreSQL {'embedded' if settings.embedded_database else 'configured'}, "
                       f"Redis {'embedded' if settings.embedded_redis else 'configured'}\n")  # fmt: skip
+            preflight(database_url, redis_url, settings)
             migrate.upgrade(database_url)
             out.write(f"up: database at revision {migrate.current_revision(database_url)}\n")
             supervisor = build(settings, options, database_url=database_url, redis_url=redis_url)

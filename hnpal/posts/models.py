@@ -52,7 +52,9 @@ class Post(Base):
             "is_crawl_success = (crawl_status IN ('success', 'reused'))", name="crawl_success_matches_status"
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
-        CheckConstraint("summary_status IN ('pending', 'done', 'failed', 'skipped')", name="summary_status_valid"),
+        CheckConstraint(
+            "summary_status IN ('pending', 'done', 'failed', 'skipped', 'offline')", name="summary_status_valid"
+        ),
         CheckConstraint(
             "(topics IS NULL) = (topic_weights IS NULL) AND "
             "coalesce(cardinality(topics), 0) = coalesce(cardinality(topic_weights), 0)",
@@ -88,6 +90,8 @@ class Post(Base):
             "summary_status",
             postgresql_where=text("is_crawl_success AND summary_status IN ('pending', 'failed')"),
         ),
+        # Posts summarized offline while the model refused its key: re-summarized once it works.
+        Index("ix_posts_summary_offline", "id", postgresql_where=text("summary_status = 'offline'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
-from hnpal.llm import sanitize
+from hnpal.llm import health, sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
@@ -68,7 +68,7 @@ class Outcome:
     post_id: int
     style: str
     variant: str
-    status: str  # generated | existing | refreshed | skipped
+    status: str  # generated | existing | refreshed | upgraded | skipped
     summary_id: int | None = None
     provider: str | None = None
 
@@ -129,12 +129,18 @@ def _prefix(post: Post) -> str:
     return NO_TEXT_PREFIX if post.url is None else TITLE_ONLY_PREFIX
 
 
+def wants_model(post: Post, settings: Settings) -> bool:
+    """Whether the post's summaries are meant for the paid model (a key, and a score at the tier)."""
+    return settings.openai_api_key is not None and post.score >= settings.llm_paid_min_score
+
+
 def choose_provider(post: Post, settings: Settings) -> Provider:
-    """The paid model for posts above the score tier while the daily budget lasts; offline otherwise."""
+    """The paid model for posts above the score tier while the daily budget lasts and the key is
+    accepted; offline otherwise."""
     paid = llm.paid_provider(settings)
     if paid is None or post.score < settings.llm_paid_min_score:
         return llm.offline_provider()
-    if not llm.budget_left(settings):
+    if not health.usable(settings) or not llm.budget_left(settings):
         return llm.offline_provider()
     return paid
 
@@ -254,7 +260,7 @@ def _generate(
     if material.basis == "title_and_comments" and style != "comments" and not text.startswith(_prefix(post)):
         text = f"{_prefix(post)} {text}"
     result = LLMResult(text, result.model, result.provider, result.input_tokens, result.output_tokens,
-                       result.latency_ms, result.cost_usd)  # fmt: skip
+                       result.latency_ms, result.cost_usd, result.fallback)  # fmt: skip
     return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens
 
 
@@ -264,9 +270,18 @@ def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
 
 
 def summarize(
-    *, post_id: int, style: str, interests: list[str] | None = None, store: Any = None, settings: Settings | None = None
+    *,
+    post_id: int,
+    style: str,
+    interests: list[str] | None = None,
+    store: Any = None,
+    settings: Settings | None = None,
+    upgrade: bool = False,
 ) -> Outcome:
     """Make sure the (post, style) summary exists; generate it at most once. Raises Busy or LLMError.
+
+    ``upgrade``: a summary the offline summarizer made because the model refused the key is made again
+    with the model (when the key is accepted now); the post keeps its place in digests.
 
     One pooled connection in autocommit mode does all of it, one statement per step: look for the row
     and, only when it is missing, take a session-level advisory lock (one statement); read the post and
@@ -284,11 +299,11 @@ def summarize(
     key = _lock_key(post_id, style, variant)
     existing_row = select(Summary.id).where(*match)
     lock = func.pg_try_advisory_lock(*key)
-    if style != "comments":  # a comment summary may need a refresh, so it always takes the lock
+    if style != "comments" and not upgrade:  # a comment summary may need a refresh: it always locks
         lock = case((~existing_row.exists(), lock), else_=false())
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         existing_id, locked = conn.execute(select(existing_row.scalar_subquery(), lock)).one()
-        if existing_id is not None and style != "comments":
+        if existing_id is not None and style != "comments" and not upgrade:
             return Outcome(post_id, style, variant, "existing", existing_id)
         if not locked:
             raise Busy(f"summary ({post_id}, {style}) is being generated elsewhere")
@@ -301,7 +316,7 @@ def summarize(
                     return Outcome(post_id, style, variant, "skipped")
                 post, existing = row
                 session.expunge_all()
-            return _summarize_locked(conn, post, existing, style, variant, interests, store, settings)
+            return _summarize_locked(conn, post, existing, style, variant, interests, store, settings, upgrade)
         finally:
             try:
                 conn.execute(select(func.pg_advisory_unlock(*key)))
@@ -318,11 +333,17 @@ def _summarize_locked(
     interests: list[str] | None,
     store: Any,
     settings: Settings,
+    upgrade: bool = False,
 ) -> Outcome:
     post_id = post.id
     refreshing = False
     if existing is not None:
-        if style != "comments" or not _needs_comment_refresh(existing, post):
+        if upgrade and style != "comments":
+            if existing.model != llm.offline_provider().model or not wants_model(post, settings):
+                return Outcome(post_id, style, variant, "existing", existing.id)
+            if not health.usable(settings):  # still refused: the sweep asks again once it works
+                return Outcome(post_id, style, variant, "existing", existing.id, "offline")
+        elif style != "comments" or not _needs_comment_refresh(existing, post):
             return Outcome(post_id, style, variant, "existing", existing.id)
         refreshing = True
     if store is None:
@@ -337,8 +358,21 @@ def _summarize_locked(
     elif material.basis == "title_and_comments" and not material.text and not post.title:
         return Outcome(post_id, style, variant, "skipped")
     provider = choose_provider(post, settings)
+    meant_for_model = wants_model(post, settings)
     # Each attempt's agent_calls row is committed as it happens, so spend survives a failed write here.
-    result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings, conn)
+    try:
+        result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings, conn)
+    except LLMError as exc:
+        if provider.name == "offline" or not health.is_down_error(exc) or upgrade:
+            raise
+        # The key or the model is refused (hnpal.llm.health stopped paid calls and alerted): readers get
+        # the offline summary now, and the sweep makes it again with the model once the key works.
+        provider = llm.offline_provider()
+        result, input_tokens, output_tokens = _generate(post, style, material, provider, interests, settings, conn)
+    offline_meanwhile = meant_for_model and result.provider == "offline" and not health.usable(settings)
+    if upgrade and result.provider == "offline":  # refused again (or the budget ran out): keep what is there
+        assert existing is not None
+        return Outcome(post_id, style, variant, "existing", existing.id, "offline")
     values = {
         "post_id": post_id,
         "style": style,
@@ -351,7 +385,13 @@ def _summarize_locked(
         "source_comment_count": post.comment_count if style == "comments" else None,
     }
     stmt = insert(Summary).values(values)
-    if refreshing:
+    if refreshing and upgrade:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Summary.post_id, Summary.style, Summary.variant],
+            set_={**{k: stmt.excluded[k] for k in ("text", "model", "input_tokens", "output_tokens", "basis")},
+                  "updated_at": func.now()},
+        )  # fmt: skip
+    elif refreshing:
         stmt = stmt.on_conflict_do_update(
             index_elements=[Summary.post_id, Summary.style, Summary.variant],
             set_={**{k: stmt.excluded[k] for k in ("text", "model", "input_tokens", "output_tokens",
@@ -365,42 +405,57 @@ def _summarize_locked(
         # The default style also fills the post's columns: one statement (a data-modifying CTE), so
         # both land together.
         inserted = write.cte("inserted")
-        update = (
-            Post.__table__.update()
-            .where(Post.id == post_id)
-            .values(
-                summary=result.text,
-                summarized_at=datetime.now(UTC),
-                summary_model=result.model[:50],
-                summary_tokens=input_tokens + output_tokens,
-                summary_prompt_type=style,
-                summary_basis=material.basis,
-                summary_status="done",
-                summary_error=None,
-            )
-        )
+        columns: dict[str, Any] = {
+            "summary": result.text,
+            "summary_model": result.model[:50],
+            "summary_tokens": input_tokens + output_tokens,
+            "summary_prompt_type": style,
+            "summary_basis": material.basis,
+            "summary_status": "offline" if offline_meanwhile else "done",
+            "summary_error": f"summarized offline: {_refusal(settings)}"[:2000] if offline_meanwhile else None,
+        }
+        if not upgrade:  # a re-made summary keeps the post's place in digests (no second delivery)
+            columns["summarized_at"] = datetime.now(UTC)
+        else:
+            columns["summary_attempts"] = 0
+        update = Post.__table__.update().where(Post.id == post_id).values(**columns)
         write = select(inserted.c.id).add_cte(update.cte("post_update"))
     summary_id = conn.execute(write).scalar()
-    status = "refreshed" if refreshing else "generated"
+    status = "upgraded" if upgrade else "refreshed" if refreshing else "generated"
     log.info("summary %s of post %s (%s, %s): %s", style, post_id, material.basis, result.provider, status)
     return Outcome(post_id, style, variant, status, summary_id, result.provider)
 
 
-def mark_failed(*, post_id: int, error: Exception) -> None:
+def _refusal(settings: Settings) -> str:
+    try:
+        return health.read(settings).error or "the model refused the key"
+    except Exception:  # noqa: BLE001 - only words for the operator
+        return "the model refused the key"
+
+
+def mark_failed(*, post_id: int, error: Exception, upgrade: bool = False) -> None:
     """A run failed (the model's last retry, or anything after it): keep the post, the reason and the
-    count. Transient failures go to the sweep until :data:`MAX_ATTEMPTS` runs failed; then the post
-    is listed by ``hnpal quarantine`` (kind ``summary``) and the model is not asked again."""
+    count. Transient failures go to the sweep until :data:`MAX_ATTEMPTS` runs failed; a failure that
+    retrying cannot cure counts as all of them at once. Then the post is listed by ``hnpal quarantine``
+    (kind ``summary``) and the model is not asked again.
+
+    ``upgrade``: the run was re-making an offline summary with the model; the post keeps its offline
+    summary (and its ``offline`` status) while the count grows."""
     transient = error.transient if isinstance(error, LLMError) else True
     reason = str(error) if isinstance(error, LLMError) else f"{type(error).__name__}: {error}"
+    attempts = Post.summary_attempts + 1 if transient else func.greatest(Post.summary_attempts + 1, MAX_ATTEMPTS)
     with session_scope() as session:
+        if upgrade:
+            session.execute(
+                Post.__table__.update()
+                .where(Post.id == post_id, Post.summary_status == "offline")
+                .values(summary_error=reason[:2000], summary_attempts=attempts)
+            )
+            return
         session.execute(
             Post.__table__.update()
-            .where(Post.id == post_id, Post.summary_status != "done")
-            .values(
-                summary_status="failed" if transient else "skipped",
-                summary_error=reason[:2000],
-                summary_attempts=Post.summary_attempts + 1,
-            )  # fmt: skip
+            .where(Post.id == post_id, Post.summary_status.in_(("pending", "failed")))
+            .values(summary_status="failed", summary_error=reason[:2000], summary_attempts=attempts)
         )
 
 
@@ -416,6 +471,33 @@ def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyp
             .limit(limit)
         )
     )
+
+
+def offline_due(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Posts summarized offline while the model refused the key, to be made again with the model (fewer
+    than MAX_ATTEMPTS failed tries)."""
+    return list(
+        session.scalars(
+            select(Post.id)
+            .where(Post.summary_status == "offline", Post.summary_attempts < MAX_ATTEMPTS)
+            .order_by(Post.id)
+            .limit(limit)
+        )
+    )
+
+
+def offline_styles(*, post_id: int, settings: Settings | None = None) -> list[str]:
+    """The post's other shared styles still made by the offline summarizer (to be made again too)."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(Summary.style).where(
+                    Summary.post_id == post_id, Summary.variant == "", Summary.model == llm.offline_provider().model,
+                    Summary.style.not_in(("comments", "personalized", settings.summary_default_style)),
+                )
+            )
+        )  # fmt: skip
 
 
 def comment_refresh_due(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]

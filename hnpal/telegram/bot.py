@@ -366,11 +366,23 @@ class BotProcess:
                 await bot.set_my_commands(COMMANDS)
             except Exception as exc:  # noqa: BLE001 - the menu is cosmetic
                 log.warning("could not set the command menu: %s", exc)
-            if self.settings.telegram_mode == "webhook":
-                await self._webhook(bot)
-            else:
-                await self._poll(bot)
+            heartbeat = asyncio.ensure_future(self._heartbeat())
+            try:
+                if self.settings.telegram_mode == "webhook":
+                    await self._webhook(bot)
+                else:
+                    await self._poll(bot)
+            finally:
+                heartbeat.cancel()
         log.info("bot stopped after %d updates", self.received)
+
+    async def _heartbeat(self) -> None:
+        """The bot's liveness for the metrics (hnpal/ops/heartbeat.py), from this event loop."""
+        from hnpal.ops import heartbeat
+
+        while not self.stopping.is_set():
+            await asyncio.to_thread(heartbeat.beat, "bot")
+            await self._sleep(heartbeat.INTERVAL)
 
     async def _poll(self, bot) -> None:  # type: ignore[no-untyped-def]
         """Long polling. The offset only confirms a batch just stored (the call after it); every other call

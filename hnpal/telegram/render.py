@@ -74,6 +74,17 @@ class PostCard:
     reaction: str | None = None
     saved: bool = False
     why: str | None = None  # why the post is in this digest, one short line (hnpal.relevance.service.explain)
+    hn_says: str | None = None  # the comment summary of a lively thread ("What HN says"), when there is one
+
+
+HN_SAYS_LIMIT = 700  # UTF-16 units of "What HN says" in a post message (the article's summary keeps the rest)
+
+
+def hn_says_block(text: str | None, limit: int = HN_SAYS_LIMIT) -> str:
+    """The "🗣 What HN says" section: the thread's comment summary ("- " lines), escaped and shortened."""
+    if not text or not text.strip():
+        return ""
+    return f"\n\n🗣 <b>What HN says</b>\n{esc(shorten(text.strip(), limit))}"
 
 
 def post_keyboard(card: PostCard, telegram_id: int, extra_rows: list[list[dict]] | None = None) -> dict[str, Any]:
@@ -98,11 +109,12 @@ def post_message(card: PostCard) -> str:
     stats = f"\n⬆️ {card.score} · 💬 {card.comments} · {card.position}/{card.total}"
     if card.why:
         stats += f"\n💡 {esc(shorten(card.why, 80))}"
-    fixed = visible_length(head + link + stats) + 4
+    says = hn_says_block(card.hn_says)
+    fixed = visible_length(head + link + stats + says) + 4
     summary = plain_summary(card.summary or "No summary yet.")
     budget = MAX_MESSAGE - fixed - 10
     body = esc(shorten(summary, budget))
-    return f"{head}\n\n{body}{link}{stats}"
+    return f"{head}\n\n{body}{says}{link}{stats}"
 
 
 def brief_message(cards: list[PostCard], heading: str) -> str:

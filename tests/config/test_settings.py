@@ -113,3 +113,52 @@ def test_the_settings_doc_lists_every_setting() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     for field in Settings.model_fields:
         assert f"`HNPAL_{field.upper()}`" in text, field
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HNPAL_")}
+    return {**env, **extra}
+
+
+READ = (
+    "import celeryconfig; from config.settings import get_settings; s = get_settings(); "
+    "print(celeryconfig.broker_url); print(s.llm_daily_budget_usd); print(s.data_dir); print(s.content_dir)"
+)
+
+
+def test_env_file_is_found_from_another_working_directory(tmp_path) -> None:
+    """`hnpal` and `celery` run from anywhere read the same .env: HNPAL_HOME's (the project folder's
+    when unset), and a relative data directory is taken from that folder, not from the working one."""
+    home = tmp_path / "hnpal-home"
+    home.mkdir()
+    (home / ".env").write_text(
+        "HNPAL_REDIS_URL=redis://127.0.0.1:6399/3\nHNPAL_LLM_DAILY_BUDGET_USD=7.5\nHNPAL_DATA_DIR=var\n"
+    )
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-c", READ], cwd=elsewhere, env=_clean_env(HNPAL_HOME=str(home)),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    broker, budget, data_dir, content = result.stdout.split()
+    assert broker == "redis://127.0.0.1:6399/3" and budget == "7.5"
+    assert data_dir == str(home / "var") and content == str(home / "var" / "content.rocksdb")
+    assert not (elsewhere / "var").exists()
+
+    # HNPAL_ENV_FILE wins over every other place
+    other = tmp_path / "prod.env"
+    other.write_text("HNPAL_LLM_DAILY_BUDGET_USD=2\nHNPAL_DATA_DIR=/srv/hnpal\n")
+    result = subprocess.run([sys.executable, "-c", READ], cwd=elsewhere,
+                            env=_clean_env(HNPAL_HOME=str(home), HNPAL_ENV_FILE=str(other)),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _broker, budget, data_dir, _content = result.stdout.split()
+    assert budget == "2" and data_dir == "/srv/hnpal"
+
+
+def test_a_missing_env_file_named_by_hnpal_env_file_is_one_line(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "hnpal.cli.main", "usage"], cwd=tmp_path,
+                            env=_clean_env(HNPAL_ENV_FILE=str(tmp_path / "nope.env")),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "HNPAL_ENV_FILE=" in result.stderr and "no such file" in result.stderr

@@ -45,7 +45,8 @@ def test_a_payload_that_cannot_be_stored_is_retried_then_quarantined(tmp_path: P
             text_post_id = text_post.id
         worker = spawn_worker("content", env={"HNPAL_CONTENT_PATH": str(tmp_path / "content.rocksdb")})
         worker.wait_ready()
-        garbage = base64.b64encode(b"\x28\xb5\x2f\xfd" + os.urandom(200)).decode()  # a zstd frame, corrupted
+        # a zstd frame, corrupted (fixed bytes: random ones may claim a size that fails with MemoryError)
+        garbage = base64.b64encode(b"\x28\xb5\x2f\xfd" + bytes(200)).decode()
         store_content.delay(post_id, garbage)
         store_content.delay(text_post_id, garbage)
         deadline = time.monotonic() + 120
@@ -57,6 +58,7 @@ def test_a_payload_that_cannot_be_stored_is_retried_then_quarantined(tmp_path: P
             time.sleep(0.2)
         assert statuses == {"failed"}, worker.log()
         assert worker.log().count("Retry in") >= 2 * STORE_RETRIES
+        assert worker.log().count("task=hnpal.content.store") and "state=FAILURE" in worker.log()  # not green
         with session_scope() as session:
             error = session.scalar(select(Post.crawl_error).where(Post.id == post_id))
         assert error.startswith("content could not be stored: ZstdError")

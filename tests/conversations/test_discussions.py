@@ -218,6 +218,23 @@ def test_discuss_bad_input(ds: DiscussionStack) -> None:
     assert "the article: not available" in header.text and "0 top HN comments" in header.text
 
 
+def test_the_header_says_what_hn_says_about_a_lively_thread(ds: DiscussionStack) -> None:
+    """The thread's comment summary (made for lively threads) is shown in the discussion's header,
+    escaped; a post without one has no such section."""
+    uid = new_user(ds)
+    post = make_post(ds, "A thread everyone argues about")
+    says = "- Readers doubt the <benchmark> & its setup\n- Several share their own numbers"
+    one("INSERT INTO summaries (post_id, style, variant, text, model) VALUES (:p, 'comments', '', :t, 'm') "
+        "RETURNING id", p=post["id"], t=says)  # fmt: skip
+    (header,) = ds.send(uid, f"/discuss {post['hn_id']}")
+    assert "🗣 What HN says" in header.text
+    assert "- Readers doubt the <benchmark> & its setup" in header.text  # as the user sees it (entities decoded)
+    assert "- Several share their own numbers" in header.text and "/done" in header.text
+    quiet = make_post(ds, "A quiet thread")
+    (header,) = ds.send(uid, f"/discuss {quiet['hn_id']}")
+    assert "What HN says" not in header.text
+
+
 # --- talking ------------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ TABLES = {
     "user_token_usage",
     "agent_calls",
     "llm_reservations",
+    "provider_health",
     "audit_log",
     "telegram_updates",
     "summaries",

@@ -23,6 +23,7 @@ from hnpal.db.session import session_scope
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.sender import EMPTY_NOTE, Outcome, send_digests
 from hnpal.deliveries.service import SUMMARY_WAIT_ATTEMPTS, create_manual_digest, prepare
+from hnpal.posts.models import Post
 from hnpal.sandbox.telegram_api import TelegramServer
 from hnpal.summaries.service import interest_variant
 from hnpal.telegram.client import close_clients
@@ -377,6 +378,32 @@ def test_a_short_429_is_waited_out_in_place_without_repeating_anything(committed
 
 
 # --- summary styles ------------------------------------------------------------------------------------
+
+
+def test_what_hn_says_is_shown_under_posts_with_a_lively_thread(committed, tg, send) -> None:
+    """A post whose thread has a comment summary carries a "What HN says" section under its summary, within
+    Telegram's limit even with a summary that fills the message; a post without one has none; a brief
+    (titles only) has none."""
+    says = "- Most readers doubt the <benchmark>\n- A maintainer explains the regression\n" + "- More. " * 400
+    with committed() as make:
+        user, posts, digest = setup_digest(make, tg, count=3)
+        make.summary(posts[0], "comments", says)
+        make.summary(posts[1], "comments", "- Short & sweet")
+        make.session.execute(update(Post).where(Post.id == posts[0].id).values(summary="Long summary sentence. " * 400))
+    assert only_sent(send_now(digest.id, send), digest.id, 3)
+    by_title = {title_of(m.text): m for m in tg.messages(user.telegram_id)}
+    first, second, third = (by_title[p.title] for p in posts)
+    assert "🗣 What HN says" in first.text and "- Most readers doubt the <benchmark>" in first.text
+    assert "Long summary sentence." in first.text  # the article's summary keeps its place
+    assert utf16_len(first.text) <= MAX_MESSAGE
+    assert "🗣 What HN says\n- Short & sweet" in second.text
+    assert "What HN says" not in third.text
+
+    with committed() as make:
+        brief_user, brief_posts, brief = setup_digest(make, tg, count=2, prefs={"style": "brief"})
+        make.summary(brief_posts[0], "comments", "- Lively")
+    assert only_sent(send_now(brief.id, send), brief.id, 1)
+    assert "What HN says" not in tg.messages(brief_user.telegram_id)[-1].text
 
 
 def test_the_users_summary_style_is_used(committed, tg, send) -> None:

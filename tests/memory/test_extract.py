@@ -225,6 +225,21 @@ def test_malformed_json_keeps_the_note_and_does_not_loop(paid: LLMServer, make: 
     assert len(rows("SELECT id FROM agent_calls WHERE conversation_id = :c", c=cid)) == 2
 
 
+def test_a_failed_extraction_task_is_a_failure_not_a_success(paid: LLMServer, make: Factory) -> None:
+    """The task records the outcome, then ends in FAILURE (what Flower counts); a second run finds it done."""
+    from hnpal.celery import WorkFailed
+    from tasks.memory import extract
+
+    user = make.user()
+    cid = make.conversation(user, make.post("Refused"), TALK)
+    paid.set_fault("bad_request")
+    result = extract.apply(args=[cid])
+    paid.clear_faults()
+    assert result.state == "FAILURE" and isinstance(result.result, WorkFailed), result.result
+    assert marker(cid)["status"] == "failed"
+    assert extract.apply(args=[cid]).get()["status"] == "already"
+
+
 def test_answer_without_items_list_is_malformed(paid: LLMServer, make: Factory) -> None:
     user = make.user()
     cid = make.conversation(user, make.post(), TALK)

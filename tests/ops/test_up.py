@@ -11,6 +11,7 @@ The back-off itself is checked on the supervisor with a child that exits at once
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import re
@@ -134,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
     _purge_queues(redis.Redis.from_url(REDIS_URL))
     data_dir = tmp_path_factory.mktemp("up") / "var"
-    env = _env(data_dir)
+    env = _env(data_dir, HNPAL_CRAWL_ALLOW_HOSTS="127.0.0.1")  # a loopback page for the failing crawl
     up = Up(data_dir, env)
     try:
         up.wait_running(ALL)
@@ -177,6 +178,74 @@ def test_flower_refuses_requests_without_credentials(stack: Up) -> None:
     pid = int(stack.status()["flower"][0])
     assert AUTH[1].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()  # not visible in `ps`
     assert (stack.data_dir / "flower").is_dir()  # --persistent --db under the data directory
+
+
+class _Gone(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>gone</h1>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_flower_counts_a_crawl_that_failed_for_good_and_its_broker_view_answers(stack: Up) -> None:
+    """A page that answers 404 fails its crawl for good: the post is failed (quarantine lists it) and the
+    task is a FAILURE in Flower's API, not a green success. Flower's Broker view and queue lengths work
+    with our Redis transport."""
+    import threading
+
+    from hnpal.db.session import session_scope
+    from hnpal.ops.quarantine import list_failed
+    from hnpal.posts.models import Post
+    from tasks.crawl import crawl_post
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with session_scope() as session:
+            post = Post(hn_id=900_000_000 + int(uuid.uuid4().int % 10_000_000), type="story", title="Gone page",
+                        url=f"http://127.0.0.1:{server.server_address[1]}/gone", crawl_status="queued")  # fmt: skip
+            session.add(post)
+            session.flush()
+            post_id = post.id
+        task_id = crawl_post.delay(post_id).id
+        base = f"http://127.0.0.1:{stack.env['HNPAL_FLOWER_PORT']}"
+        with httpx.Client(base_url=base, timeout=10, auth=AUTH) as client:
+
+            def state() -> str | None:
+                answer = client.get(f"/api/task/info/{task_id}")
+                return answer.json().get("state") if answer.status_code == 200 else None
+
+            stack.wait(lambda: state() in ("FAILURE", "SUCCESS"), "the crawl task in Flower", timeout=120)
+            info = client.get(f"/api/task/info/{task_id}").json()
+            assert info["state"] == "FAILURE", info
+            assert "WorkFailed" in info["exception"] and "404" in info["exception"]
+            listed = client.get("/api/tasks", params={"state": "FAILURE"}).json()
+            assert task_id in listed
+
+            def queue_lengths() -> dict[str, int]:
+                # Flower lists the queues its workers consume (known once it has inspected them)
+                client.get("/api/workers", params={"refresh": "1"})
+                lengths = client.get("/api/queues/length")
+                assert lengths.status_code == 200, lengths.text  # was 404: "'redis' broker is not supported"
+                return {q["name"]: q["messages"] for q in lengths.json()["active_queues"]}
+
+            names = stack.wait(lambda: (found := queue_lengths()) and set(QUEUES) <= set(found) and found,
+                               "every queue in Flower's queue lengths", timeout=120)  # fmt: skip
+            assert all(isinstance(n, int) for n in names.values())
+            broker = client.get("/broker")
+            assert broker.status_code == 200 and "not supported" not in broker.text
+            assert all(queue in broker.text for queue in QUEUES)
+    finally:
+        server.shutdown()
+    with session_scope() as session:
+        failed = session.get(Post, post_id)
+        assert failed.crawl_status == "failed" and "404" in (failed.crawl_error or "")
+        assert f"crawl:{post_id}" in {f.ref for f in list_failed(session=session, kind="crawl")}
+        session.delete(failed)
 
 
 def test_metrics_server_answers_in_the_text_format(stack: Up) -> None:
@@ -279,6 +348,34 @@ def test_crashing_child_backs_off_exponentially_and_resets_when_stable(tmp_path:
     assert p.restart_at - (now + options.stable_after + 1) == 0.5
     assert "crasher exited (code 3)" in sup.out.getvalue()  # type: ignore[attr-defined]
     assert not group_alive(child.proc.pid)
+
+
+def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """The supervisor repeats the last line of the child's log: why it exited, or what it waits for."""
+    from hnpal.ops.supervisor import SLOW_START
+
+    script = (
+        "import sys, time; print('2026-12-06 07:19:00,275 ERROR celery.worker: Cannot connect to "
+        "redis://:pw@127.0.0.1:1/0: Error 111 connecting. Trying again in 2.00 seconds...', flush=True); "
+        "time.sleep(float(sys.argv[1])); sys.exit(1)"
+    )
+    waiting = Child("waiter", ["python3", "-c", script, "30"], tmp_path / "waiter.log", ready_marker="ready.")
+    failing = Child("failer", ["python3", "-c", script, "0"], tmp_path / "failer.log", ready_marker="ready.")
+    sup = Supervisor([Supervised(waiting, dict(os.environ)), Supervised(failing, dict(os.environ))], Options(),
+                     out=io.StringIO())  # fmt: skip
+    now = 1000.0
+    for p in sup.procs:
+        sup._start(p, now)
+    failing.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while "Cannot connect" not in (tmp_path / "waiter.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sup.tick(now + SLOW_START + 1)
+    out = sup.out.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"failer exited \(code 1\) .*: Cannot connect to redis://:\*\*\*@127.0.0.1:1/0", out), out
+    assert re.search(r"waiter still starting after \d+s: Cannot connect to redis://", out), out
+    assert ":pw@" not in out
+    waiting.stop(timeout=5)
 
 
 class _Terminal(io.StringIO):

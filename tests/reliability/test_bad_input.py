@@ -523,6 +523,16 @@ def run_telegram(case: Case, tg: Stack) -> None:
         assert tg.server.messages(target)[-1].text.startswith(reply), tg.server.messages(target)[-1].text[:200]
 
 
+def _forget_provider_health() -> None:
+    from hnpal.db.session import session_scope
+    from hnpal.llm import health
+    from hnpal.llm.models import ProviderHealth
+
+    with session_scope() as session:
+        session.query(ProviderHealth).delete()
+    health.forget()
+
+
 def run_llm(case: Case, llm_server: LLMServer, settings_env) -> None:  # type: ignore[no-untyped-def]
     from hnpal.memory import service
     from tests.memory.conftest import Factory
@@ -531,6 +541,7 @@ def run_llm(case: Case, llm_server: LLMServer, settings_env) -> None:  # type: i
                  llm_prices=json.dumps({"sandbox-model": {"input": "1", "output": "2"}}), llm_retry_backoff="0.01",
                  llm_attempts="2", openai_timeout="2")  # fmt: skip
     llm_server.reset()
+    _forget_provider_health()  # each case starts with a key nobody refused yet (the 401 case marks it down)
     if "answer" in case.input:
         answer = case.input["answer"]
         llm_server.set_responder(lambda body: answer)
