@@ -52,7 +52,10 @@ class Post(Base):
             "is_crawl_success = (crawl_status IN ('success', 'reused'))", name="crawl_success_matches_status"
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
-        CheckConstraint("summary_status IN ('pending', 'done', 'failed', 'skipped')", name="summary_status_valid"),
+        CheckConstraint(
+            "summary_status IN ('pending', 'done', 'failed', 'skipped', 'held', 'rejected')",
+            name="summary_status_valid",
+        ),
         CheckConstraint(
             "(topics IS NULL) = (topic_weights IS NULL) AND "
             "coalesce(cardinality(topics), 0) = coalesce(cardinality(topic_weights), 0)",
