@@ -59,3 +59,66 @@ def signed_in(client: TestClient):  # type: ignore[no-untyped-def]
         return client, name, csrf_of(page.text)
 
     return sign
+
+
+class ConsoleProcess:
+    """``hnpal console`` in its own process on a free loopback port, as ``hnpal up`` starts it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import os
+        import subprocess
+
+        from tests.conftest import REPO, _tmp_root
+        from tests.telegram.conftest import free_port, hnpal_executable
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = _tmp_root / f"console-{uuid.uuid4().hex[:6]}.log"
+        self._env = {**os.environ, **env, "HNPAL_CONSOLE_PORT": str(self.port)}
+        self._cmd = [hnpal_executable(), "console"]
+        self._cwd = REPO
+        self._popen = subprocess.Popen
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        import time
+
+        import httpx
+
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child holds it
+        self.proc = self._popen(self._cmd, env=self._env, cwd=self._cwd, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"console exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).text == "ok":
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"console not up after 60 s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown of any kind."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
