@@ -201,8 +201,9 @@ def _flow(stack, console, browser, llm, shots: Path) -> None:  # type: ignore[no
         what="the held messages processed",
     )
     assert _chat_requests(llm) == calls + 2
-    actions = [r["action"] for r in rows(
-        "SELECT action FROM audit_log WHERE subject_user_id = :u AND operator = :o ORDER BY id", u=user_id, o=reviewer)]  # fmt: skip
+    audit = rows("SELECT action FROM audit_log WHERE subject_user_id = :u AND operator = :o ORDER BY id",
+                 u=user_id, o=reviewer)  # fmt: skip
+    actions = [r["action"] for r in audit]
     assert actions == ["protocol.review_on", "review.edited", "protocol.review_off", "protocol.silence",
                        "protocol.unsilence"]  # fmt: skip
 
