@@ -11,7 +11,7 @@ from hnpal.relevance.models import InterestTopics, UserTopicAffinity
 from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, UserProtocol
 from hnpal.summaries.models import Summary
 from hnpal.telegram.models import TelegramUpdate
-from hnpal.usage.models import AgentCall, LLMReservation, UserTokenUsage
+from hnpal.usage.models import AgentCall, LLMCostDaily, LLMReservation, UserTokenUsage
 from hnpal.users.models import User
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Delivery",
     "Digest",
     "InterestTopics",
+    "LLMCostDaily",
     "LLMReservation",
     "Memory",
     "Post",

@@ -196,6 +196,26 @@ USER_STATS_SQL = text(
 )
 
 
+USER_DIGESTS_SQL = text(
+    "SELECT batch_id, status, post_count, created_at, sent_at FROM digests WHERE user_id = :u "
+    "ORDER BY created_at DESC LIMIT 10"
+)
+USER_CONVERSATIONS_SQL = text(
+    "SELECT c.id, p.title, c.started_at, c.ended_at, jsonb_array_length(c.messages) AS messages, "
+    "c.total_cost_usd FROM conversations c JOIN posts p ON p.id = c.post_id WHERE c.user_id = :u "
+    "ORDER BY c.started_at DESC LIMIT 10"
+)
+USER_HELD_SQL = text(
+    "SELECT id, text, received_at, expires_at, status FROM quarantine_messages WHERE user_id = :u "
+    "ORDER BY id DESC LIMIT 20"
+)
+USER_AUDIT_SQL = text(
+    "SELECT action, operator, actor_type, created_at FROM audit_log WHERE subject_user_id = :u "
+    "ORDER BY created_at DESC LIMIT 20"
+)
+USER_PAGE_SQL = (USER_STATS_SQL, USER_DIGESTS_SQL, USER_CONVERSATIONS_SQL, USER_HELD_SQL, USER_AUDIT_SQL)
+
+
 @view()
 def user_page(ctx: Ctx) -> Response:
     user_id = _int(ctx.request.path_params["user_id"])
@@ -203,23 +223,10 @@ def user_page(ctx: Ctx) -> Response:
     if user is None:
         return ctx.page("error.html", 404, message="No such user.")
     stats = ctx.session.execute(USER_STATS_SQL, {"u": user.id}).mappings().one()
-    digests = ctx.session.execute(
-        text("SELECT batch_id, status, post_count, created_at, sent_at FROM digests WHERE user_id = :u "
-             "ORDER BY created_at DESC LIMIT 10"), {"u": user.id}
-    ).mappings().all()  # fmt: skip
-    conversations = ctx.session.execute(
-        text("SELECT c.id, p.title, c.started_at, c.ended_at, jsonb_array_length(c.messages) AS messages, "
-             "c.total_cost_usd FROM conversations c JOIN posts p ON p.id = c.post_id WHERE c.user_id = :u "
-             "ORDER BY c.started_at DESC LIMIT 10"), {"u": user.id}
-    ).mappings().all()  # fmt: skip
-    held = ctx.session.execute(
-        text("SELECT id, text, received_at, expires_at, status FROM quarantine_messages WHERE user_id = :u "
-             "ORDER BY id DESC LIMIT 20"), {"u": user.id}
-    ).mappings().all()  # fmt: skip
-    audit = ctx.session.execute(
-        text("SELECT action, operator, actor_type, created_at FROM audit_log WHERE subject_user_id = :u "
-             "ORDER BY created_at DESC LIMIT 20"), {"u": user.id}
-    ).mappings().all()  # fmt: skip
+    digests = ctx.session.execute(USER_DIGESTS_SQL, {"u": user.id}).mappings().all()
+    conversations = ctx.session.execute(USER_CONVERSATIONS_SQL, {"u": user.id}).mappings().all()
+    held = ctx.session.execute(USER_HELD_SQL, {"u": user.id}).mappings().all()
+    audit = ctx.session.execute(USER_AUDIT_SQL, {"u": user.id}).mappings().all()
     protocol = review.protocol(ctx.session, user.id)
     return ctx.page("user.html", user=user, stats=stats, digests=digests, conversations=conversations, held=held,
                     audit=audit, protocol=protocol, note=ctx.request.query_params.get("note"))  # fmt: skip
@@ -285,13 +292,12 @@ def user_action(ctx: Ctx) -> Response:
 
 COSTS_SQL = text(
     """
-    SELECT date_trunc('day', called_at)::date AS day, model, agent_type, count(*) AS calls,
-           coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
-           coalesce(sum(cost_usd), 0) AS cost_usd
-    FROM agent_calls WHERE called_at >= :since
-    GROUP BY 1, 2, 3 ORDER BY 1 DESC, 7 DESC
+    SELECT day, model, agent_type, calls, input_tokens, output_tokens, cost_usd
+    FROM llm_cost_daily WHERE day >= :since ORDER BY day DESC, cost_usd DESC
     """
 )
+# The top spenders of the last ``:days`` UTC days: one day reads the (date, cost) index; more days
+# aggregate every user's rows of those days (slower on a large table, on request only).
 TOP_USERS_SQL = text(
     """
     SELECT t.user_id, u.username, u.first_name, t.tokens, t.cost_usd FROM (
@@ -300,6 +306,16 @@ TOP_USERS_SQL = text(
     JOIN users u ON u.id = t.user_id ORDER BY t.cost_usd DESC
     """
 )
+TOP_TODAY_SQL = text(
+    """
+    SELECT t.user_id, u.username, u.first_name, t.total_input_tokens + t.total_output_tokens AS tokens,
+           t.total_cost_usd AS cost_usd
+    FROM (SELECT * FROM user_token_usage WHERE date = :day ORDER BY total_cost_usd DESC LIMIT 20) t
+    JOIN users u ON u.id = t.user_id ORDER BY t.total_cost_usd DESC
+    """
+)
+SPENT_SQL = text("SELECT coalesce(sum(cost_usd), 0) FROM agent_calls WHERE called_at >= :t")
+HELD_COST_SQL = text("SELECT coalesce(sum(cost_usd), 0), count(*) FROM review_items WHERE created_at >= :s")
 PURPOSES = {"summarization": "summaries", "discussion": "discussions", "memory_extraction": "memory"}
 
 
@@ -309,19 +325,20 @@ def costs(ctx: Ctx) -> Response:
     days = max(1, min(_int(ctx.request.query_params.get("days"), 14) or 14, 90))
     now = datetime.now(UTC)
     since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = ctx.session.execute(COSTS_SQL, {"since": since}).mappings().all()
+    rows = ctx.session.execute(COSTS_SQL, {"since": since.date()}).mappings().all()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    spent = ctx.session.execute(
-        text("SELECT coalesce(sum(cost_usd), 0) FROM agent_calls WHERE called_at >= :t"), {"t": today}
-    ).scalar()  # fmt: skip
-    held = ctx.session.execute(
-        text("SELECT coalesce(sum(cost_usd), 0), count(*) FROM review_items WHERE created_at >= :s"), {"s": since}
-    ).one()  # fmt: skip
-    top = ctx.session.execute(TOP_USERS_SQL, {"since_day": since.date()}).mappings().all()
+    spent = ctx.session.execute(SPENT_SQL, {"t": today}).scalar()
+    held = ctx.session.execute(HELD_COST_SQL, {"s": since}).one()
+    top_days = max(1, min(_int(ctx.request.query_params.get("top_days"), 1) or 1, 90))
+    if top_days == 1:
+        top = ctx.session.execute(TOP_TODAY_SQL, {"day": today.date()}).mappings().all()
+    else:
+        top_since = (today - timedelta(days=top_days - 1)).date()
+        top = ctx.session.execute(TOP_USERS_SQL, {"since_day": top_since}).mappings().all()
     budget = settings.llm_daily_budget_usd
     share = float(Decimal(spent) / budget) if budget else 0.0
     return ctx.page("costs.html", rows=rows, days=days, spent=spent, budget=budget, share=share, top=top,
-                    held_cost=held[0], held_count=held[1], purposes=PURPOSES)  # fmt: skip
+                    top_days=top_days, held_cost=held[0], held_count=held[1], purposes=PURPOSES)  # fmt: skip
 
 
 # --- the pipeline -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ TABLES = {
     "review_sends",
     "user_protocol",
     "quarantine_messages",
+    "llm_cost_daily",
     "summaries",
     "user_affinity",
     "user_topic_affinity",
