@@ -82,7 +82,7 @@ def summary_hold_reason(
 ) -> str | None:
     """Why a post's default summary is held, or None. Flagged: an honest-summary flag (made from the title
     and comments only: no article, a paywall or a failed extraction), a score above the threshold, or a
-    model whose summaries nobody has approved yet (none stored before)."""
+    model none of whose summaries a person has approved yet."""
     settings = settings or get_settings()
     if settings.review_summaries == "off":
         return None
@@ -93,10 +93,17 @@ def summary_hold_reason(
         reasons.append("no article text (title-only, paywall or failed extraction)")
     if score > settings.review_score_threshold:
         reasons.append(f"score {score} above {settings.review_score_threshold}")
-    seen = conn.execute(text("SELECT EXISTS (SELECT 1 FROM summaries WHERE model = :m)"), {"m": model[:50]}).scalar()
+    seen = conn.execute(SEEN_MODEL, {"m": model[:64]}).scalar()
     if not seen:
-        reasons.append(f"model {model} not seen before")
+        reasons.append(f"model {model} not seen before (no summary of it approved yet)")
     return "; ".join(reasons) or None
+
+
+# A model is "seen" once a person approved (or edited) one of its summaries.
+SEEN_MODEL = text(
+    "SELECT EXISTS (SELECT 1 FROM review_items WHERE kind = 'summary' AND model = :m "
+    "AND status IN ('approved', 'edited'))"
+)
 
 
 def _due(settings: Settings) -> datetime:

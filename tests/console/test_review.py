@@ -216,8 +216,9 @@ def test_flagged_summary_is_held_out_of_digests_until_approved(store, settings_e
     assert held is not None and "score 900 above 500" in held["reason"]
     hot_post = one("SELECT summary_status, summarized_at FROM posts WHERE id = :p", p=hot)
     assert hot_post == {"summary_status": "held", "summarized_at": None}  # no digest selects it
-    plain_item = one("SELECT reason FROM review_items WHERE post_id = :p", p=plain)
-    assert plain_item is None or "not seen before" in plain_item["reason"]
+    plain_item = one("SELECT reason, model FROM review_items WHERE post_id = :p", p=plain)
+    assert plain_item is not None and "model offline-extractive not seen before" in plain_item["reason"]
+    assert "not seen before" in held["reason"]
     client, _, csrf = signed_in("reviewer")
     page = client.get(f"/review/{held['id']}")
     assert "Sentence 1 explains" in page.text  # the draft made from the article
@@ -229,6 +230,11 @@ def test_flagged_summary_is_held_out_of_digests_until_approved(store, settings_e
     assert one("SELECT text FROM summaries WHERE id = (SELECT summary_id FROM review_items WHERE id = :i)",
                i=held["id"])["text"] == "A clearer summary."  # fmt: skip
     assert one("SELECT count(*) AS n FROM review_sends WHERE review_id = :i", i=held["id"])["n"] == 0
+    # a person approved one of this model's summaries: the next ordinary post is not held
+    later = _summarizable_post(store, score=100, text=ARTICLE)
+    summaries.summarize(post_id=later, style="basic", store=store)
+    assert one("SELECT id FROM review_items WHERE post_id = :p", p=later) is None
+    assert one("SELECT summary_status FROM posts WHERE id = :p", p=later)["summary_status"] == "done"
 
 
 def test_rejected_summary_keeps_the_post_out(store, settings_env) -> None:  # type: ignore[no-untyped-def]
