@@ -10,10 +10,12 @@ edit tags.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,5 +225,17 @@ def serve(address: str, port: int) -> None:
     from hnpal.db.session import get_engine
 
     get_engine()  # fail now, with the database's own message, rather than at the first page
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # SIGTERM/SIGINT: finish the requests in flight and exit with 0 (uvicorn's own handler raises
+            # the signal again after its shutdown, and `hnpal up` would report the exit as a failure).
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    config = uvicorn.Config(create_app(), host=address, port=port, log_level="warning", access_log=False,
+                            server_header=False)  # fmt: skip
     print(f"console on http://{address}:{port}/ (sign in with an operator: `hnpal operator add`)", flush=True)
-    uvicorn.run(create_app(), host=address, port=port, log_level="warning", access_log=False, server_header=False)
+    Server(config).run()
