@@ -102,3 +102,38 @@ def test_export_from_the_user_page_is_audited(signed_in) -> None:  # type: ignor
     audit = one("SELECT operator, actor_type FROM audit_log WHERE action = 'data.export' AND subject_user_id = :u",
                 u=user_id)  # fmt: skip
     assert audit == {"operator": name, "actor_type": "operator"}
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '"><svg onload=alert(2)>',
+    "' onmouseover='alert(3)",
+    "javascript:alert(4)",
+    "</textarea><script>alert(5)</script>",
+]
+
+
+def test_hostile_strings_are_escaped_everywhere(signed_in) -> None:  # type: ignore[no-untyped-def]
+    from hnpal.db.session import get_engine
+    from tests.deliveries.conftest import unique_id
+
+    bad = " ".join(HOSTILE)
+    user_id, _ = make_user(username="x" + str(unique_id()), first_name=bad)
+    post_id = rows(
+        "INSERT INTO posts (hn_id, type, title, url, score) VALUES (:h, 'story', :t, 'javascript:alert(6)', 1) "
+        "RETURNING id", h=unique_id(), t=bad,
+    )[0]["id"]  # fmt: skip
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        item_id = review.hold_answer(
+            conn, user_id=user_id, chat_id=1, reason=bad, draft=bad, question=bad, post_id=post_id,
+            prompt=[{"role": "system", "content": bad}, {"role": "user", "content": "ARTICLE " + bad}], results=[],
+        )  # fmt: skip
+    client, _, _ = signed_in("reviewer")
+    for path in (f"/review/{item_id}", "/queue", f"/users/{user_id}", f"/users?q={user_id}", "/users"):
+        html = client.get(path).text
+        assert "<script" not in html and "<svg" not in html, path
+        assert 'href="javascript' not in html.lower(), path
+        assert "onmouseover='" not in html, path  # the quote that would break out of an attribute is escaped
+    item_page = client.get(f"/review/{item_id}").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in item_page
+    assert "&lt;/textarea&gt;&lt;script&gt;" in item_page  # the edit box holds it as text
