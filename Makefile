@@ -31,7 +31,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 ## Benchmarks (each prints key=value figures last and fails when its target is missed).
-BENCHES = content ingest crawl llm digest discuss soak fairness relevance cost
+BENCHES = content ingest crawl llm digest discuss soak fairness relevance cost console
 
 # Every bench runs, even after one misses its target; the summary names those that did, and the exit
 # status is non-zero if any did.

@@ -105,6 +105,8 @@ task_routes = {
     "hnpal.privacy.*": {"queue": "default"},
     "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
+    "hnpal.review.sweep": {"queue": "default"},
+    "hnpal.review.*": {"queue": "telegram"},
     "hnpal.digests.send": {"queue": "telegram", "priority": BULK_PRIORITY},
     "hnpal.digests.send_batch": {"queue": "telegram", "priority": BULK_PRIORITY},
 }
@@ -123,6 +125,8 @@ beat_schedule = {
     "telegram-updates-sweep": {"task": "hnpal.telegram.sweep", "schedule": 60},
     # Discussions: close those silent for HNPAL_DISCUSSION_IDLE_MINUTES.
     "discussions-sweep": {"task": "hnpal.discussions.sweep", "schedule": 60},
+    # Review: held items past HNPAL_REVIEW_TIMEOUT, sends left behind, quarantined messages past 7 days.
+    "review-sweep": {"task": "hnpal.review.sweep", "schedule": 60},
     # Privacy: accounts deleted more than HNPAL_PRIVACY_GRACE_DAYS ago are purged.
     "privacy-purge": {"task": "hnpal.privacy.purge", "schedule": _settings.privacy_purge_interval},
     # Operations: retention (agent_calls older than HNPAL_AGENT_CALLS_RETENTION_DAYS), daily at a quiet hour.

@@ -299,6 +299,56 @@ class Settings(BaseSettings):
         default=Decimal("0.50"), ge=0, description="Discussion spend per user per day (USD, UTC day)."
     )
 
+    # --- operator console and human review -------------------------------------------------
+    console_address: str = Field(
+        default="127.0.0.1", min_length=1, description="Address `hnpal console` binds (loopback by default)."
+    )
+    console_port: int = Field(default=8710, ge=1, le=65535, description="Port of the operator console.")
+    console_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="A console session unused this long is signed out."
+    )
+    console_https: bool = Field(
+        default=False,
+        description="The console is served over https (behind a TLS proxy): the session cookie gets Secure.",
+    )
+    console_login_attempts: int = Field(
+        default=5, ge=1, le=1000, description="Failed console logins per operator name within the window."
+    )
+    console_login_address_attempts: int = Field(
+        default=20, ge=1, le=10000, description="Failed console logins per client address within the window."
+    )
+    console_login_window: int = Field(
+        default=900, ge=10, le=86400, description="Seconds the failed-login counts are kept (and logins refused)."
+    )
+    flower_url: str | None = Field(
+        default=None, description="Flower's address as operators reach it (console links). Default: address:port."
+    )
+    review_summaries: Literal["off", "flagged", "all"] = Field(
+        default="off",
+        description="Summaries held for review: none, flagged ones (title-only, paywall or failed extraction, "
+        "a score above review_score_threshold, a model not seen before), or all.",
+    )
+    review_answers: Literal["off", "protocol", "all"] = Field(
+        default="protocol",
+        description="Discussion answers held for review: none, those to users an operator put under review, or all.",
+    )
+    review_score_threshold: int = Field(
+        default=500, ge=0, description="Flagged policy: a post scoring above this has its summary held."
+    )
+    review_timeout: int = Field(
+        default=3600, ge=60, le=7 * 86400, description="Seconds a held item waits for a person before its default."
+    )
+    review_timeout_summary: Literal["approve", "reject"] = Field(
+        default="approve", description="What happens to a summary nobody decided within review_timeout."
+    )
+    review_timeout_answer: Literal["approve", "reject"] = Field(
+        default="reject",
+        description="What happens to an answer nobody decided within review_timeout (reject: the polite fallback).",
+    )
+    review_send_stale: int = Field(
+        default=120, ge=1, le=86400, description="Seconds after which a claimed but unsent review send is retried."
+    )
+
     @field_validator("telegram_base_url", mode="before")
     @classmethod
     def _bot_api_base(cls, v: object) -> object:

@@ -29,11 +29,11 @@ QUEUE_WORKERS = {
     "worker-llm": "llm",
     "worker-telegram": "telegram",
 }
-LONG_RUNNING = {"postgres", "redis", *QUEUE_WORKERS, "beat", "bot", "flower"}
+LONG_RUNNING = {"postgres", "redis", *QUEUE_WORKERS, "beat", "bot", "flower", "console"}
 EXPECTED_SERVICES = LONG_RUNNING | {"migrate"}
 CONTENT_VOLUME = "content"
 CONTENT_WRITER = "worker-content"
-CONTENT_READERS = {"worker-llm", "bot"}
+CONTENT_READERS = {"worker-llm", "bot", "console"}
 
 
 def _docker_compose() -> str:
@@ -231,6 +231,15 @@ def test_flower_requires_basic_auth(services) -> None:
     environment = services["flower"]["environment"]
     assert environment["FLOWER_BASIC_AUTH"] == "admin:secret"
     assert environment["HNPAL_REDIS_URL"]  # the shared settings still reach it
+
+
+def test_console_is_published_on_loopback_only(services) -> None:
+    console = services["console"]
+    ports = [str(p.get("host_ip", "")) + ":" + str(p.get("published", "")) if isinstance(p, dict) else str(p)
+             for p in console.get("ports", [])]  # fmt: skip
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports
+    assert "hnpal console" in " ".join(console["command"] if isinstance(console["command"], list)
+                                       else [console["command"]])  # fmt: skip
 
 
 def test_migrate_is_one_shot(services) -> None:

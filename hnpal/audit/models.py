@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
-ACTOR_TYPES = ("user", "admin", "system")
+ACTOR_TYPES = ("user", "admin", "system", "operator")
 
 
 class AuditLog(Base):
@@ -29,5 +29,6 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     subject_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     subject_ref: Mapped[str | None] = mapped_column(String(64))
+    operator: Mapped[str | None] = mapped_column(String(64))  # the console operator who acted
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

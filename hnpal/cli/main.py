@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from config.settings import SettingsError, get_settings
+from hnpal.cli.console import console_app
 from hnpal.cli.memory import memory_app
 from hnpal.cli.ops import ops_app
 from hnpal.cli.users import users_app
@@ -23,6 +24,7 @@ app.add_typer(content_app, name="content")
 app.add_typer(embedded_app, name="embedded")
 app.add_typer(users_app, name="user")  # export (hnpal/cli/users.py)
 app.add_typer(ops_app)  # up, metrics, quarantine (hnpal/cli/ops.py)
+app.add_typer(console_app)  # console, operator add|passwd|disable (hnpal/cli/console.py)
 app.add_typer(memory_app, name="memory")  # stats, and the memory commands (hnpal/cli/memory.py)
 
 

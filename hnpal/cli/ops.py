@@ -36,6 +36,7 @@ def up_cmd(
     flower: Annotated[bool, typer.Option(help="Run Flower (HNPAL_FLOWER_ADDRESS/PORT, basic auth).")] = True,
     metrics: Annotated[bool, typer.Option(help="Serve the pipeline's metrics (HNPAL_METRICS_PORT).")] = True,
     bot: Annotated[bool, typer.Option(help="Run the bot (needs HNPAL_TELEGRAM_TOKEN).")] = True,
+    console: Annotated[bool, typer.Option(help="Run the operator console (HNPAL_CONSOLE_ADDRESS/PORT).")] = True,
     stop_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds a worker may take to finish its running tasks on shutdown.")
     ] = 120.0,
@@ -46,7 +47,8 @@ def up_cmd(
         bool, typer.Option(help="Leave the embedded PostgreSQL and Redis running on exit.")
     ] = False,
 ) -> None:
-    """Run the whole system on this machine: workers per queue, one beat, the bot, Flower and metrics.
+    """Run the whole system on this machine: workers per queue, one beat, the bot, Flower, metrics and the
+    operator console.
 
     Restarts a crashed child with back-off; Ctrl-C or SIGTERM stops everything warmly (no task lost).
     """
@@ -59,6 +61,7 @@ def up_cmd(
         telegram_threads=telegram_threads,
         flower=flower,
         metrics=metrics,
+        console=console,
         bot=bot,
         stop_timeout=stop_timeout,
         status_interval=status_interval,

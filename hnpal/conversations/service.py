@@ -45,6 +45,7 @@ from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.posts.models import Post
+from hnpal.review import service as review
 from hnpal.state.service import set_state
 from hnpal.state.store import BotState, FsmState, StateStore
 from hnpal.telegram.render import esc
@@ -544,6 +545,8 @@ def _reply_locked(
             return "invalid"
         if _answered(messages, index):
             return "already-answered"
+        if review.held_answer_exists(conn, conversation.id, index):  # held for a person: decided there
+            return "held"
         if conversation.ended_at is not None and conversation.end_reason in ("cleared", "deleted"):
             return "ended"
         context, _rebuilt = context_for(
@@ -610,6 +613,15 @@ def _answer(
     result = _complete(request, provider=provider, conn=conn, purpose="reply", **account)
     results.append(result)
     text = result.text.strip()[:MAX_MESSAGE_CHARS]
+    reason = review.answer_hold_reason(conn, user.id, settings)
+    if reason is not None:  # a person reads it first; the reader hears it is being checked
+        if review.hold_answer(
+            conn, user_id=user.id, chat_id=user.telegram_id, reason=reason, draft=text or "…", question=question,
+            prompt=prompt.messages, results=results, conversation_id=conversation.id, message_index=new_index,
+            post_id=post.id, settings=settings,
+        ) is not None:  # fmt: skip
+            _send(outbox, user.telegram_id, review.HOLD_NOTICE)
+        return "held"
     _send(outbox, user.telegram_id, text)
     if not append_assistant_message(conn=conn, conversation_id=conversation.id, text=text, reply_to=new_index,
                                     results=results):  # fmt: skip
@@ -699,7 +711,16 @@ def idle_answer(*, user_id: int, text: str, outbox: Any = None, settings: Settin
             result = _complete(request, provider=provider, conn=conn, user_id=user_id, purpose="idle")
         finally:
             allowance.release(reservation, conn)
-    _send(outbox, telegram_id, result.text.strip()[:MAX_MESSAGE_CHARS])
+        text = result.text.strip()[:MAX_MESSAGE_CHARS]
+        reason = review.answer_hold_reason(conn, user_id, settings)
+        if reason is not None:
+            review.hold_answer(
+                conn, user_id=user_id, chat_id=telegram_id, reason=reason, draft=text or "…", question=question,
+                prompt=request.messages, results=[result], settings=settings,
+            )  # fmt: skip
+            _send(outbox, telegram_id, review.HOLD_NOTICE)
+            return "held"
+    _send(outbox, telegram_id, text)
     return "answered"
 
 

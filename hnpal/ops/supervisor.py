@@ -16,6 +16,7 @@ flower     ``celery flower`` with persistent state under ``<data_dir>/flower``; 
            HNPAL_FLOWER_BASIC_AUTH through the environment (never the command line), required
            beyond loopback
 metrics    ``hnpal metrics serve``: the pipeline's Prometheus metrics
+console    ``hnpal console``: the operator console (HNPAL_CONSOLE_ADDRESS, loopback by default)
 =========  =================================================================================
 
 It prints one status line per child (name, pid, state, restarts, uptime), redrawn in place on a
@@ -66,6 +67,7 @@ class Options:
     telegram_threads: int = 8
     flower: bool = True
     metrics: bool = True
+    console: bool = True
     bot: bool = True
     stop_timeout: float = 120.0
     status_interval: float = 60.0
@@ -108,6 +110,14 @@ def flower_child(settings: Settings, log_dir: Path) -> Child:
         f"--port={settings.flower_port}", "--persistent=True", f"--db={db}",
     ]  # fmt: skip
     return Child("flower", cmd, log_dir / "flower.log", ready_marker="Visit me at")
+
+
+def console_child(settings: Settings, log_dir: Path) -> Child:
+    cmd = [
+        sys.executable, "-m", "hnpal.cli.main", "console",
+        "--address", settings.console_address, "--port", str(settings.console_port),
+    ]  # fmt: skip
+    return Child("console", cmd, log_dir / "console.log", ready_marker="console on http://")
 
 
 def metrics_child(settings: Settings, log_dir: Path) -> Child:
@@ -295,12 +305,12 @@ class Supervisor:
         """Stop in order: the bot, beat, then the workers together, then Flower and metrics. True when
         every child exited by itself with code 0 (none had to be killed)."""
         clean = True
-        workers = [p for p in self.procs if p.name not in ("bot", "beat", "flower", "metrics")]
+        workers = [p for p in self.procs if p.name not in ("bot", "beat", "flower", "metrics", "console")]
         waves = [
             [p for p in self.procs if p.name == "bot"],
             [p for p in self.procs if p.name == "beat"],
             workers,
-            [p for p in self.procs if p.name in ("flower", "metrics")],
+            [p for p in self.procs if p.name in ("flower", "metrics", "console")],
         ]
         for wave in waves:
             live = [p for p in wave if p.state in ("starting", "running")]
@@ -366,6 +376,12 @@ def build(settings: Settings, options: Options, *, database_url: str, redis_url:
     if options.metrics:
         procs.append(Supervised(metrics_child(settings, log_dir), base_env))
         notes.append(f"metrics   http://{settings.metrics_address}:{settings.metrics_port}/metrics")
+    if options.console:
+        procs.append(Supervised(console_child(settings, log_dir), base_env))
+        notes.append(
+            f"console   http://{settings.console_address}:{settings.console_port}/ "
+            "(operators: `hnpal operator add NAME --role admin`)"
+        )
     notes.append(f"logs      {log_dir}")
     return Supervisor(procs, options, notes=notes)
 

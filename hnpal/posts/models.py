@@ -53,7 +53,8 @@ class Post(Base):
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
         CheckConstraint(
-            "summary_status IN ('pending', 'done', 'failed', 'skipped', 'offline')", name="summary_status_valid"
+            "summary_status IN ('pending', 'done', 'failed', 'skipped', 'offline', 'held', 'rejected')",
+            name="summary_status_valid",
         ),
         CheckConstraint(
             "(topics IS NULL) = (topic_weights IS NULL) AND "

@@ -70,12 +70,15 @@ def audit(
     user: User,
     actor_type: str = "user",
     details: dict[str, Any] | None = None,
+    operator: str | None = None,
 ) -> None:
-    """One audit row about ``user``. ``details`` must hold no personal data (counts, ids, formats)."""
+    """One audit row about ``user``. ``details`` must hold no personal data (counts, ids, formats).
+    ``operator``: the console operator who acted (actor_type ``operator``)."""
     session.add(
         AuditLog(
             actor_type=actor_type,
             actor_id=user.id if actor_type == "user" else None,
+            operator=operator,
             action=action,
             subject_user_id=user.id,
             subject_ref=subject_ref(user.telegram_id),
@@ -139,7 +142,7 @@ def forget_redis_keys(store: StateStore, telegram_id: int) -> int | None:
         return None
 
 
-def delete_account(*, session: Session, store: StateStore, user: User) -> datetime:
+def delete_account(*, session: Session, store: StateStore, user: User, operator: str | None = None) -> datetime:
     """``/deletemydata``: mark the account deleted now; returns the date it will be purged."""
     now = datetime.now(UTC)
     ended = end_active_discussion(session=session, user=user, reason="deleted")
@@ -152,6 +155,8 @@ def delete_account(*, session: Session, store: StateStore, user: User) -> dateti
         session=session,
         action="account.delete",
         user=user,
+        actor_type="operator" if operator else "user",
+        operator=operator,
         details={"digests_stopped": stopped, "discussions_ended": ended, "redis_keys_deleted": keys},
     )
     purge_on = deletion_date(user)
@@ -423,7 +428,9 @@ def render(data: dict[str, Any], fmt: str) -> tuple[str, bytes]:
     return f"hnpal-export-{stamp}.{fmt}", body.encode("utf-8")
 
 
-def export(*, session: Session, user: User, fmt: str, actor_type: str = "user") -> tuple[str, bytes]:
+def export(
+    *, session: Session, user: User, fmt: str, actor_type: str = "user", operator: str | None = None
+) -> tuple[str, bytes]:
     """The user's data as a file (name, bytes); the export is audited."""
     data = collect(session=session, user=user)
     filename, body = render(data, fmt)
@@ -432,6 +439,7 @@ def export(*, session: Session, user: User, fmt: str, actor_type: str = "user") 
         action="data.export",
         user=user,
         actor_type=actor_type,
+        operator=operator,
         details={
             "format": fmt,
             "bytes": len(body),

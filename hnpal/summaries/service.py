@@ -35,6 +35,7 @@ from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import Post
+from hnpal.review import service as review
 from hnpal.summaries.models import SUMMARY_STYLES, Summary
 from hnpal.summaries.plain import plain_text
 
@@ -401,9 +402,15 @@ def _summarize_locked(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=[Summary.post_id, Summary.style, Summary.variant])
     write = stmt.returning(Summary.id)
+    hold = None
+    if style == settings.summary_default_style and not refreshing:
+        hold = review.summary_hold_reason(
+            conn, basis=material.basis, text_=result.text, score=post.score or 0, model=result.model, settings=settings
+        )
     if style == settings.summary_default_style:
         # The default style also fills the post's columns: one statement (a data-modifying CTE), so
-        # both land together.
+        # both land together. A summary held for review is stored but its post has no summarized_at
+        # (no digest selects it) until a person decides.
         inserted = write.cte("inserted")
         columns: dict[str, Any] = {
             "summary": result.text,
@@ -411,16 +418,24 @@ def _summarize_locked(
             "summary_tokens": input_tokens + output_tokens,
             "summary_prompt_type": style,
             "summary_basis": material.basis,
-            "summary_status": "offline" if offline_meanwhile else "done",
+            "summary_status": "held" if hold else "offline" if offline_meanwhile else "done",
             "summary_error": f"summarized offline: {_refusal(settings)}"[:2000] if offline_meanwhile else None,
         }
         if not upgrade:  # a re-made summary keeps the post's place in digests (no second delivery)
-            columns["summarized_at"] = datetime.now(UTC)
+            columns["summarized_at"] = None if hold else datetime.now(UTC)
         else:
             columns["summary_attempts"] = 0
         update = Post.__table__.update().where(Post.id == post_id).values(**columns)
         write = select(inserted.c.id).add_cte(update.cte("post_update"))
     summary_id = conn.execute(write).scalar()
+    if hold and summary_id is not None:
+        request, _maps = _request(post, style, material, provider, interests, settings)
+        review.hold_summary(
+            conn, post_id=post_id, summary_id=summary_id, reason=hold, draft=result.text,
+            prompt=request.messages, model=result.model, input_tokens=input_tokens, output_tokens=output_tokens,
+            cost_usd=result.cost_usd, settings=settings,
+        )  # fmt: skip
+        log.info("summary of post %s held for review: %s", post_id, hold)
     status = "upgraded" if upgrade else "refreshed" if refreshing else "generated"
     log.info("summary %s of post %s (%s, %s): %s", style, post_id, material.basis, result.provider, status)
     return Outcome(post_id, style, variant, status, summary_id, result.provider)

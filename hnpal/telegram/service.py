@@ -126,7 +126,7 @@ def handle_update(*, session: Session, out: Outbox, store: StateStore, update: d
     if "callback_query" in update:
         _callback(session, out, store, effects, update["callback_query"])
     elif "message" in update:
-        _message(session, out, store, effects, update["message"])
+        _message(session, out, store, effects, update["message"], update.get("update_id"))
     elif "my_chat_member" in update:
         _membership(session, update["my_chat_member"])
     else:  # edited messages, channel posts, polls, reactions...: nothing to do, by design
@@ -154,7 +154,10 @@ def apology(update: dict[str, Any]) -> tuple[int | None, str]:
 # --- messages ---------------------------------------------------------------------------------------
 
 
-def _message(session: Session, out: Outbox, store: StateStore, effects: Effects, message: dict[str, Any]) -> None:
+def _message(
+    session: Session, out: Outbox, store: StateStore, effects: Effects, message: dict[str, Any],
+    update_id: int | None = None,
+) -> None:  # fmt: skip
     chat = message.get("chat") or {}
     sender = message.get("from") or {}
     if not isinstance(chat, dict) or not isinstance(chat.get("id"), int) or isinstance(chat.get("id"), bool):
@@ -168,6 +171,8 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
     user = _touch_user(session, sender)
     if user.status == "deleted" and _command_of(message.get("text")) != "start":  # /deletemydata grace period
         out.send(ctx.chat_id, privacy.deleted_notice(user))
+        return
+    if _silenced(ctx, user, message, update_id):
         return
     text = message.get("text")
     if not isinstance(text, str):
@@ -194,6 +199,20 @@ def _message(session: Session, out: Outbox, store: StateStore, effects: Effects,
         discuss.on_text(ctx, user, full_text, state)
         return
     discuss.on_idle_text(ctx, user, full_text)
+
+
+def _silenced(ctx: Ctx, user: User, message: dict[str, Any], update_id: int | None) -> bool:
+    """The silence protocol: a silenced user's message is kept in quarantine (7 days) and not handled, so
+    no model is called; they hear one fixed notice per silence. Privacy commands still work."""
+    from hnpal.review import service as review
+
+    if _command_of(message.get("text")) in review.ALLOWED_WHILE_SILENCED:
+        return False
+    if review.silenced(ctx.session, user.id) is None:
+        return False
+    if review.quarantine(ctx.session, user=user, update_id=update_id, message=message):
+        ctx.out.send(ctx.chat_id, review.SILENCED_NOTICE)
+    return True
 
 
 GROUP_NOTICE = "HN Pal works in private chats only: open a chat with me and send /start."

@@ -4,6 +4,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -33,6 +34,8 @@ class UserTokenUsage(TimestampMixin, Base):
             "AND summarization_tokens >= 0 AND discussion_tokens >= 0 AND memory_extraction_tokens >= 0",
             name="counts_nonnegative",
         ),
+        # The console's top spenders of a day, straight from the index.
+        Index("ix_user_token_usage_date_cost", "date", text("total_cost_usd DESC")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -101,3 +104,19 @@ class LLMReservation(Base):
     usd: Mapped[Decimal] = mapped_column(Numeric(10, 6), nullable=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class LLMCostDaily(Base):
+    """LLM spend per UTC day, model and agent type, kept by a trigger on ``agent_calls`` (every insert adds
+    to its day's row), so the console's costs page reads a few rows instead of a month of calls. Kept
+    when old ``agent_calls`` are pruned."""
+
+    __tablename__ = "llm_cost_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(50), primary_key=True)
+    agent_type: Mapped[str] = mapped_column(String(50), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    input_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False, server_default="0")

@@ -110,6 +110,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
             "HNPAL_DATA_DIR": str(data_dir),
             "HNPAL_FLOWER_PORT": str(free_port()),
             "HNPAL_METRICS_PORT": str(free_port()),
+            "HNPAL_CONSOLE_PORT": str(free_port()),
             "HNPAL_FLOWER_BASIC_AUTH": f"{AUTH[0]}:{AUTH[1]}",
             "HNPAL_HN_API_BASE_URL": "http://127.0.0.1:9/v0/",  # beat's fetches go nowhere, quickly
             **extra,
@@ -124,7 +125,7 @@ def _purge_queues(redis_client) -> None:  # type: ignore[no-untyped-def]
         redis_client.delete(f"{REDIS_PREFIX}{queue}")
 
 
-ALL = ("content", "crawl", "default", "llm", "telegram", "beat", "flower", "metrics")
+ALL = ("content", "crawl", "default", "llm", "telegram", "beat", "flower", "metrics", "console")
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,16 @@ def test_status_lines_name_every_child(stack: Up) -> None:
     out = stack.output()
     assert "bot       not started: no HNPAL_TELEGRAM_TOKEN" in out
     assert re.search(r"status \S+ default\s+pid=\d+\s+state=running\s+restarts=0\s+uptime=\d+s", out)
+
+
+def test_console_answers_on_loopback_and_wants_a_session(stack: Up) -> None:
+    import httpx
+
+    port = stack.env["HNPAL_CONSOLE_PORT"]
+    assert f"console   http://127.0.0.1:{port}/" in stack.output()
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).text == "ok"
+    page = httpx.get(f"http://127.0.0.1:{port}/queue", timeout=10)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
 
 
 def test_flower_refuses_requests_without_credentials(stack: Up) -> None:
