@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import celeryconfig
 from config.settings import get_settings
-from hnpal.celery import app
+from hnpal.celery import WorkFailed, app
 from hnpal.db.session import session_scope
 from hnpal.deliveries import sender, service
 
@@ -72,24 +72,33 @@ def _follow_up(outcome: sender.Outcome) -> None:
 
 
 # Idempotent: reservation rows and stored message ids make a redelivered task resume where the digest
-# stopped (at worst repeating the one message in flight).
-@app.task(name="hnpal.digests.send", acks_late=True, reject_on_worker_lost=True)
+# stopped (at worst repeating the one message in flight). A digest Telegram refused for good is recorded
+# (status 'failed' with the reason), then the task raises WorkFailed: a FAILURE in Flower, acknowledged,
+# not retried.
+@app.task(name="hnpal.digests.send", acks_late=True, reject_on_worker_lost=True, throws=(WorkFailed,))
 def send(digest_id: int) -> dict:
     """Send one user's digest (the messages reserved and not sent yet)."""
     from hnpal.telegram.outbox import TelegramOutbox
 
     outcome = sender.send_digests(digest_ids=[digest_id], send=TelegramOutbox().send, threads=1)
     _follow_up(outcome)
+    if outcome.refused:
+        raise WorkFailed(f"digest {digest_id} refused by Telegram (digests.error has the reason)")
     return {"digest_id": digest_id, "sent": outcome.sent.get(digest_id, 0), "retry": digest_id in outcome.retry}
 
 
-@app.task(name="hnpal.digests.send_batch", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="hnpal.digests.send_batch", acks_late=True, reject_on_worker_lost=True, throws=(WorkFailed,))
 def send_batch(digest_ids: list[int]) -> dict:
-    """Send many users' digests at once (paid broadcasts); each digest succeeds or fails on its own."""
+    """Send many users' digests at once (paid broadcasts); each digest succeeds or fails on its own (the
+    task fails when Telegram refused any of them for good, after every other one was sent)."""
     from hnpal.telegram.outbox import TelegramOutbox
 
     outcome = sender.send_digests(digest_ids=digest_ids, send=TelegramOutbox().send, threads=SEND_THREADS)
     _follow_up(outcome)
+    if outcome.refused:
+        raise WorkFailed(
+            f"{len(outcome.refused)} of {len(digest_ids)} digests refused by Telegram: {outcome.refused}"[:500]
+        )
     return {"sent": sum(outcome.sent.values()), "retry": len(outcome.retry), "waiting": len(outcome.waiting)}
 
 

@@ -113,6 +113,7 @@ class Outcome:
     waiting: dict[int, list[int]] = field(default_factory=dict)  # digest id -> posts missing a summary
     retry: dict[int, float] = field(default_factory=dict)  # digest id -> seconds to wait
     busy: list[int] = field(default_factory=list)  # another sender holds the digest right now
+    refused: list[int] = field(default_factory=list)  # Telegram refused it for good (also in done)
 
 
 def _load(conn: Connection, digest_ids: list[int], settings: Settings, outcome: Outcome) -> list[Work]:
@@ -360,6 +361,7 @@ def _settle(work: Work, exc: Exception, outcome: Outcome, conn: _Writer) -> None
         log.error("digest %s refused: %s", work.digest_id, exc)
         conn.execute(MARK_FAILED_RAW, {"digest_id": work.digest_id, "error": f"refused: {exc}"[:2000]})
         outcome.done.append(work.digest_id)
+        outcome.refused.append(work.digest_id)
     else:  # a bug or an outage we did not foresee: the digest stays half-sent, the sweep retries
         log.error("digest %s: sending failed", work.digest_id, exc_info=exc)
         outcome.retry[work.digest_id] = 60.0

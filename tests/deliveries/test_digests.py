@@ -664,3 +664,22 @@ def test_two_senders_on_one_digest_send_each_post_once(committed, tg, send) -> N
     assert results["second"] == Outcome(busy=[digest.id]), results
     assert only_sent(results["first"], digest.id, 4), results
     assert reload(digest).status == "sent"
+
+
+def test_a_digest_telegram_refuses_for_good_is_a_failed_task(committed, tg, outbox) -> None:
+    """A 400 for the digest's message: the digest is recorded failed with the reason, and the task ends in
+    FAILURE (what Flower counts), not retried, rather than a green success."""
+    from hnpal.celery import WorkFailed
+    from tasks.digests import send as send_task
+
+    with committed() as make:
+        user, _posts, digest = setup_digest(make, tg, count=2, prefs={"style": "brief"})
+    tg.set_fault("sendMessage", "bad_request", count=None, description="Bad Request: message is too long")
+    result = send_task.apply(args=[digest.id])
+    assert result.state == "FAILURE" and isinstance(result.result, WorkFailed)
+    digest = reload(digest)
+    assert digest.status == "failed" and "message is too long" in digest.error
+    assert not tg.messages(user.telegram_id)
+    tg.clear_faults()
+    again = send_task.apply(args=[digest.id])  # a redelivery finds it done: nothing sent, nothing failed
+    assert again.state == "SUCCESS" and sends(tg) == 1
