@@ -115,3 +115,16 @@ def wait_for_workers(count: int, timeout: float = 60, what: str = "workers") -> 
             if len(app.control.ping(timeout=0.5, connection=connection) or []) >= count:
                 return
     raise TimeoutError(f"the {what} did not answer within {timeout:.0f}s")
+
+
+def stop_processes(procs: list) -> None:  # type: ignore[type-arg]
+    """Terminate the bench's child processes, all at once, and kill any still running after 30 s."""
+    import subprocess
+
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

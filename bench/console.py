@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 
-from _common import REDIS_URL, REPO, bench_database, last_line, use_settings, wait_for_workers
+from _common import REDIS_URL, REPO, bench_database, last_line, stop_processes, use_settings, wait_for_workers
 
 USERS = 100_000
 PENDING = 10_000
@@ -239,13 +239,7 @@ def main() -> int:
             delivered = sum(1 for c in {c for _, c in items} if per_chat.get(c, 0) >= 1)
             duplicates = sum(n - 1 for n in per_chat.values() if n > 1)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             for log in logs:
                 log.close()
             import redis

@@ -32,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, last_line, use_settings, wait_for_workers
+from _common import REDIS_URL, REPO, bench_database, last_line, stop_processes, use_settings, wait_for_workers
 
 LLM_KEY = "sk-bench-discuss"
 FIRST_TID = 8_100_001
@@ -227,13 +227,7 @@ def main() -> int:
                                                                                           // args.users),
                                                           in_process_sender(tg)))  # fmt: skip
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             tg.stop()
             llm.stop()
     met = path["p95_ms"] <= args.target_ms

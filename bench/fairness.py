@@ -35,7 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import REDIS_URL, REPO, bench_database, last_line, use_settings, wait_for_workers
+from _common import REDIS_URL, REPO, bench_database, last_line, stop_processes, use_settings, wait_for_workers
 
 LLM_KEY = "sk-bench-fairness"
 ORDINARY_FIRST = 8_300_001
@@ -215,13 +215,7 @@ def main() -> int:
             notices = sum(m.text.startswith("You're sending messages faster") for m in tg.messages(FLOODER))
         finally:
             ordinary.stop.set()
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             tg.stop()
             llm.stop()
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 console_app = typer.Typer()
 operator_app = typer.Typer(help="Operators of the console: add, change a password, disable.", no_args_is_help=True)
@@ -43,6 +47,21 @@ def _password(password_stdin: bool) -> str:
     return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
+def _change(command: str, change: Callable[[Session], None], done: str) -> None:
+    """Apply one change to the operators in its own transaction; a refused one is a one-line error."""
+    from hnpal.cli.main import announce_embedded
+    from hnpal.console import auth
+    from hnpal.db.session import session_scope
+
+    announce_embedded()
+    try:
+        with session_scope() as session:
+            change(session)
+    except auth.AuthError as exc:
+        raise _err(f"hnpal operator {command}: {exc}", 2) from None
+    typer.echo(done)
+
+
 @operator_app.command("add")
 def add_cmd(
     name: Annotated[str, typer.Argument(help="Operator name (letters, digits, . _ - @).")],
@@ -50,18 +69,14 @@ def add_cmd(
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
 ) -> None:
     """Add an operator (the password is hashed with argon2id)."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.console import auth
-    from hnpal.db.session import session_scope
 
     password = _password(password_stdin)
-    announce_embedded()
-    try:
-        with session_scope() as session:
-            auth.add_operator(session, name=name, password=password, role=role)
-    except auth.AuthError as exc:
-        raise _err(f"hnpal operator add: {exc}", 2) from None
-    typer.echo(f"operator {name} added ({role})")
+    _change(
+        "add",
+        lambda session: auth.add_operator(session, name=name, password=password, role=role),
+        f"operator {name} added ({role})",
+    )
 
 
 @operator_app.command("passwd")
@@ -70,18 +85,14 @@ def passwd_cmd(
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
 ) -> None:
     """Set an operator's password (their sessions end)."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.console import auth
-    from hnpal.db.session import session_scope
 
     password = _password(password_stdin)
-    announce_embedded()
-    try:
-        with session_scope() as session:
-            auth.set_password(session, name=name, password=password)
-    except auth.AuthError as exc:
-        raise _err(f"hnpal operator passwd: {exc}", 2) from None
-    typer.echo(f"password of {name} changed; their sessions ended")
+    _change(
+        "passwd",
+        lambda session: auth.set_password(session, name=name, password=password),
+        f"password of {name} changed; their sessions ended",
+    )
 
 
 @operator_app.command("disable")
@@ -90,14 +101,10 @@ def disable_cmd(
     enable: Annotated[bool, typer.Option("--enable", help="Enable the operator again instead.")] = False,
 ) -> None:
     """Disable an operator (their sessions end at once), or --enable them again."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.console import auth
-    from hnpal.db.session import session_scope
 
-    announce_embedded()
-    try:
-        with session_scope() as session:
-            auth.set_disabled(session, name=name, disabled=not enable)
-    except auth.AuthError as exc:
-        raise _err(f"hnpal operator disable: {exc}", 2) from None
-    typer.echo(f"operator {name} {'enabled' if enable else 'disabled'}")
+    _change(
+        "disable",
+        lambda session: auth.set_disabled(session, name=name, disabled=not enable),
+        f"operator {name} {'enabled' if enable else 'disabled'}",
+    )

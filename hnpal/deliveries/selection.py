@@ -73,7 +73,7 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
 # times how much the post is about its main topic. For a reader who only reacted (learning): how likely they
 # are to like the post, by the topic of it that they like best: how much the post is about the topic times
 # the share of their reactions to it that were likes (ut_m; :mu, the prior, for a topic never shown).
-REL = """(CASE WHEN du.learning THEN coalesce((
+REL = """(CASE WHEN du.exploring THEN coalesce((
               SELECT max(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], :mu))
               FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
          ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
@@ -251,8 +251,7 @@ du AS MATERIALIZED (
            -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
            coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
            coalesce(utw.m, '{}') AS ut_m, coalesce(utw.tried, '{}') AS ut_tried,
-           d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,
-           d.digest_id IN (SELECT digest_id FROM exploring) AS learning,
+           d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,  -- learning from reactions alone
            d.digest_id IN (SELECT digest_id FROM ut WHERE liked >= :min_like) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
