@@ -10,7 +10,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from celery import Task as _Task
 from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
 import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between domains resolve in workers
@@ -18,32 +17,39 @@ import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between do
 log = logging.getLogger(__name__)
 
 
-class Task(_Task):
-    """Every task's countdown or ETA, retries included (``retry`` publishes through ``apply_async``), is
-    capped at ``HNPAL_MAX_COUNTDOWN``: a message waiting out a longer one would stay unacknowledged in
-    Redis past the visibility timeout, and Redis would hand it to a second worker. A capped task runs
-    early and decides again (a Telegram 429 asks for another wait; a crawl backoff is capped there too)."""
+class HNPal(Celery):
+    """Every message goes out through :meth:`send_task` (``Task.apply_async`` and ``retry`` call it too),
+    which does two things for every producer (services through ``hnpal.jobs``, beat, ``celery call``):
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
-                    shadow=None, **options):  # type: ignore[no-untyped-def]  # fmt: skip
-        _cap_delay(self.name, options)
-        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+    - It caps every countdown or ETA at ``HNPAL_MAX_COUNTDOWN``: a message waiting out a longer one would
+      stay unacknowledged in Redis past the visibility timeout, and Redis would hand it to a second
+      worker. A capped task runs early and decides again (a Telegram 429 asks for another wait).
+    - It routes by declaration: each task names its queue and priority on its decorator, and a process
+      that has not imported the task modules yet (the bot, beat, the CLI) imports them on its first send
+      of a name it does not know, so the registry answers (an unknown name raises ``NotRegistered``)."""
+
+    def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, *more, **options):  # type: ignore[no-untyped-def,override]  # fmt: skip
+        countdown, eta = _capped(name, countdown, eta)
+        if name not in self.tasks:
+            self.loader.import_default_modules()
+            self.tasks[name]  # noqa: B018 - raises NotRegistered for a name no task module declares
+        return super().send_task(name, args, kwargs, countdown, eta, *more, **options)
 
 
-def _cap_delay(name: str, options: dict) -> None:
+def _capped(name: str, countdown: float | None, eta: datetime | str | None) -> tuple[float | None, datetime | str | None]:
     import celeryconfig
 
     limit = celeryconfig.MAX_COUNTDOWN
-    countdown, eta = options.get("countdown"), options.get("eta")
     if countdown is not None and countdown > limit:
         log.warning("%s: countdown %.0fs capped at HNPAL_MAX_COUNTDOWN (%ss)", name, countdown, limit)
-        options["countdown"] = limit
+        countdown = limit
     if eta is not None:
         when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
         latest = datetime.now(when.tzinfo or UTC) + timedelta(seconds=limit)
         if when > latest:
             log.warning("%s: eta %s capped at HNPAL_MAX_COUNTDOWN (%ss) from now", name, when.isoformat(), limit)
-            options["eta"] = latest
+            eta = latest
+    return countdown, eta
 
 
 class WorkFailed(Exception):
@@ -55,7 +61,7 @@ class WorkFailed(Exception):
     Tasks list it in ``throws``: the worker logs it as an expected outcome, without a traceback."""
 
 
-app = Celery("hnpal", task_cls=Task)
+app = HNPal("hnpal")
 app.config_from_object("celeryconfig")
 
 
@@ -206,10 +212,3 @@ def _warm_handles(connections: int) -> None:
             warm_sender()
         except Exception as exc:  # noqa: BLE001
             log.info("telegram worker warm-up incomplete: %s", exc)
-
-
-def enqueue_after_commit(session, task, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    """``task.apply_async(args, kwargs)`` once ``session`` commits (nothing on rollback)."""
-    from hnpal.db.hooks import after_commit
-
-    after_commit(session, lambda: task.apply_async(args=args, kwargs=kwargs))
