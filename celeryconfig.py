@@ -14,6 +14,7 @@ from celery.schedules import crontab as _crontab
 import tasks as _tasks
 from config.settings import get_settings
 from hnpal import broker as _broker
+from hnpal import queues as _queues
 from hnpal.runtime import broker_url as _broker_url
 from hnpal.runtime import redis_url as _redis_url
 
@@ -77,38 +78,19 @@ task_send_sent_event = False
 task_track_started = True
 worker_hijack_root_logger = False
 
-QUEUES = ("default", "crawl", "content", "llm", "telegram")
-task_default_queue = "default"
+# The queues (hnpal.queues.QUEUES) are created on demand; each task names its queue, and its priority
+# for bulk work, on its own decorator in tasks/ (a test checks every registered task's queue).
+task_default_queue = _queues.DEFAULT
+task_create_missing_queues = True
 # Beat's scheduler writes a heartbeat at each tick (hnpal_process_alive{process="beat"} in the metrics).
 beat_scheduler = "hnpal.ops.heartbeat:BeatScheduler"
-task_create_missing_queues = True
-# What a user waits on (an update's handling, a discussion answer) goes ahead of bulk work sharing its queue
-# (digest sends on `telegram`; summaries and memory extraction on `llm`): kombu's Redis transport keeps a list
-# per priority level and a worker takes from the lowest number first; a message without a priority is 0.
-# Bulk tasks are routed at BULK_PRIORITY (their retries keep it), so a button press during a digest run of
-# thousands waits for a free worker thread, not for the run.
-BULK_PRIORITY = 6
-# hnpal.<area>.<verb>: the area picks the queue.
-task_routes = {
-    # Quick database jobs of the crawl area must not wait behind a backlog of page downloads.
-    "hnpal.crawl.dispatch": {"queue": "default"},
-    "hnpal.crawl.sweep": {"queue": "default"},
-    "hnpal.crawl.*": {"queue": "crawl"},
-    "hnpal.summaries.sweep": {"queue": "default"},
-    "hnpal.summaries.refresh_comments": {"queue": "default"},
-    "hnpal.content.*": {"queue": "content"},
-    "hnpal.llm.*": {"queue": "llm"},
-    "hnpal.summaries.*": {"queue": "llm", "priority": BULK_PRIORITY},
-    "hnpal.memory.extract": {"queue": "llm", "priority": BULK_PRIORITY},
-    "hnpal.discussions.sweep": {"queue": "default"},
-    "hnpal.discussions.*": {"queue": "llm"},
-    "hnpal.privacy.*": {"queue": "default"},
+task_routes = {  # until the telegram tasks declare their queues
     "hnpal.telegram.sweep": {"queue": "default"},
     "hnpal.telegram.*": {"queue": "telegram"},
     "hnpal.review.sweep": {"queue": "default"},
     "hnpal.review.*": {"queue": "telegram"},
-    "hnpal.digests.send": {"queue": "telegram", "priority": BULK_PRIORITY},
-    "hnpal.digests.send_batch": {"queue": "telegram", "priority": BULK_PRIORITY},
+    "hnpal.discussions.sweep": {"queue": "default"},
+    "hnpal.discussions.*": {"queue": "llm"},
 }
 
 # Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.

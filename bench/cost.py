@@ -116,6 +116,7 @@ def main() -> int:
 def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
+    from hnpal import jobs
     from hnpal.content import ContentStore
     from hnpal.crawl.fetch import Fetcher
     from hnpal.crawl.service import extract_page
@@ -139,7 +140,8 @@ def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-unt
     # One scheduled list fetch.
     hn.request_log.clear()
     with session_scope() as session:
-        ingest.fetch_lists(session=session, lists=settings.hn_lists, limit=settings.hn_list_limit, enqueue=False)
+        with jobs.recording():
+            ingest.fetch_lists(session=session, lists=settings.hn_lists, limit=settings.hn_list_limit)
     paths = [path for _m, path, _s in hn.request_log]
     list_requests = sum(1 for p in paths if p.split("/")[-1].removesuffix(".json").endswith("stories"))
     with session_scope() as session:

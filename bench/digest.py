@@ -336,12 +336,12 @@ def phase_delivery(
         env = dict(os.environ, HNPAL_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOG", "WARNING"))
         workers_.append(subprocess.Popen(named, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
     try:
-        from tasks.digests import fan_out
+        from hnpal.deliveries.runs import fan_out
 
         wait_for_workers(processes, what="telegram workers")
         before = {"workers": sum(cpu_seconds(w.pid) for w in workers_), "server": cpu_seconds(server.pid)}
         started = time.perf_counter()
-        fan_out(ids)  # what hnpal.digests.prepare does: a task per user, or per 50 with paid broadcasts
+        fan_out(None, ids)  # what hnpal.digests.prepare does: a task per user, or per 50 with paid broadcasts
         _wait_sent(ids, timeout=users / rate * 3 + 120)
         wall = time.perf_counter() - started
         cpu = {

@@ -79,12 +79,14 @@ def baseline(api_url: str, db_url: str, limit: int) -> float:
 
 
 def ours(limit: int) -> tuple[float, dict]:
+    from hnpal import jobs
     from hnpal.db.session import session_scope
     from hnpal.ingest import service
 
     started = time.perf_counter()
     with session_scope() as session:
-        report = service.fetch_lists(session=session, lists=["new"], limit=limit, enqueue=False)
+        with jobs.recording():
+            report = service.fetch_lists(session=session, lists=["new"], limit=limit)
     return time.perf_counter() - started, report.as_dict()
 
 

@@ -74,6 +74,7 @@ def hn_items(window: list[dict], base: int) -> dict[int, dict]:
 def run_window(window: list[dict], base: int, stats: dict) -> None:
     from sqlalchemy import text
 
+    from hnpal import jobs
     from hnpal.db.session import session_scope
     from hnpal.deliveries.service import create_manual_digest, prepare, react
     from hnpal.ingest.service import store_items
@@ -90,7 +91,8 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
     with session_scope() as session:
         session.execute(text("TRUNCATE posts, users, digests, deliveries, interest_topics, memory CASCADE"))
     with session_scope() as session:
-        store_items(session=session, items=hn_items(window, base), enqueue=False)
+        with jobs.recording():
+            store_items(session=session, items=hn_items(window, base))
     with session_scope() as session:
         session.execute(
             text(

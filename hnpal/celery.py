@@ -36,7 +36,9 @@ class HNPal(Celery):
         return super().send_task(name, args, kwargs, countdown, eta, *more, **options)
 
 
-def _capped(name: str, countdown: float | None, eta: datetime | str | None) -> tuple[float | None, datetime | str | None]:
+def _capped(
+    name: str, countdown: float | None, eta: datetime | str | None
+) -> tuple[float | None, datetime | str | None]:
     import celeryconfig
 
     limit = celeryconfig.MAX_COUNTDOWN
@@ -50,15 +52,6 @@ def _capped(name: str, countdown: float | None, eta: datetime | str | None) -> t
             log.warning("%s: eta %s capped at HNPAL_MAX_COUNTDOWN (%ss) from now", name, when.isoformat(), limit)
             eta = latest
     return countdown, eta
-
-
-class WorkFailed(Exception):
-    """Raised by a task after it recorded that its work failed (a crawl that failed for good, a model
-    call whose last retry failed), so that the task ends in Celery's FAILURE state and Flower, ``celery
-    events`` and the task log count it. The failure is already committed (the sweeps and ``hnpal
-    quarantine`` read it from PostgreSQL); nothing retries on this exception, and a late-acknowledged
-    task is acknowledged as usual (``task_acks_on_failure_or_timeout``), so it is not redelivered.
-    Tasks list it in ``throws``: the worker logs it as an expected outcome, without a traceback."""
 
 
 app = HNPal("hnpal")
@@ -109,7 +102,7 @@ def _check_content_worker(options: dict | None = None, **_: object) -> None:
         warm_up()
     connections = int(concurrency)
     if TELEGRAM_QUEUE in warm:
-        from tasks.digests import SEND_THREADS  # the send path's modules, before any fork
+        from hnpal.deliveries.sender import SEND_THREADS  # the send path's modules, before any fork
 
         connections *= SEND_THREADS
     if warm:

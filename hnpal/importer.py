@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 
+from hnpal import jobs
 from hnpal.crawl.urls import canonical_url, domain_of
 from hnpal.db.session import session_scope
 from hnpal.ingest.items import classify
@@ -101,10 +102,8 @@ class _ContentSink:
         from hnpal.content.payload import encode_payload
 
         payload = encode_payload(**docs, meta={"method": "import"})
-        if self.store is None:
-            from tasks.content import store_content
-
-            store_content.delay(post_id, payload)
+        if self.store is None:  # the content worker runs: it writes
+            jobs.enqueue(None, jobs.CONTENT_STORE, post_id, payload)
             return
         from hnpal.content.service import store_payload
 

@@ -18,6 +18,8 @@ follow-ups, which its worker may run itself): handlers return work, they do not 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +60,12 @@ class Job:
     priority: int | None = None
 
     def send(self) -> Any:
-        """Publish it now (the ``AsyncResult``; only tasks declared with ``ignore_result=False`` fill it)."""
+        """Publish it now (the ``AsyncResult``; only tasks declared with ``ignore_result=False`` fill it).
+        Inside :func:`recording`, it is recorded instead (and None is returned)."""
+        recorder = _recorder.get()
+        if recorder is not None:
+            recorder.append(self)
+            return None
         options: dict[str, Any] = {}
         if self.countdown is not None:
             options["countdown"] = self.countdown
@@ -89,6 +96,23 @@ def send_now(name: str, *args: Any, countdown: float | None = None) -> Any:
     """Send at once and return the ``AsyncResult`` (for callers outside any task that wait on a result:
     the CLI's ``backup``, the demo's fetch)."""
     return job(name, *args, countdown=countdown).send()
+
+
+_recorder: ContextVar[list[Job] | None] = ContextVar("hnpal_jobs_recorder", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Job]]:
+    """Within the block, jobs that would be published are appended to the yielded list instead, in the
+    order they would have gone out (after their commit, as usual; nothing for a rolled-back session).
+    For tests that assert jobs by name, a bench that measures one step without the next, and commands
+    that store without starting the pipeline (``hnpal fetch --no-enqueue``)."""
+    sent: list[Job] = []
+    token = _recorder.set(sent)
+    try:
+        yield sent
+    finally:
+        _recorder.reset(token)
 
 
 @dataclass

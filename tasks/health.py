@@ -6,10 +6,11 @@ import os
 import socket
 from datetime import UTC, datetime
 
+from hnpal import queues
 from hnpal.celery import app
 
 
-@app.task(name="hnpal.health.ping", ignore_result=False)
+@app.task(name="hnpal.health.ping", queue=queues.DEFAULT, ignore_result=False)
 def ping() -> dict[str, object]:
     """Answer with where and when the worker ran; the caller reads the result."""
     return {

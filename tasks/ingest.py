@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from config.settings import get_settings
+from hnpal import queues
 from hnpal.celery import app
 from hnpal.db.session import session_scope
 from hnpal.ingest import service
 
 
-@app.task(name="hnpal.ingest.fetch", ignore_result=False)
+@app.task(name="hnpal.ingest.fetch", queue=queues.DEFAULT, ignore_result=False)
 def fetch_lists(lists: list[str] | None = None, limit: int | None = None) -> dict:
     """Fetch HN lists (default: HNPAL_HN_LISTS, HNPAL_HN_LIST_LIMIT ids each) and upsert the items."""
     settings = get_settings()
@@ -19,7 +20,7 @@ def fetch_lists(lists: list[str] | None = None, limit: int | None = None) -> dic
     return report.as_dict()
 
 
-@app.task(name="hnpal.ingest.items", ignore_result=False)
+@app.task(name="hnpal.ingest.items", queue=queues.DEFAULT, ignore_result=False)
 def fetch_items(hn_ids: list[int]) -> dict:
     """Fetch and upsert specific HN items by id."""
     with session_scope() as session:
@@ -27,7 +28,7 @@ def fetch_items(hn_ids: list[int]) -> dict:
     return report.as_dict()
 
 
-@app.task(name="hnpal.ingest.refresh")
+@app.task(name="hnpal.ingest.refresh", queue=queues.DEFAULT)
 def refresh_recent() -> dict:
     """Refresh score and comment_count of posts from the last HNPAL_REFRESH_WINDOW_HOURS."""
     with session_scope() as session:
@@ -35,22 +36,9 @@ def refresh_recent() -> dict:
     return report.as_dict()
 
 
-@app.task(
-    name="hnpal.ingest.comments",
-    autoretry_for=(OSError,),
-    retry_backoff=30,
-    retry_backoff_max=1800,
-    max_retries=5,
-)
+@app.task(name="hnpal.ingest.comments", queue=queues.DEFAULT, autoretry_for=(OSError,), retry_backoff=30,
+          retry_backoff_max=1800, max_retries=5)  # fmt: skip
 def fetch_comments(post_id: int) -> int | None:
     """Fetch a post's top comments and hand them to the content writer. Returns the post id."""
-    from hnpal.content.payload import encode_payload
-    from tasks.content import store_content
-
     settings = get_settings()
-    thread = service.fetch_comments(post_id=post_id, depth=settings.comments_depth, limit=settings.comments_max)
-    if thread is None:
-        return None
-    _hn_id, document = thread
-    store_content.delay(post_id, encode_payload(comments=document, meta={"method": "comments"}))
-    return post_id
+    return service.send_comments(post_id=post_id, depth=settings.comments_depth, limit=settings.comments_max)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hnpal.celery import WorkFailed, app
+from hnpal import queues
+from hnpal.celery import app
+from hnpal.errors import WorkFailed
 from hnpal.memory import service
 
 MAX_RETRIES = 3
@@ -12,8 +14,8 @@ MAX_RETRIES = 3
 # finds it and stores nothing twice.
 # An extraction whose model call failed for good (or answered nothing usable) is recorded on the
 # conversation, then raised as WorkFailed: the task is a FAILURE in Flower, acknowledged, not retried.
-@app.task(name="hnpal.memory.extract", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES,
-          throws=(WorkFailed,))  # fmt: skip
+@app.task(name="hnpal.memory.extract", queue=queues.LLM, priority=queues.BULK_PRIORITY, bind=True, acks_late=True,
+          reject_on_worker_lost=True, max_retries=MAX_RETRIES, throws=(WorkFailed,))  # fmt: skip
 def extract(self, conversation_id: int) -> dict:
     """Extract memory from one ended conversation. Returns its outcome and the ids of the rows stored."""
     try:

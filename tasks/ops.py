@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from config.settings import get_settings
+from hnpal import queues
 from hnpal.celery import app
 from hnpal.db.session import get_engine
 from hnpal.ops.retention import prune_agent_calls
@@ -25,7 +26,7 @@ SLEEP_RECORD = text(
 MAX_SLEEP = 600.0
 
 
-@app.task(name="hnpal.ops.prune")
+@app.task(name="hnpal.ops.prune", queue=queues.DEFAULT)
 def prune() -> dict:
     """Delete ``agent_calls`` older than HNPAL_AGENT_CALLS_RETENTION_DAYS, in batches, and the model-call
     reservations lost workers left (they stopped counting when they expired)."""
@@ -42,7 +43,7 @@ def prune() -> dict:
 
 # Late acknowledgement: a task that was running when its worker died is delivered again, so a drill can
 # tell "lost" from "ran twice" (each completion is a row; duplicates are counted, never hidden).
-@app.task(name="hnpal.ops.sleep", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="hnpal.ops.sleep", queue=queues.DEFAULT, acks_late=True, reject_on_worker_lost=True)
 def sleep(seconds: float, token: str) -> str:
     """Sleep ``seconds`` (at most 600), then record ``token`` as completed. Returns the token."""
     time.sleep(min(max(float(seconds), 0.0), MAX_SLEEP))

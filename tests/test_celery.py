@@ -6,6 +6,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 import celeryconfig
+from hnpal import queues
 from hnpal.celery import app
 
 
@@ -18,17 +19,90 @@ def test_task_names_follow_the_convention() -> None:
         assert area_verb[0] == "hnpal" and len(area_verb) == 3, name
 
 
-def test_routes_and_reliability_defaults() -> None:
+def test_reliability_defaults() -> None:
     conf = app.conf
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_acks_late is False  # switched on per idempotent task only
     assert conf.task_ignore_result is True
     assert conf.broker_transport_options["visibility_timeout"] > celeryconfig.MAX_COUNTDOWN
-    assert app.amqp.router.route({}, "hnpal.content.backup")["queue"].name == "content"
-    assert app.amqp.router.route({}, "hnpal.crawl.page")["queue"].name == "crawl"
-    assert app.amqp.router.route({}, "hnpal.telegram.send")["queue"].name == "telegram"
-    assert app.amqp.router.route({}, "hnpal.health.ping")["queue"].name == "default"
-    assert set(celeryconfig.QUEUES) == {"default", "crawl", "content", "llm", "telegram"}
+    assert set(queues.QUEUES) == {"default", "crawl", "content", "llm", "telegram"}
+
+
+# Where each task runs, as the operators' docs and `hnpal up` start the workers: every registered task
+# declares its queue (and bulk work its priority) on its decorator.
+QUEUE_OF = {
+    "hnpal.content.": queues.CONTENT,
+    "hnpal.crawl.post": queues.CRAWL,
+    "hnpal.summaries.summarize": queues.LLM,
+    "hnpal.memory.extract": queues.LLM,
+    "hnpal.discussions.sweep": queues.DEFAULT,
+    "hnpal.discussions.": queues.LLM,
+    "hnpal.digests.send": queues.TELEGRAM,  # and send_batch
+    "hnpal.telegram.sweep": queues.DEFAULT,
+    "hnpal.telegram.": queues.TELEGRAM,
+    "hnpal.review.sweep": queues.DEFAULT,
+    "hnpal.review.": queues.TELEGRAM,
+}
+BULK = {"hnpal.digests.send", "hnpal.digests.send_batch", "hnpal.summaries.summarize", "hnpal.memory.extract"}
+
+
+def test_every_task_declares_its_queue_and_bulk_work_its_priority() -> None:
+    app.loader.import_default_modules()
+    ours = sorted(name for name in app.tasks if name.startswith("hnpal."))
+    assert len(ours) >= 30
+    for name in ours:
+        task = app.tasks[name]
+        expected = next((queue for prefix, queue in QUEUE_OF.items() if name.startswith(prefix)), queues.DEFAULT)
+        assert getattr(task, "queue", None) == expected, name
+        assert getattr(task, "priority", None) == (queues.BULK_PRIORITY if name in BULK else None), name
+
+
+def test_a_process_that_never_imported_the_tasks_sends_each_job_to_its_declared_queue() -> None:
+    """The bot, beat and `celery call` name tasks they never imported: the app finds each task's own
+    declaration (queue, priority), a user's wait goes ahead of bulk work, and an unknown name is refused."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from hnpal import jobs
+        from hnpal.celery import app
+
+        sent = []
+        def record(producer, name, message, **options):
+            sent.append([name, options["queue"].name, options.get("priority")])
+        app.amqp.send_task_message = record
+        before = sorted(m for m in sys.modules if m.startswith("tasks."))
+        for name in (jobs.CRAWL_POST, jobs.CONTENT_STORE, jobs.DIGESTS_SEND, jobs.SUMMARIES_SUMMARIZE,
+                     jobs.INGEST_COMMENTS, jobs.TELEGRAM_HANDLE):
+            jobs.enqueue(None, name, 1)
+        jobs.enqueue(None, jobs.DIGESTS_SEND, 2, waited_on=True)
+        try:
+            jobs.enqueue(None, "hnpal.nothing.here", 1)
+        except Exception as exc:
+            sent.append(type(exc).__name__)
+        print(json.dumps({"before": before, "sent": sent}))
+        """
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["before"] == []
+    assert result["sent"] == [
+        ["hnpal.crawl.post", "crawl", None],
+        ["hnpal.content.store", "content", None],
+        ["hnpal.digests.send", "telegram", queues.BULK_PRIORITY],
+        ["hnpal.summaries.summarize", "llm", queues.BULK_PRIORITY],
+        ["hnpal.ingest.comments", "default", None],
+        ["hnpal.telegram.handle", "telegram", None],
+        ["hnpal.digests.send", "telegram", queues.WAITED_ON],
+        "NotRegistered",
+    ]
 
 
 @pytest.mark.parametrize("how", ["countdown", "eta", "retry signature"])
@@ -102,8 +176,8 @@ def test_bulk_retries_keep_their_priority() -> None:
 
     from tasks.digests import send
 
-    request = Context(delivery_info={"priority": celeryconfig.BULK_PRIORITY}, args=(1,), kwargs={}, id="x")
-    assert send.signature_from_request(request).options["priority"] == celeryconfig.BULK_PRIORITY
+    request = Context(delivery_info={"priority": queues.BULK_PRIORITY}, args=(1,), kwargs={}, id="x")
+    assert send.signature_from_request(request).options["priority"] == queues.BULK_PRIORITY
 
 
 def test_broker_keys_are_namespaced() -> None:

@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,7 +68,6 @@ class Ctx:
     session: Any
     principal: auth.Principal
     form: dict[str, Any]
-    after: list[Callable[[], None]] = field(default_factory=list)  # run after the commit (enqueue tasks)
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         settings = get_settings()
@@ -107,7 +106,6 @@ def view(role: str = "viewer") -> Callable[[Callable[[Ctx], Response]], Callable
 
 
 def _dispatch(fn: Callable[[Ctx], Response], role: str, request: Request, form: dict[str, Any]) -> Response:
-    after: list[Callable[[], None]] = []
     with session_scope() as session:
         principal = auth.resolve(session, request.cookies.get(COOKIE))
         if principal is None:
@@ -119,13 +117,7 @@ def _dispatch(fn: Callable[[Ctx], Response], role: str, request: Request, form: 
                           me=principal)  # fmt: skip
         if not principal.can(role):
             return render("error.html", 403, message=f"This needs the {role} role.", me=principal)
-        ctx = Ctx(request, session, principal, form, after)
-        response = fn(ctx)
-    for step in after:  # after the commit: the rows these tasks name exist
-        try:
-            step()
-        except Exception:  # noqa: BLE001 - the sweeps resend what could not be enqueued
-            log.exception("could not enqueue after a console action; the sweep will")
+        response = fn(Ctx(request, session, principal, form))  # its jobs are sent after this commit
     return response
 
 

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from config.settings import get_settings
+from hnpal import jobs
 from hnpal.console.app import Ctx, view
 from hnpal.review import service as review
 from hnpal.review.models import EditTag, ReviewItem
@@ -26,12 +27,6 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return int(str(value).strip())
     except (TypeError, ValueError):
         return default
-
-
-def _enqueue(ctx: Ctx, task: str, *args: Any) -> None:
-    from hnpal.celery import app
-
-    ctx.after.append(lambda: app.send_task(task, args=list(args)))
 
 
 def _back(path: str, note: str | None = None) -> Response:
@@ -120,7 +115,7 @@ def decide(ctx: Ctx) -> Response:
         return ctx.page("item.html", 409, item=row, user=user, post=None, sent=None, article=None,
                         tags=review.tag_names(ctx.session), error=str(exc))  # fmt: skip
     if decision.send_id is not None:
-        _enqueue(ctx, "hnpal.review.send", decision.send_id)
+        jobs.enqueue(ctx.session, jobs.REVIEW_SEND, decision.send_id)
     return _back("/queue", f"item {item_id}: {decision.status}")
 
 
@@ -262,7 +257,7 @@ def user_action(ctx: Ctx) -> Response:
             held = ctx.form.get("held", "")
             count = review.unsilence(ctx.session, user_id=user.id, operator=name, held=held)
             if held == "process" and count:
-                _enqueue(ctx, "hnpal.review.release", user.id)
+                jobs.enqueue(ctx.session, jobs.REVIEW_RELEASE, user.id)
             return _back(
                 path, f"silence lifted; {count} held message(s) {'processed' if held == 'process' else 'dropped'}"
             )

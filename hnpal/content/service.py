@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hnpal import jobs
 from hnpal.content.payload import decode_payload
 from hnpal.content.store import ContentStore
-from hnpal.db.hooks import after_commit
+from hnpal.db.retry import DB_TRANSIENT
+from hnpal.db.session import session_scope
+from hnpal.errors import Retry, WorkFailed
 from hnpal.posts.models import Post
 
 log = logging.getLogger(__name__)
@@ -70,22 +73,47 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
         if meta.get("repost_of_post_id"):
             post.repost_of_post_id = meta["repost_of_post_id"]
         if post.comment_count > 0 and post.comments_fetched_at is None:
-            from tasks.ingest import fetch_comments
-
-            after_commit(session, lambda pid=post.id: fetch_comments.delay(pid))
+            jobs.enqueue(session, jobs.INGEST_COMMENTS, post.id)
             if post.url is not None:
                 summarize_styles.append("")  # the default style, from the article
         else:
             summarize_styles.append("")
-    if summarize_styles:
-        from tasks.summaries import summarize
-
-        def send(pid: int = post.id, styles: tuple[str, ...] = tuple(dict.fromkeys(summarize_styles))) -> None:
-            for style in styles:
-                summarize.delay(pid, style or None)
-
-        after_commit(session, send)
+    for style in dict.fromkeys(summarize_styles):
+        jobs.enqueue(session, jobs.SUMMARIES_SUMMARIZE, post.id, style or None)
     return StoreResult(post.id, post.hn_id, tuple(kinds), "stored")
+
+
+# A payload that cannot be decoded or written is tried this many more times (a write may fail for a
+# moment), then quarantined: its post is marked failed and listed by `hnpal quarantine`.
+STORE_RETRIES = 3
+
+
+def store_or_quarantine(*, store: ContentStore, post_id: int, payload: str, retries: int) -> int | None:
+    """Store a payload (its own transaction). ``retries``: how many times this payload failed before.
+    Returns the post id once stored (None: nothing to store for it).
+
+    Raises the database's transient errors as they are (the task retries them with backoff), :class:`Retry`
+    while a failing payload has retries left, and :class:`WorkFailed` once it is quarantined."""
+    try:
+        with session_scope() as session:
+            result = store_payload(session=session, store=store, post_id=post_id, payload=payload)
+    except DB_TRANSIENT:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of this payload: retried, then quarantined
+        error = f"{type(exc).__name__}: {exc}"
+        if retries < STORE_RETRIES:
+            raise Retry(2**retries, error) from exc
+        with session_scope() as session:
+            quarantine_payload(session=session, post_id=post_id, error=error)
+        raise WorkFailed(f"content of post {post_id} not stored, quarantined: {error}") from None
+    return result.post_id if result.status == "stored" else None
+
+
+def copy_stored(*, store: ContentStore, post_id: int, source_post_id: int) -> int | None:
+    """:func:`copy_content` in its own transaction. Returns the post id once stored."""
+    with session_scope() as session:
+        result = copy_content(session=session, store=store, post_id=post_id, source_post_id=source_post_id)
+    return result.post_id if result.status == "stored" else None
 
 
 def quarantine_payload(*, session: Session, post_id: int, error: str) -> bool:

@@ -18,14 +18,28 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
+from hnpal import jobs
 from hnpal.content.payload import encode_payload
 from hnpal.crawl.extract import Extraction, ExtractionError, extract_html, extract_pdf
 from hnpal.crawl.fetch import FetchedPage, Fetcher, FetchError
-from hnpal.db.hooks import after_commit
 from hnpal.db.session import session_scope
 from hnpal.posts.models import MAX_CRAWL_ATTEMPTS, Post
 
 log = logging.getLogger(__name__)
+
+# Stale means older than any retry countdown could make it: past the visibility timeout, after which
+# the broker itself would have redelivered a message that still existed (a Redis restart loses them).
+STALE_IN_FLIGHT = timedelta(seconds=get_settings().broker_visibility_timeout)
+STALE_HANDOFF = min(timedelta(minutes=15), STALE_IN_FLIGHT)
+_fetcher: Fetcher | None = None
+
+
+def fetcher() -> Fetcher:
+    """This process's fetcher (its HTTP connection pools and DNS guard are shared by its crawls)."""
+    global _fetcher
+    if _fetcher is None:
+        _fetcher = Fetcher()
+    return _fetcher
 
 
 @dataclass(frozen=True)
@@ -83,9 +97,7 @@ def crawl(*, post_id: int, fetcher: Fetcher, settings: Settings | None = None) -
             return CrawlResult(post_id, "skipped", "already stored")
         post.crawl_status = "fetched"
         post.crawl_enqueued_at = datetime.now(UTC)
-        from tasks.content import store_content
-
-        after_commit(session, lambda: store_content.delay(post_id, payload))
+        jobs.enqueue(session, jobs.CONTENT_STORE, post_id, payload)
     log.info("crawled post %s (hn %s) via %s: %d chars", post_id, hn_id, extraction.method, len(extraction.text))
     return CrawlResult(post_id, "fetched", extraction.method)
 
@@ -106,9 +118,7 @@ def _plan(session: Session, post_id: int, settings: Settings) -> tuple[str, int]
     if earlier is not None:
         post.crawl_status = "fetched"
         post.crawl_enqueued_at = datetime.now(UTC)
-        from tasks.content import copy_content
-
-        after_commit(session, lambda: copy_content.delay(post.id, earlier))
+        jobs.enqueue(session, jobs.CONTENT_COPY, post.id, earlier)
         return CrawlResult(post_id, "reused", f"content of post {earlier}")
     return post.url, post.hn_id
 
@@ -176,7 +186,8 @@ def dispatch(
     """Posts to (re)enqueue: pending ones, and in-flight ones whose message was lost.
 
     Posts in ``stale_statuses`` untouched for longer than ``stale_after`` had their message lost (a Redis
-    restart, a purge): they are crawled again. Marks them queued; the caller enqueues after commit.
+    restart, a purge): they are crawled again. Marks them queued; the caller enqueues them after the
+    commit (:func:`dispatch_pending`, :func:`sweep_handoffs`).
     """
     cutoff = datetime.now(UTC) - stale_after
     pending = Post.crawl_status == "pending" if include_pending else Post.id.is_(None)
@@ -203,6 +214,38 @@ def dispatch(
             update(Post).where(Post.id.in_(ids)).values(crawl_status="queued", crawl_enqueued_at=datetime.now(UTC))
         )
     return ids
+
+
+def dispatch_pending() -> int:
+    """Enqueue crawls (after the commit) for pending posts and in-flight posts whose message was lost."""
+    settings = get_settings()
+    with session_scope() as session:
+        ids = dispatch(session=session, limit=settings.crawl_dispatch_batch, stale_after=STALE_IN_FLIGHT)
+        for post_id in ids:
+            jobs.enqueue(session, jobs.CRAWL_POST, post_id)
+    return len(ids)
+
+
+def sweep_handoffs() -> dict[str, int]:
+    """Content handed to the writer but never stored (its message was lost) is produced again: fetched
+    pages are crawled again, text posts' HN texts are fetched and sent again."""
+    from hnpal.ingest.service import resend_texts
+
+    settings = get_settings()
+    with session_scope() as session:
+        ids = dispatch(
+            session=session,
+            limit=settings.crawl_dispatch_batch,
+            stale_after=STALE_HANDOFF,
+            stale_statuses=("fetched",),
+            include_pending=False,
+        )
+        for post_id in ids:
+            jobs.enqueue(session, jobs.CRAWL_POST, post_id)
+    with session_scope() as session:
+        hn_ids = stale_text_posts(session=session, stale_after=STALE_HANDOFF, limit=settings.crawl_dispatch_batch)
+        resent = resend_texts(session=session, hn_ids=hn_ids)
+    return {"recrawled": len(ids), "texts_resent": resent}
 
 
 def stale_text_posts(*, session: Session, stale_after: timedelta, limit: int) -> list[int]:

@@ -19,8 +19,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from hnpal import jobs
 from hnpal.crawl.extract import ExtractionError, extract_hn_text
-from hnpal.db.hooks import after_commit
 from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
@@ -74,27 +74,28 @@ def _fetch_ids(ids: list[int]) -> dict[int, Any]:
         return client.items(ids)
 
 
-def fetch_lists(*, session: Session, lists: list[str], limit: int, enqueue: bool = True) -> IngestReport:
+def fetch_lists(*, session: Session, lists: list[str], limit: int) -> IngestReport:
     """Fetch the given HN lists (at most ``limit`` ids each) and upsert every item."""
     items = _fetch(lists, limit)
-    return store_items(session=session, items=items, enqueue=enqueue)
+    return store_items(session=session, items=items)
 
 
-def refresh_recent(*, session: Session, hours: int, enqueue: bool = True) -> IngestReport:
+def refresh_recent(*, session: Session, hours: int) -> IngestReport:
     """Re-read recent posts so score and comment_count stay current."""
     since = datetime.now(UTC) - timedelta(hours=hours)
     ids = list(session.scalars(select(Post.hn_id).where(Post.hn_published_at >= since)))
     if not ids:
         return IngestReport()
-    return store_items(session=session, items=_fetch_ids(ids), enqueue=enqueue)
+    return store_items(session=session, items=_fetch_ids(ids))
 
 
-def fetch_items(*, session: Session, hn_ids: list[int], enqueue: bool = True) -> IngestReport:
-    return store_items(session=session, items=_fetch_ids(hn_ids), enqueue=enqueue)
+def fetch_items(*, session: Session, hn_ids: list[int]) -> IngestReport:
+    return store_items(session=session, items=_fetch_ids(hn_ids))
 
 
-def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True) -> IngestReport:
-    """Validate and upsert fetched items (id -> item, None or ItemError)."""
+def store_items(*, session: Session, items: dict[int, Any]) -> IngestReport:
+    """Validate and upsert fetched items (id -> item, None or ItemError). New posts' crawls, comment
+    threads and HN texts are enqueued once ``session`` commits."""
     report = IngestReport(requested=len(items))
     rows: list[dict[str, Any]] = []
     valid: dict[int, dict[str, Any]] = {}
@@ -120,7 +121,7 @@ def store_items(*, session: Session, items: dict[int, Any], enqueue: bool = True
     texts = hn_texts(valid, options_for=set(polls) - known)
     now = datetime.now(UTC)
     for start in range(0, len(rows), BATCH_SIZE):
-        _upsert_batch(session, rows[start : start + BATCH_SIZE], texts, now, report, enqueue)
+        _upsert_batch(session, rows[start : start + BATCH_SIZE], texts, now, report)
     return report
 
 
@@ -163,7 +164,6 @@ def _upsert_batch(
     texts: dict[int, str],
     now: datetime,
     report: IngestReport,
-    enqueue: bool,
 ) -> None:
     for row in batch:
         has_url = row["url"] is not None
@@ -211,26 +211,17 @@ def _upsert_batch(
         id_of = {row[1]: row[0] for row in result}
         classify_posts(session=session, post_ids=new_ids, texts={id_of[h]: t for h, t in texts.items() if h in id_of})
     for post_id, hn_id, html, beside_article in new_texts:
-        _send_hn_text(session, post_id, hn_id, html, enqueue, beside_article=beside_article)
+        _send_hn_text(session, post_id, hn_id, html, beside_article=beside_article)
         if not beside_article:
             report.text_posts.append(post_id)
     report.threads.extend(threads)
-    if enqueue and (new_crawls or threads):
-        from tasks.crawl import crawl_post
-        from tasks.ingest import fetch_comments
-
-        def send(ids: list[int] = new_crawls, thread_ids: list[int] = threads) -> None:
-            for post_id in ids:
-                crawl_post.delay(post_id)
-            for post_id in thread_ids:
-                fetch_comments.delay(post_id)
-
-        after_commit(session, send)
+    for post_id in new_crawls:
+        jobs.enqueue(session, jobs.CRAWL_POST, post_id)
+    for post_id in threads:
+        jobs.enqueue(session, jobs.INGEST_COMMENTS, post_id)
 
 
-def _send_hn_text(
-    session: Session, post_id: int, hn_id: int, html: str, enqueue: bool, *, beside_article: bool = False
-) -> None:
+def _send_hn_text(session: Session, post_id: int, hn_id: int, html: str, *, beside_article: bool = False) -> None:
     """Ask HN / Show HN / job / poll text: no crawl, straight to the content writer. ``beside_article``:
     the post also has a URL, whose crawl stores the article; this text is kept as its ``hn_text``."""
     from hnpal.content.payload import encode_payload
@@ -250,17 +241,14 @@ def _send_hn_text(
             markdown=extraction.markdown,
             meta={"method": extraction.method, "final_url": None},
         )
-    if enqueue:
-        from tasks.content import store_content
-
-        after_commit(session, lambda: store_content.delay(post_id, payload))
+    jobs.enqueue(session, jobs.CONTENT_STORE, post_id, payload)
 
 
 def count_posts(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Post)) or 0
 
 
-def resend_texts(*, session: Session, hn_ids: list[int], enqueue: bool = True) -> int:
+def resend_texts(*, session: Session, hn_ids: list[int]) -> int:
     """Send the HN text of text posts to the content writer again (their first message was lost)."""
     if not hn_ids:
         return 0
@@ -269,7 +257,7 @@ def resend_texts(*, session: Session, hn_ids: list[int], enqueue: bool = True) -
     sent = 0
     for hn_id, html in hn_texts(items).items():
         if hn_id in ids:
-            _send_hn_text(session, ids[hn_id], hn_id, html, enqueue)
+            _send_hn_text(session, ids[hn_id], hn_id, html)
             sent += 1
     return sent
 
@@ -293,3 +281,16 @@ def fetch_comments(*, post_id: int, depth: int, limit: int) -> tuple[int, str] |
     if not isinstance(descendants, int) or isinstance(descendants, bool) or not 0 <= descendants <= INT_MAX:
         descendants = row.comment_count
     return row.hn_id, thread_document(row.hn_id, comments, descendants)
+
+
+def send_comments(*, post_id: int, depth: int, limit: int) -> int | None:
+    """Fetch a post's top comments and hand them to the content writer. Returns the post id, or None
+    when the post or its story item is gone."""
+    from hnpal.content.payload import encode_payload
+
+    thread = fetch_comments(post_id=post_id, depth=depth, limit=limit)
+    if thread is None:
+        return None
+    _hn_id, document = thread
+    jobs.enqueue(None, jobs.CONTENT_STORE, post_id, encode_payload(comments=document, meta={"method": "comments"}))
+    return post_id

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -221,10 +221,3 @@ def recheck(settings: Settings | None = None) -> bool:
              settings.llm_key_recheck_seconds)  # fmt: skip
     _touch(settings)
     return False
-
-
-def offline_posts(session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Posts summarized offline while the model refused the key (oldest first)."""
-    from hnpal.posts.models import Post
-
-    return list(session.scalars(select(Post.id).where(Post.summary_status == "offline").order_by(Post.id).limit(limit)))

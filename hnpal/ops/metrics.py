@@ -48,12 +48,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 
 from hnpal.ops import heartbeat
+from hnpal.queues import QUEUES
 from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.users.models import USER_STATUSES
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("default", "crawl", "content", "llm", "telegram")
 TELEGRAM_429_KEY = "ops:counter:telegram_429"
 OFFLINE_MODEL = "offline-extractive"
 # kombu's Redis transport keeps priority levels in sibling lists named "<queue>\x06\x16<priority>".

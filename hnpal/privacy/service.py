@@ -447,3 +447,24 @@ def export(
         },
     )
     return filename, body
+
+
+PURGE_ROUNDS = 50  # batches per run of the beat's purge; the next run (hourly) goes on
+
+
+def purge_expired() -> dict[str, Any]:
+    """Hard-delete users deleted more than the grace period ago, batch by batch (each its own
+    transaction), for at most PURGE_ROUNDS batches. Returns how many and what went with them."""
+    from hnpal.db.session import session_scope
+
+    users = 0
+    rows: dict[str, int] = {}
+    for _ in range(PURGE_ROUNDS):
+        with session_scope() as session:
+            done = purge(session=session)
+        users += done.users
+        for name, count in done.rows.items():
+            rows[name] = rows.get(name, 0) + count
+        if done.users < PURGE_BATCH:
+            break
+    return {"users": users, "rows": rows}

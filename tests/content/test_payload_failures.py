@@ -29,7 +29,8 @@ def test_payloads_round_trip_from_many_threads_at_once() -> None:
 
 
 def test_a_payload_that_cannot_be_stored_is_retried_then_quarantined(tmp_path: Path, spawn_worker) -> None:
-    from tasks.content import STORE_RETRIES, store_content
+    from hnpal import jobs
+    from hnpal.content.service import STORE_RETRIES
 
     with session_scope() as session:
         post = Post(hn_id=9_700_001, type="story", title="corrupt", url="https://example.com/c", crawl_status="fetched")
@@ -47,8 +48,8 @@ def test_a_payload_that_cannot_be_stored_is_retried_then_quarantined(tmp_path: P
         worker.wait_ready()
         # a zstd frame, corrupted (fixed bytes: random ones may claim a size that fails with MemoryError)
         garbage = base64.b64encode(b"\x28\xb5\x2f\xfd" + bytes(200)).decode()
-        store_content.delay(post_id, garbage)
-        store_content.delay(text_post_id, garbage)
+        jobs.enqueue(None, jobs.CONTENT_STORE, post_id, garbage)
+        jobs.enqueue(None, jobs.CONTENT_STORE, text_post_id, garbage)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with session_scope() as session:

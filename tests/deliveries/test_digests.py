@@ -669,7 +669,7 @@ def test_two_senders_on_one_digest_send_each_post_once(committed, tg, send) -> N
 def test_a_digest_telegram_refuses_for_good_is_a_failed_task(committed, tg, outbox) -> None:
     """A 400 for the digest's message: the digest is recorded failed with the reason, and the task ends in
     FAILURE (what Flower counts), not retried, rather than a green success."""
-    from hnpal.celery import WorkFailed
+    from hnpal.errors import WorkFailed
     from tasks.digests import send as send_task
 
     with committed() as make:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, text
 
+from hnpal import jobs
 from hnpal.deliveries.models import Delivery
 from hnpal.deliveries.selection import select_posts
 from hnpal.deliveries.service import make_card, prepare
@@ -140,7 +141,8 @@ def test_the_why_line_is_stored_and_shown(db_session, make) -> None:
 def test_topics_are_computed_once_per_post(db_session) -> None:
     item = {"id": 8_800_001, "type": "story", "title": "SQLite WAL mode in depth", "url": "https://sqlite.org/wal.html",
             "by": "ada", "time": 1_700_000_000, "score": 10, "descendants": 1}  # fmt: skip
-    store_items(session=db_session, items={item["id"]: item}, enqueue=False)
+    with jobs.recording():
+        store_items(session=db_session, items={item["id"]: item})
     post = db_session.scalars(select(Post).where(Post.hn_id == item["id"])).one()
     assert post.topics and post.topics[0] == "databases" and post.topics_model == MODEL_NAME
     assert len(post.topics) == len(post.topic_weights)
@@ -148,7 +150,8 @@ def test_topics_are_computed_once_per_post(db_session) -> None:
     db_session.execute(
         text("UPDATE posts SET topics = '{marked}', topic_weights = '{1}' WHERE id = :id"), {"id": post.id}
     )
-    store_items(session=db_session, items={item["id"]: {**item, "score": 99}}, enqueue=False)
+    with jobs.recording():
+        store_items(session=db_session, items={item["id"]: {**item, "score": 99}})
     db_session.expire_all()
     post = db_session.get(Post, post.id)
     assert (post.score, post.topics) == (99, ["marked"])

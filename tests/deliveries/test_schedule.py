@@ -355,9 +355,11 @@ def test_preferences_fall_back_field_by_field() -> None:
 
 
 def test_schedule_task_creates_prepares_and_fans_out_once(committed, monkeypatch) -> None:
-    """The beat's task body under frozen time. Its fan-out is recorded instead of queued (the preparation
-    task, when there is one, runs inline), so only what this test created is sent anywhere."""
+    """The beat's task body under frozen time. Its jobs are recorded instead of queued (the preparation
+    jobs are run here, as their worker would), so only what this test created is sent anywhere."""
+    from hnpal import jobs
     from hnpal.db.session import session_scope
+    from hnpal.deliveries import service
     from tasks import digests
 
     frozen = utc(2031, 6, 16, 6, 0)  # 08:00 in Berlin, 02:00 in New York
@@ -368,27 +370,34 @@ def test_schedule_task_creates_prepares_and_fans_out_once(committed, monkeypatch
         # a post summarized "later" than any digest's window start: every due digest may take it
         post = make.post("A post for the scheduled digest", summarized_at=make.epoch)
     created: list[int] = []
-    enqueued: list[int] = []
-    real_create = digests.service.create_due_digests
+    real_create = service.create_due_digests
 
     def recording_create(**kw):
         ids = real_create(**kw)
         created.extend(ids)
         return ids
 
-    monkeypatch.setattr(digests.service, "create_due_digests", recording_create)
-    monkeypatch.setattr(digests.send, "delay", lambda digest_id: enqueued.append(digest_id))
-    if hasattr(digests, "send_batch"):
-        monkeypatch.setattr(digests.send_batch, "delay", lambda ids: enqueued.extend(ids))
-    if hasattr(digests, "prepare"):
-        monkeypatch.setattr(digests.prepare, "delay", lambda ids: digests.prepare(ids))
+    monkeypatch.setattr(service, "create_due_digests", recording_create)
+    enqueued: list[int] = []
     try:
-        with time_machine.travel(frozen, tick=False):
-            assert datetime.now(UTC) == frozen
-            first = digests.schedule()
-            again = digests.schedule()
-        with time_machine.travel(frozen + timedelta(minutes=1), tick=False):
-            a_minute_later = digests.schedule()
+        with jobs.recording() as sent:
+            with time_machine.travel(frozen, tick=False):
+                assert datetime.now(UTC) == frozen
+                first = digests.schedule()
+                again = digests.schedule()
+            with time_machine.travel(frozen + timedelta(minutes=1), tick=False):
+                a_minute_later = digests.schedule()
+            prepares = [job for job in sent if job.name == jobs.DIGESTS_PREPARE]
+            assert len(prepares) == -(-first // 500)  # one preparation job per 500 digests, as the batches
+            with time_machine.travel(frozen, tick=False):
+                for job in prepares:
+                    digests.prepare(*job.args)
+        for job in sent:
+            if job.name == jobs.DIGESTS_SEND:
+                enqueued.append(job.args[0])
+            elif job.name == jobs.DIGESTS_SEND_BATCH:
+                enqueued.extend(job.args[0])
+        assert {job.name for job in sent} <= {jobs.DIGESTS_PREPARE, jobs.DIGESTS_SEND, jobs.DIGESTS_SEND_BATCH}
         assert first == len(created) and again == 0 and a_minute_later == 0
         with session_scope() as session:
             mine = my_digests(session, [due.id, not_due.id, paused.id])

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hnpal import jobs
 from hnpal.ingest import service
 from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, classify, parse_item
@@ -76,7 +77,8 @@ def test_parse_item_extracts_domain_and_canonical_url() -> None:
 
 
 def test_fetch_lists_upserts_every_type_and_counts_skips(db_session: Session, hn_settings) -> None:
-    report = service.fetch_lists(session=db_session, lists=["new", "job"], limit=500, enqueue=False)
+    with jobs.recording():
+        report = service.fetch_lists(session=db_session, lists=["new", "job"], limit=500)
     assert report.skipped["deleted"] >= 1 and report.skipped["dead"] >= 1 and report.skipped["null"] >= 1
     posts = db_session.scalars(select(Post)).all()
     assert report.inserted == len(posts) >= 30
@@ -93,7 +95,8 @@ def test_fetch_lists_upserts_every_type_and_counts_skips(db_session: Session, hn
 
 
 def test_refetch_refreshes_scores_without_duplicates(db_session: Session, hn_settings) -> None:
-    first = service.fetch_lists(session=db_session, lists=["new", "top"], limit=500, enqueue=False)
+    with jobs.recording():
+        first = service.fetch_lists(session=db_session, lists=["new", "top"], limit=500)
     story_id = next(iter(sorted(hn_settings.items)))
     story = hn_settings.item(story_id)
     post = db_session.scalar(select(Post).where(Post.hn_id == story_id))
@@ -104,7 +107,8 @@ def test_refetch_refreshes_scores_without_duplicates(db_session: Session, hn_set
     original = hn_settings.items[story_id]
     hn_settings.add_item({**original, "score": story["score"] + 100, "descendants": story.get("descendants", 0) + 5})
     try:
-        second = service.fetch_lists(session=db_session, lists=["new", "top"], limit=500, enqueue=False)
+        with jobs.recording():
+            second = service.fetch_lists(session=db_session, lists=["new", "top"], limit=500)
     finally:
         hn_settings.add_item(original)
     assert second.inserted == 0 and second.updated == first.inserted
@@ -143,7 +147,8 @@ def test_permanent_errors_skip_one_item_not_the_batch(db_session: Session, hn_se
     ids = sorted(i for i, it in hn_settings.items.items() if it.get("type") == "story" and not it.get("dead"))[:5]
     hn_settings.set_fault(f"/v0/item/{ids[0]}", "404")
     try:
-        report = service.fetch_items(session=db_session, hn_ids=ids, enqueue=False)
+        with jobs.recording():
+            report = service.fetch_items(session=db_session, hn_ids=ids)
     finally:
         hn_settings.clear_faults()
     assert report.skipped["fetch_failed"] == 1

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hnpal import jobs
 from hnpal.crawl.urls import canonical_url, domain_of, normalize_domain
 from hnpal.ingest import service
 from hnpal.ingest.client import HNClient
@@ -98,7 +99,8 @@ def test_one_bad_number_does_not_lose_the_batch(db_session: Session, replay) -> 
     replay.add_item(ASK_121003)
     replay.add_item({**STORY_8863, "id": 8864, "score": 2**31, "title": "huge score"})
     replay.add_item({**STORY_8863, "id": 8865, "descendants": 1e308, "title": "huge descendants"})
-    report = service.fetch_items(session=db_session, hn_ids=[8863, 8864, 8865, 121003], enqueue=False)
+    with jobs.recording():
+        report = service.fetch_items(session=db_session, hn_ids=[8863, 8864, 8865, 121003])
     assert report.inserted == 2 and report.skipped["invalid"] == 2
     stored = dict(db_session.execute(select(Post.hn_id, Post.domain)).all())
     assert stored == {8863: "getdropbox.com", 121003: None}
@@ -124,7 +126,8 @@ def test_comments_task_survives_a_malformed_story(replay) -> None:
     story = {**STORY_8863, "id": 9_008_863}
     replay.add_item(story)
     with session_scope() as session:
-        service.fetch_items(session=session, hn_ids=[story["id"]], enqueue=False)
+        with jobs.recording():
+            service.fetch_items(session=session, hn_ids=[story["id"]])
     replay.add_item({**story, "kids": 8869, "descendants": "many"})  # the story changed since
     with session_scope() as session:
         post_id = session.scalar(select(Post.id).where(Post.hn_id == story["id"]))
@@ -153,7 +156,8 @@ def test_a_title_only_post_asks_for_its_thread_once_it_has_comments(db_session: 
     ask = {"by": "asker", "descendants": 0, "id": 9_300_001, "score": 1, "time": 1733400000, "type": "story",
            "title": "Ask HN: Anyone else seeing this?"}  # fmt: skip
     replay.add_item(ask)
-    first = service.fetch_items(session=db_session, hn_ids=[ask["id"]], enqueue=False)
+    with jobs.recording():
+        first = service.fetch_items(session=db_session, hn_ids=[ask["id"]])
     assert first.inserted == 1 and first.threads == [] and first.text_posts == []
     replay.add_item({**ask, "descendants": 3, "kids": [9_300_002]})
     second = service.fetch_items(session=db_session, hn_ids=[ask["id"]], enqueue=False)

@@ -227,7 +227,7 @@ def test_malformed_json_keeps_the_note_and_does_not_loop(paid: LLMServer, make: 
 
 def test_a_failed_extraction_task_is_a_failure_not_a_success(paid: LLMServer, make: Factory) -> None:
     """The task records the outcome, then ends in FAILURE (what Flower counts); a second run finds it done."""
-    from hnpal.celery import WorkFailed
+    from hnpal.errors import WorkFailed
     from tasks.memory import extract
 
     user = make.user()

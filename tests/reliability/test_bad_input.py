@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from hnpal import jobs
 from hnpal.db.session import session_scope
 from hnpal.ops.metrics import _PRIORITY_SUFFIXES, QUEUES
 from hnpal.sandbox.hn_replay import HNReplayServer, Snapshot
@@ -426,7 +427,8 @@ def run_hn(case: Case, world: World, settings_env) -> None:  # type: ignore[no-u
         world.replay.set_fault(f"/v0/item/{hn_id}", fault)
     try:
         with session_scope() as session:
-            report = service.fetch_items(session=session, hn_ids=[hn_id], enqueue=False)
+            with jobs.recording():
+                report = service.fetch_items(session=session, hn_ids=[hn_id])
     finally:
         world.replay.clear_faults()
     stored = rows("SELECT * FROM posts WHERE hn_id = :h", h=hn_id)

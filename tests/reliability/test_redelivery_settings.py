@@ -33,10 +33,11 @@ def test_defaults_keep_kombus_restore_cadence() -> None:
 
 def test_a_short_timeout_is_looked_for_every_second() -> None:
     code = (
-        "import celeryconfig, json; from tasks import crawl, digests; print(json.dumps({**celeryconfig."
-        "broker_transport_options, 'sweep': celeryconfig.beat_schedule['digests-sweep']['schedule'], "
+        "import celeryconfig, json; from hnpal.crawl import service as crawl; from hnpal.deliveries import runs; "
+        "print(json.dumps({**celeryconfig.broker_transport_options, "
+        "'sweep': celeryconfig.beat_schedule['digests-sweep']['schedule'], "
         "'stale': [crawl.STALE_IN_FLIGHT.total_seconds(), crawl.STALE_HANDOFF.total_seconds(), "
-        "digests.STALE_DIGEST.total_seconds()]}))"
+        "runs.STALE_DIGEST.total_seconds()]}))"
     )
     env = {**os.environ, "HNPAL_BROKER_VISIBILITY_TIMEOUT": "8", "HNPAL_MAX_COUNTDOWN": "4"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
@@ -49,8 +50,9 @@ def test_a_short_timeout_is_looked_for_every_second() -> None:
 
 
 def test_defaults_keep_the_sweeps_thresholds() -> None:
-    from tasks import crawl, digests
+    from hnpal.crawl import service as crawl
+    from hnpal.deliveries import runs
 
     assert crawl.STALE_IN_FLIGHT.total_seconds() == 2 * 3600  # as before the setting existed
     assert crawl.STALE_HANDOFF.total_seconds() == 15 * 60
-    assert digests.STALE_DIGEST.total_seconds() == 10 * 60
+    assert runs.STALE_DIGEST.total_seconds() == 10 * 60

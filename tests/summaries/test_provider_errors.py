@@ -204,7 +204,7 @@ def test_the_same_key_accepted_again_is_found_by_the_sweeps_recheck(model, conte
 def test_a_permanent_error_other_than_the_key_is_quarantined_not_lost(model, content, settings_env) -> None:
     """A 400 the model gives for this post: counted as every attempt at once, so `hnpal quarantine`
     lists it (it used to become 'skipped', seen by nobody)."""
-    from hnpal.celery import WorkFailed
+    from hnpal.errors import WorkFailed
     from hnpal.ops.quarantine import list_failed
     from tasks.summaries import summarize
 

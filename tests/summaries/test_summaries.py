@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from hnpal.celery import WorkFailed
 from hnpal.content import ContentStore
 from hnpal.db.session import session_scope
+from hnpal.errors import WorkFailed
 from hnpal.posts.models import Post
 from hnpal.summaries import service
 from hnpal.summaries.models import Summary
