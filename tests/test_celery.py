@@ -105,7 +105,7 @@ def test_a_process_that_never_imported_the_tasks_sends_each_job_to_its_declared_
     ]
 
 
-@pytest.mark.parametrize("how", ["countdown", "eta", "retry signature"])
+@pytest.mark.parametrize("how", ["countdown", "eta", "retry signature", "by name"])
 def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str) -> None:
     """A message waiting out its countdown stays unacknowledged in Redis: every countdown and ETA,
     however a task asks for it, is capped at HNPAL_MAX_COUNTDOWN, below the visibility timeout."""
@@ -120,6 +120,8 @@ def test_no_task_waits_longer_than_the_visibility_timeout_allows(how: str) -> No
         send.apply_async((1,), countdown=asked, queue=queue)
     elif how == "eta":
         send.apply_async((1,), eta=datetime.now(UTC) + timedelta(seconds=asked), queue=queue)
+    elif how == "by name":  # what hnpal.jobs, beat and `celery call` publish
+        app.send_task("hnpal.digests.send", args=[1], countdown=asked, queue=queue)
     else:  # what Task.retry publishes
         send.signature((1,), countdown=asked, queue=queue).apply_async()
     published = datetime.now(UTC)

@@ -77,8 +77,10 @@ def test_parse_item_extracts_domain_and_canonical_url() -> None:
 
 
 def test_fetch_lists_upserts_every_type_and_counts_skips(db_session: Session, hn_settings) -> None:
-    with jobs.recording():
+    with jobs.recording() as sent:
         report = service.fetch_lists(session=db_session, lists=["new", "job"], limit=500)
+        assert sent == []  # nothing before the commit
+        db_session.commit()  # the test's savepoint: the jobs go out
     assert report.skipped["deleted"] >= 1 and report.skipped["dead"] >= 1 and report.skipped["null"] >= 1
     posts = db_session.scalars(select(Post)).all()
     assert report.inserted == len(posts) >= 30
@@ -92,6 +94,12 @@ def test_fetch_lists_upserts_every_type_and_counts_skips(db_session: Session, hn
     assert all(p.url is None for p in by_status.get("fetched", []))
     assert len(report.text_posts) == len(by_status.get("fetched", [])) >= 3
     assert all(p.domain and p.canonical_url for p in posts if p.url)
+    # after the commit: a crawl per new post with a URL, the HN text of each text post to the content writer
+    crawls = sorted(job.args[0] for job in sent if job.name == jobs.CRAWL_POST)
+    assert crawls == sorted(p.id for p in by_status["queued"])
+    texts = {job.args[0] for job in sent if job.name == jobs.CONTENT_STORE}
+    assert set(report.text_posts) <= texts
+    assert {job.name for job in sent} <= {jobs.CRAWL_POST, jobs.CONTENT_STORE, jobs.INGEST_COMMENTS}
 
 
 def test_refetch_refreshes_scores_without_duplicates(db_session: Session, hn_settings) -> None:

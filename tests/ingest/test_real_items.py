@@ -160,6 +160,9 @@ def test_a_title_only_post_asks_for_its_thread_once_it_has_comments(db_session: 
         first = service.fetch_items(session=db_session, hn_ids=[ask["id"]])
     assert first.inserted == 1 and first.threads == [] and first.text_posts == []
     replay.add_item({**ask, "descendants": 3, "kids": [9_300_002]})
-    second = service.fetch_items(session=db_session, hn_ids=[ask["id"]], enqueue=False)
+    with jobs.recording() as sent:
+        second = service.fetch_items(session=db_session, hn_ids=[ask["id"]])
+        db_session.commit()
     post = db_session.scalar(select(Post).where(Post.hn_id == ask["id"]))
     assert second.updated == 1 and second.threads == [post.id] and post.crawl_status == "skipped"
+    assert sent == [jobs.Job(jobs.INGEST_COMMENTS, (post.id,))]

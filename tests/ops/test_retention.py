@@ -48,7 +48,8 @@ def test_prune_runs_daily_on_the_default_queue() -> None:
 
     entries = [e for e in app.conf.beat_schedule.values() if e["task"] == "hnpal.ops.prune"]
     assert len(entries) == 1 and isinstance(entries[0]["schedule"], crontab)
-    assert app.amqp.router.route({}, "hnpal.ops.prune")["queue"].name == "default"
+    app.loader.import_default_modules()
+    assert app.tasks["hnpal.ops.prune"].queue == "default"
 
 
 def test_every_state_key_expires(redis_client, key_prefix: str) -> None:

@@ -173,5 +173,6 @@ def test_purge_is_scheduled_on_the_default_queue() -> None:
     assert entry["schedule"] == 3600.0
     from hnpal.celery import app
 
-    assert app.amqp.router.route({}, "hnpal.privacy.purge")["queue"].name == "default"
-    assert app.amqp.router.route({}, "hnpal.memory.extract")["queue"].name == "llm"
+    app.loader.import_default_modules()
+    assert app.tasks["hnpal.privacy.purge"].queue == "default"
+    assert app.tasks["hnpal.memory.extract"].queue == "llm"
