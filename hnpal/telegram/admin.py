@@ -4,7 +4,7 @@
 Only the Telegram ids in ``HNPAL_ADMIN_IDS`` may use them. Anyone else gets exactly the reply of an
 unknown command, so the chat does not reveal that admin commands exist. Every admin action is written to
 ``audit_log`` (``actor_type`` admin, ``actor_id`` the admin's users.id); a retried update's task is
-enqueued after the commit (``ctx.effects``). The figures come from the same collectors as the Prometheus
+enqueued after the commit (``ctx.jobs``). The figures come from the same collectors as the Prometheus
 metrics (:mod:`hnpal.ops.metrics`) and the quarantine logic of ``hnpal quarantine``
 (:mod:`hnpal.ops.quarantine`).
 """
@@ -123,7 +123,7 @@ def _retry(ctx: Ctx, user: User, arg: str) -> None:
     except quarantine.QuarantineError as exc:
         ctx.out.send(ctx.chat_id, f"⚠️ {esc(str(exc))}")
         return
-    ctx.effects.enqueue(job.task, *job.args)
+    ctx.jobs.enqueue(job.task, *job.args)
     _audit(ctx, user, "admin_retry", update_id=int(arg))
     ctx.out.send(ctx.chat_id, f"Update {int(arg)} is queued again.")
     log.info("admin %s retried update %s", ctx.telegram_id, arg)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from config.settings import get_settings
+from hnpal import jobs
 from hnpal.deliveries import service as deliveries
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import next_delivery
@@ -86,25 +87,11 @@ class Outbox(Protocol):
 
 
 @dataclass
-class Effects:
-    """What handling an update asks for after commit: tasks to enqueue, by name, with their arguments
-    (ids only). The ``hnpal.telegram.handle`` task sends them once the update's work is committed."""
-
-    tasks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)  # name, args, options
-
-    def enqueue(self, task_name: str, *args: Any, waited_on: bool = False) -> None:
-        """``waited_on``: the user asked for this and waits for it, so it is sent at the default (highest)
-        priority, ahead of bulk work routed at ``celeryconfig.BULK_PRIORITY`` (a /digest during a
-        scheduled digest run)."""
-        self.tasks.append((task_name, args, {"priority": 0} if waited_on else {}))
-
-
-@dataclass
 class Ctx:
     session: Session
     out: Outbox
     store: StateStore
-    effects: Effects
+    jobs: jobs.Batch  # follow-up tasks, sent once the update's work has committed
     telegram_id: int
     chat_id: int
 
@@ -116,10 +103,11 @@ class MalformedUpdate(ValueError):
     """An update whose shape Telegram never sends (the task quarantines it with this message)."""
 
 
-def handle_update(*, session: Session, out: Outbox, store: StateStore, update: dict[str, Any]) -> Effects:
-    """Handle one update. Raises only on infrastructure errors (the task retries, then quarantines) and
-    on malformed updates (:class:`MalformedUpdate`: quarantined at once)."""
-    effects = Effects()
+def handle_update(*, session: Session, out: Outbox, store: StateStore, update: dict[str, Any]) -> jobs.Batch:
+    """Handle one update. Returns the follow-up tasks it asks for, to be sent once its work has committed.
+    Raises only on infrastructure errors (retried, then quarantined) and on malformed updates
+    (:class:`MalformedUpdate`: quarantined at once)."""
+    effects = jobs.Batch()
     for kind in ("callback_query", "message", "my_chat_member"):
         if kind in update and not isinstance(update[kind], dict):
             raise MalformedUpdate(f"the update's {kind} is a {type(update[kind]).__name__}, not an object")
@@ -138,24 +126,11 @@ def _kind(update: dict[str, Any]) -> str:
     return next((k for k in update if k != "update_id"), "empty")
 
 
-def apology(update: dict[str, Any]) -> tuple[int | None, str]:
-    """Where to say sorry when an update cannot be handled (quarantine), and what."""
-
-    def field(value: Any, key: str) -> Any:  # the update may be malformed: that is why we are here
-        return value.get(key) if isinstance(value, dict) else None
-
-    chat = field(field(update, "message") or field(field(update, "callback_query"), "message"), "chat")
-    chat_id = field(chat, "id")
-    if field(chat, "type") != "private" or not isinstance(chat_id, int) or isinstance(chat_id, bool):
-        return None, ""
-    return chat_id, "Sorry, something went wrong with that request. It has been set aside; please try again."
-
-
 # --- messages ---------------------------------------------------------------------------------------
 
 
 def _message(
-    session: Session, out: Outbox, store: StateStore, effects: Effects, message: dict[str, Any],
+    session: Session, out: Outbox, store: StateStore, effects: jobs.Batch, message: dict[str, Any],
     update_id: int | None = None,
 ) -> None:  # fmt: skip
     chat = message.get("chat") or {}
@@ -374,7 +349,7 @@ def cmd_pause(ctx: Ctx, user: User, _: str) -> None:
 
 def cmd_digest(ctx: Ctx, user: User, _: str) -> None:
     digest_id = deliveries.create_manual_digest(session=ctx.session, user_id=user.id)
-    ctx.effects.enqueue("hnpal.digests.send", digest_id, waited_on=True)
+    ctx.jobs.enqueue(jobs.DIGESTS_SEND, digest_id, waited_on=True)
     ctx.out.send(ctx.chat_id, "Putting your digest together…")
 
 
@@ -566,7 +541,7 @@ COMMANDS = {
 # --- buttons ----------------------------------------------------------------------------------------
 
 
-def _callback(session: Session, out: Outbox, store: StateStore, effects: Effects, query: dict[str, Any]) -> None:
+def _callback(session: Session, out: Outbox, store: StateStore, effects: jobs.Batch, query: dict[str, Any]) -> None:
     query_id = str(query.get("id") or "")
     sender = query.get("from") or {}
     message = query.get("message") or {}
@@ -810,10 +785,6 @@ BUTTONS = {
     "set": btn_set,
     "sp": btn_saved_page,
 }
-
-
-def quarantine_expiry(now: datetime | None = None) -> datetime:
-    return (now or datetime.now(UTC)) + timedelta(days=7)
 
 
 # The discussion, memory and privacy commands live in modules of their own (they use Ctx and the helpers
