@@ -120,7 +120,7 @@ class Stored:
 
 def for_another_bot(update: dict[str, Any], username: str | None) -> bool:
     """A command in a group addressed to another bot (``/x@OtherBot``): not ours to handle."""
-    from hnpal.telegram.service import addressed_to
+    from hnpal.telegram.groups import addressed_to
 
     body = update.get("message")
     if not isinstance(body, dict) or not isinstance(body.get("chat"), dict):

@@ -9,20 +9,18 @@ after the update's commit (``ctx.jobs``).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from config.settings import get_settings
 from hnpal import jobs
 from hnpal.conversations import service
 from hnpal.deliveries import service as deliveries
 from hnpal.posts.models import Post
+from hnpal.state.store import FsmState
+from hnpal.telegram.callbacks import Callback
+from hnpal.telegram.context import Ctx
 from hnpal.telegram.render import esc
-
-if TYPE_CHECKING:
-    from hnpal.state.store import FsmState
-    from hnpal.telegram.callbacks import Callback
-    from hnpal.telegram.service import Ctx
-    from hnpal.users.models import User
+from hnpal.users.models import User
 
 IDLE_HINT = (
     "Send a command, for example /digest. /help lists them all.\n"
@@ -132,7 +130,3 @@ def on_idle_text(ctx: Ctx, user: User, text: str) -> None:
         ctx.out.send(ctx.chat_id, BUDGET_REACHED)
         return
     ctx.jobs.enqueue(jobs.DISCUSSIONS_IDLE, user.id, text)
-
-
-COMMANDS: dict[str, Any] = {"discuss": cmd_discuss, "done": cmd_done}
-BUTTONS: dict[str, Any] = {"ds": btn_discuss}

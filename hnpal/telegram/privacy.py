@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from config.settings import get_settings
 from hnpal.memory import service as memory
+from hnpal.memory.models import Memory
 from hnpal.privacy import service as privacy
 from hnpal.telegram.callbacks import BadCallback, Callback, sign
+from hnpal.telegram.context import Ctx
 from hnpal.telegram.render import esc, shorten, visible_length
-
-if TYPE_CHECKING:
-    from hnpal.memory.models import Memory
-    from hnpal.telegram.service import Ctx
-    from hnpal.users.models import User
+from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
 
@@ -326,14 +324,3 @@ def cmd_export(ctx: Ctx, user: User, text: str) -> None:
         )
         return
     ctx.out.send_document(ctx.chat_id, filename, body, caption="Everything HN Pal holds about you.")
-
-
-COMMANDS: dict[str, Any] = {"memory": cmd_memory, "deletemydata": cmd_deletemydata, "export": cmd_export}
-BUTTONS: dict[str, Any] = {
-    "mmp": btn_memory_pause,
-    "mml": btn_memory_list,
-    "mmf": btn_memory_forget,
-    "mmd": btn_memory_done,
-    "mmc": btn_memory_clear,
-    "pdd": btn_delete,
-}

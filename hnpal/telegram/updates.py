@@ -26,11 +26,12 @@ from hnpal import jobs
 from hnpal.db.session import get_engine, session_scope
 from hnpal.errors import Retry
 from hnpal.state.store import StateStore
-from hnpal.telegram import service
+from hnpal.telegram import router
 from hnpal.telegram.client import Forbidden, NetworkError, RetryAfter
 from hnpal.telegram.models import TelegramUpdate
 from hnpal.telegram.outbox import TelegramOutbox
 from hnpal.telegram.ratelimit import LimiterTimeout
+from hnpal.telegram.texts import OVER_BUDGET
 from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def handle(update_id: int, *, retries: int = 0, inline: dict[str, Inline] | None
     payload, attempts = dict(claimed.payload), claimed.attempts
     try:
         with session_scope() as session:
-            batch = service.handle_update(session=session, out=reply_outbox(), store=StateStore(), update=payload)
+            batch = router.handle_update(session=session, out=reply_outbox(), store=StateStore(), update=payload)
             session.execute(
                 update(TelegramUpdate)
                 .where(TelegramUpdate.update_id == update_id)
@@ -93,7 +94,7 @@ def handle(update_id: int, *, retries: int = 0, inline: dict[str, Inline] | None
         return Handled(_quarantine(update_id, payload, exc), True)
     except Forbidden as exc:  # 403: the user blocked the bot (or is gone); not the update's fault
         return Handled(_forbidden(update_id, payload, exc), True)
-    except service.MalformedUpdate as exc:  # a shape Telegram never sends: kept aside, no traceback
+    except router.MalformedUpdate as exc:  # a shape Telegram never sends: kept aside, no traceback
         log.warning("update %s is malformed (%s); quarantined", update_id, exc)
         return Handled(_quarantine(update_id, payload, exc), True)
     except Exception as exc:  # a poison update: set it aside, tell the user, move on
@@ -197,8 +198,6 @@ def over_budget(telegram_id: int) -> int:
     """Tell a user their updates are over the budget and wait in their own line (the bot enqueues this at
     most once a minute per user). Returns how many of their updates wait. Raises
     :class:`~hnpal.errors.Retry` when Telegram cannot take the notice now."""
-    from hnpal.telegram.texts import OVER_BUDGET
-
     with session_scope() as session:
         waiting = session.scalar(
             select(func.count())
@@ -276,8 +275,8 @@ def release_held(user_id: int, *, retries: int = 0) -> int:
                 held = review.next_held(session, user_id)
                 if held is None:
                     return handled
-                batch = service.handle_update(session=session, out=reply_outbox(), store=StateStore(),
-                                              update=dict(held.payload))  # fmt: skip
+                batch = router.handle_update(session=session, out=reply_outbox(), store=StateStore(),
+                                             update=dict(held.payload))  # fmt: skip
                 held.status = "processed"
         except TRANSIENT as exc:
             raise Retry(min(60, 2 ** (retries + 1)), f"{type(exc).__name__}: {exc}") from exc
