@@ -4,7 +4,7 @@
 Only the Telegram ids in ``HNPAL_ADMIN_IDS`` may use them. Anyone else gets exactly the reply of an
 unknown command, so the chat does not reveal that admin commands exist. Every admin action is written to
 ``audit_log`` (``actor_type`` admin, ``actor_id`` the admin's users.id); a retried update's task is
-enqueued after the commit (``ctx.effects``). The figures come from the same collectors as the Prometheus
+enqueued after the commit (``ctx.jobs``). The figures come from the same collectors as the Prometheus
 metrics (:mod:`hnpal.ops.metrics`) and the quarantine logic of ``hnpal quarantine``
 (:mod:`hnpal.ops.quarantine`).
 """
@@ -12,18 +12,17 @@ metrics (:mod:`hnpal.ops.metrics`) and the quarantine logic of ``hnpal quarantin
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 
 from config.settings import get_settings
 from hnpal.audit.models import AuditLog
 from hnpal.ops import quarantine
+from hnpal.telegram.context import Ctx
 from hnpal.telegram.render import esc, shorten
+from hnpal.telegram.texts import unknown_command
 from hnpal.users.models import User
-
-if TYPE_CHECKING:
-    from hnpal.telegram.service import Ctx
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,9 @@ def is_admin(telegram_id: int) -> bool:
 
 
 def _unknown(ctx: Ctx, text: str) -> None:
-    """What anyone else hears: the service's own unknown-command reply."""
-    from hnpal.telegram.service import HELP
-
+    """What anyone else hears: the router's own unknown-command reply."""
     command = text.split()[0][1:].split("@")[0].lower()
-    ctx.out.send(ctx.chat_id, f"I don't know /{esc(command[:40])}. Here is what I can do:\n\n{HELP}")
+    ctx.out.send(ctx.chat_id, unknown_command(command))
 
 
 def _audit(ctx: Ctx, user: User, action: str, **details: Any) -> None:
@@ -123,11 +120,7 @@ def _retry(ctx: Ctx, user: User, arg: str) -> None:
     except quarantine.QuarantineError as exc:
         ctx.out.send(ctx.chat_id, f"⚠️ {esc(str(exc))}")
         return
-    ctx.effects.enqueue(job.task, *job.args)
+    ctx.jobs.enqueue(job.task, *job.args)
     _audit(ctx, user, "admin_retry", update_id=int(arg))
     ctx.out.send(ctx.chat_id, f"Update {int(arg)} is queued again.")
     log.info("admin %s retried update %s", ctx.telegram_id, arg)
-
-
-COMMANDS: dict[str, Any] = {"admin": cmd_admin}
-BUTTONS: dict[str, Any] = {}

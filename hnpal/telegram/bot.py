@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, case, func, null, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from config.settings import Settings, get_settings
+from hnpal import jobs
 from hnpal.db.session import get_engine, session_scope
 from hnpal.telegram.fairness import Budget
 from hnpal.telegram.models import TelegramUpdate
@@ -119,7 +120,7 @@ class Stored:
 
 def for_another_bot(update: dict[str, Any], username: str | None) -> bool:
     """A command in a group addressed to another bot (``/x@OtherBot``): not ours to handle."""
-    from hnpal.telegram.service import addressed_to
+    from hnpal.telegram.groups import addressed_to
 
     body = update.get("message")
     if not isinstance(body, dict) or not isinstance(body.get("chat"), dict):
@@ -225,26 +226,21 @@ def _store_statement():  # type: ignore[no-untyped-def]
 def enqueue_deferred(deferred: list[tuple[int, float]], updates: Iterable[dict[str, Any]] = ()) -> None:
     """Enqueue deferred updates with their countdowns; one further away than the longest countdown a task
     may carry (HNPAL_MAX_COUNTDOWN) is left to the sweep, which enqueues it when it is due."""
-    from tasks.discussions import message
-    from tasks.telegram import handle
-
     longest = get_settings().max_countdown
     by_id = {u.get("update_id"): u for u in updates}
     for update_id, wait in deferred:
         if wait <= longest:
-            task = message if _in_discussion(by_id.get(update_id)) else handle
-            task.apply_async((update_id,), countdown=wait)
+            jobs.job(_task_for(by_id.get(update_id)), update_id, countdown=wait).send()
 
 
 def notify_over_budget(senders: set[int]) -> None:
     """Tell each user who just went over their budget, at most once per interval (a Redis key)."""
     from hnpal.state.store import StateStore
-    from tasks.telegram import over_budget
 
     store = StateStore()
     for user_id in sorted(senders):
         if store.once(f"budget-notice:{user_id}", OVER_BUDGET_NOTICE_INTERVAL):
-            over_budget.delay(user_id)
+            jobs.enqueue(None, jobs.TELEGRAM_OVER_BUDGET, user_id)
 
 
 def enqueue(update_ids: list[int], updates: Iterable[dict[str, Any]] = ()) -> None:
@@ -252,15 +248,15 @@ def enqueue(update_ids: list[int], updates: Iterable[dict[str, Any]] = ()) -> No
     text message from a user whom the Redis FSM shows in a discussion: ``hnpal.discussions.message`` on
     the ``llm`` queue handles it and makes the answer in the same task (one queue hop instead of two).
     Both run the same handler, so a stale or missing FSM only changes which worker handles the update."""
-    from tasks.discussions import message
-    from tasks.telegram import handle
-
     by_id = {u.get("update_id"): u for u in updates}
     for update_id in update_ids:
-        if _in_discussion(by_id.get(update_id)):
-            message.delay(update_id)
-        else:
-            handle.delay(update_id)
+        jobs.enqueue(None, _task_for(by_id.get(update_id)), update_id)
+
+
+def _task_for(update: dict[str, Any] | None) -> str:
+    """The task that handles ``update``: ``hnpal.discussions.message`` for a message in a discussion,
+    else ``hnpal.telegram.handle``."""
+    return jobs.DISCUSSIONS_MESSAGE if _in_discussion(update) else jobs.TELEGRAM_HANDLE
 
 
 def _in_discussion(update: dict[str, Any] | None) -> bool:

@@ -3,25 +3,24 @@
 The handlers run in the ``hnpal.telegram.handle`` transaction: they start and end conversations and
 store the user's message; the answer is made on the ``llm`` queue (``hnpal.discussions.reply``), and the
 memory extraction (``hnpal.memory.extract``) of an ended discussion is enqueued, like every task here,
-after the update's commit (``ctx.effects``).
+after the update's commit (``ctx.jobs``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from config.settings import get_settings
+from hnpal import jobs
 from hnpal.conversations import service
 from hnpal.deliveries import service as deliveries
 from hnpal.posts.models import Post
+from hnpal.state.store import FsmState
+from hnpal.telegram.callbacks import Callback
+from hnpal.telegram.context import Ctx
 from hnpal.telegram.render import esc
-
-if TYPE_CHECKING:
-    from hnpal.state.store import FsmState
-    from hnpal.telegram.callbacks import Callback
-    from hnpal.telegram.service import Ctx
-    from hnpal.users.models import User
+from hnpal.users.models import User
 
 IDLE_HINT = (
     "Send a command, for example /digest. /help lists them all.\n"
@@ -38,7 +37,7 @@ _HN_ID = re.compile(r"(?:item\?id=)?(\d{1,12})\b")
 def _extract(ctx: Ctx, ended: list[service.Ended]) -> None:
     for item in ended:
         if item.memory_enabled:
-            ctx.effects.enqueue("hnpal.memory.extract", item.conversation_id)
+            ctx.jobs.enqueue(jobs.MEMORY_EXTRACT, item.conversation_id)
 
 
 def _start(ctx: Ctx, user: User, post: Post) -> service.Started:
@@ -95,7 +94,7 @@ def on_text(ctx: Ctx, user: User, text: str, state: FsmState) -> None:
         ctx.out.send(ctx.chat_id, esc(str(exc)))
         return
     if appended is not None:  # the common case, in one statement
-        ctx.effects.enqueue("hnpal.discussions.reply", *appended)
+        ctx.jobs.enqueue(jobs.DISCUSSIONS_REPLY, *appended)
         return
     # Something stood in the way: find out what, and say it.
     conversation = service.active_conversation(session=ctx.session, user_id=user.id)
@@ -114,7 +113,7 @@ def on_text(ctx: Ctx, user: User, text: str, state: FsmState) -> None:
     except service.Refused as exc:
         ctx.out.send(ctx.chat_id, esc(str(exc)))
         return
-    ctx.effects.enqueue("hnpal.discussions.reply", conversation.id, index)
+    ctx.jobs.enqueue(jobs.DISCUSSIONS_REPLY, conversation.id, index)
 
 
 def on_idle_text(ctx: Ctx, user: User, text: str) -> None:
@@ -130,8 +129,4 @@ def on_idle_text(ctx: Ctx, user: User, text: str) -> None:
     if service.budget_reached(session=ctx.session, user_id=user.id, settings=get_settings()):
         ctx.out.send(ctx.chat_id, BUDGET_REACHED)
         return
-    ctx.effects.enqueue("hnpal.discussions.idle", user.id, text)
-
-
-COMMANDS: dict[str, Any] = {"discuss": cmd_discuss, "done": cmd_done}
-BUTTONS: dict[str, Any] = {"ds": btn_discuss}
+    ctx.jobs.enqueue(jobs.DISCUSSIONS_IDLE, user.id, text)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from config.settings import get_settings
 from hnpal.memory import service as memory
+from hnpal.memory.models import Memory
 from hnpal.privacy import service as privacy
-from hnpal.telegram.callbacks import BadCallback, Callback, sign
+from hnpal.telegram.callbacks import BadCallback, Callback
+from hnpal.telegram.context import Ctx, button, message_id_of
 from hnpal.telegram.render import esc, shorten, visible_length
-
-if TYPE_CHECKING:
-    from hnpal.memory.models import Memory
-    from hnpal.telegram.service import Ctx
-    from hnpal.users.models import User
+from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +47,9 @@ MEMORY_USAGE = (
 )
 
 
-def _button(telegram_id: int, text: str, action: str, *args: object) -> dict[str, str]:
-    return {"text": text, "callback_data": sign(telegram_id, action, *args)}
-
-
-def _message_id(message: dict[str, Any]) -> int | None:
-    value = message.get("message_id")
-    return value if isinstance(value, int) else None
-
-
 def _show(ctx: Ctx, message: dict[str, Any], text: str, markup: dict | None = None) -> None:
     """Replace the pressed message (or send a new one when Telegram did not include it)."""
-    message_id = _message_id(message)
+    message_id = message_id_of(message)
     if message_id is not None:
         ctx.out.edit(ctx.chat_id, message_id, text, reply_markup=markup)
     else:
@@ -151,10 +140,10 @@ def _overview(ctx: Ctx, user: User) -> tuple[str, dict]:
             break
     tid = ctx.telegram_id
     toggle = "⏸ Pause memory" if user.memory_enabled else "▶️ Resume memory"
-    rows = [[_button(tid, toggle, "mmp")]]
+    rows = [[button(tid, toggle, "mmp")]]
     if total:
-        rows[0].append(_button(tid, "🗑 Forget an item", "mml", 0))
-        rows.append([_button(tid, "🧹 Clear everything", "mmc")])
+        rows[0].append(button(tid, "🗑 Forget an item", "mml", 0))
+        rows.append([button(tid, "🧹 Clear everything", "mmc")])
     return text, {"inline_keyboard": rows}
 
 
@@ -189,15 +178,15 @@ def _forget_view(ctx: Ctx, user: User, page: int, note: str = "") -> tuple[str, 
     rows = []
     for n, item in enumerate(items, start=page * FORGET_PER_PAGE + 1):
         lines.append(f"{n}. <i>{item.type.replace('_', ' ')}</i>: {esc(shorten(item.content, ITEM_CHARS))}")
-        rows.append([_button(tid, f"🗑 {n}. {shorten(item.content, BUTTON_CHARS)}", "mmf", item.id, page)])
+        rows.append([button(tid, f"🗑 {n}. {shorten(item.content, BUTTON_CHARS)}", "mmf", item.id, page)])
     nav = []
     if page > 0:
-        nav.append(_button(tid, "◀ Newer", "mml", page - 1))
+        nav.append(button(tid, "◀ Newer", "mml", page - 1))
     if page < pages - 1:
-        nav.append(_button(tid, "Older ▶", "mml", page + 1))
+        nav.append(button(tid, "Older ▶", "mml", page + 1))
     if nav:
         rows.append(nav)
-    rows.append([_button(tid, "Done", "mmd")])
+    rows.append([button(tid, "Done", "mmd")])
     return "\n".join(lines), {"inline_keyboard": rows}
 
 
@@ -210,8 +199,8 @@ def _clear_question(ctx: Ctx, user: User) -> tuple[str, dict]:
     markup = {
         "inline_keyboard": [
             [
-                _button(ctx.telegram_id, "Yes, forget everything", "mmc", "yes", int(time.time())),
-                _button(ctx.telegram_id, "Cancel", "mmc", "no"),
+                button(ctx.telegram_id, "Yes, forget everything", "mmc", "yes", int(time.time())),
+                button(ctx.telegram_id, "Cancel", "mmc", "no"),
             ]
         ]
     }
@@ -282,8 +271,8 @@ def cmd_deletemydata(ctx: Ctx, user: User, _: str) -> None:
     markup = {
         "inline_keyboard": [
             [
-                _button(ctx.telegram_id, "Yes, delete my data", "pdd", "yes", int(time.time())),
-                _button(ctx.telegram_id, "Cancel", "pdd", "no"),
+                button(ctx.telegram_id, "Yes, delete my data", "pdd", "yes", int(time.time())),
+                button(ctx.telegram_id, "Cancel", "pdd", "no"),
             ]
         ]
     }
@@ -326,14 +315,3 @@ def cmd_export(ctx: Ctx, user: User, text: str) -> None:
         )
         return
     ctx.out.send_document(ctx.chat_id, filename, body, caption="Everything HN Pal holds about you.")
-
-
-COMMANDS: dict[str, Any] = {"memory": cmd_memory, "deletemydata": cmd_deletemydata, "export": cmd_export}
-BUTTONS: dict[str, Any] = {
-    "mmp": btn_memory_pause,
-    "mml": btn_memory_list,
-    "mmf": btn_memory_forget,
-    "mmd": btn_memory_done,
-    "mmc": btn_memory_clear,
-    "pdd": btn_delete,
-}

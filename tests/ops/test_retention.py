@@ -120,9 +120,9 @@ def test_quarantined_updates_expire_after_seven_days(engine) -> None:
 
 
 def test_quarantine_expiry_is_seven_days() -> None:
-    from hnpal.telegram import service
+    from hnpal.telegram import updates
 
-    expiry = service.quarantine_expiry()
+    expiry = updates.quarantine_expiry()
     assert timedelta(days=7) - timedelta(minutes=1) < expiry - datetime.now(UTC) <= timedelta(days=7)
 
 

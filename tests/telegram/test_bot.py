@@ -21,8 +21,9 @@ from sqlalchemy import text
 import celeryconfig  # imported now, under the run's settings: not first under a stack's (its key prefix)
 from hnpal.db.session import session_scope
 from hnpal.sandbox.telegram_api import SentMessage
-from hnpal.telegram import service
+from hnpal.telegram import discuss, settings_menu, texts
 from hnpal.telegram.callbacks import sign
+from hnpal.users.schemas import DigestPreferences
 from tests.conftest import execute, one, rows
 from tests.telegram.conftest import Stack, find_button, free_port, labels
 
@@ -164,7 +165,7 @@ def test_start_welcomes_and_onboards_interests(tg: Stack) -> None:
     welcome, topics = tg.send(uid, "/start", replies=2)
     assert welcome.text.startswith("Hi Ada <Lovelace>! I'm HN Pal")  # the name is escaped for HTML
     assert topics.text == "Which topics interest you? Pick any, then tap Done."
-    assert labels(topics) == [*service.TOPICS, "Done", "Skip"]
+    assert labels(topics) == [*texts.TOPICS, "Done", "Skip"]
     user = user_row(uid)
     assert user is not None and user["first_name"] == "Ada <Lovelace>" and user["status"] == "active"
 
@@ -355,7 +356,7 @@ def test_unknown_command_and_plain_text(tg: Stack) -> None:
     (reply,) = tg.send(uid, "/Help@hnpal_sandbox_bot")  # a command addressed to the bot, any case
     assert reply.text.startswith("HN Pal brings you")
     (reply,) = tg.send(uid, "hello there")
-    assert reply.text == service.discuss.IDLE_HINT
+    assert reply.text == discuss.IDLE_HINT
 
 
 def test_token_shows_usage(tg: Stack) -> None:
@@ -442,14 +443,14 @@ def test_saved_empty_and_paged(tg: Stack) -> None:
 
 CHOICE_MENUS = {
     "style": ("Digest style", ["flat_scroll", "brief"]),
-    "summary_style": ("Summary style", list(service.SUMMARY_STYLES)),
+    "summary_style": ("Summary style", list(settings_menu.SUMMARY_STYLES)),
     "frequency": ("Frequency", ["daily", "twice_daily", "weekly"]),
     "weekday": ("Weekday", [str(n) for n in range(7)]),
 }
 
 
 def option_label(field: str, value: str) -> str:
-    return service.WEEKDAYS[int(value)] if field == "weekday" else value.replace("_", " ")
+    return settings_menu.WEEKDAYS[int(value)] if field == "weekday" else value.replace("_", " ")
 
 
 def test_settings_shows_the_menu(tg: Stack) -> None:
@@ -480,7 +481,7 @@ def test_settings_choice_buttons(tg: Stack) -> None:
             assert tg.press(uid, menu, button) is None
             options = tg.current(uid, menu)
             assert options.text == f"Choose the {field.replace('_', ' ')}:"
-            current = str(prefs(uid).get(field, service.DigestPreferences().model_dump()[field]))
+            current = str(prefs(uid).get(field, DigestPreferences().model_dump()[field]))
             shown = labels(options)
             assert shown[-1] == "⬅ Back"
             assert [label.removeprefix("✅ ") for label in shown[:-1]] == [option_label(field, v) for v in values]
@@ -509,7 +510,7 @@ def ask(tg: Stack, uid: int, menu: SentMessage, button: str, field: str) -> None
     before = len(tg.server.messages(uid))
     assert tg.press(uid, menu, button, replies=1) is None
     asked = tg.server.messages(uid)[before:]
-    assert [m.text for m in asked] == [service.PROMPTS[field]]
+    assert [m.text for m in asked] == [texts.PROMPTS[field]]
 
 
 def answer(tg: Stack, uid: int, text_: str) -> str:
@@ -526,14 +527,14 @@ def test_settings_time(tg: Stack) -> None:
     assert prefs(uid)["time"] == "07:30"
 
     # the prompt is answered: plain text is not a time any more
-    assert answer(tg, uid, "08:00") == service.discuss.IDLE_HINT
+    assert answer(tg, uid, "08:00") == discuss.IDLE_HINT
     assert prefs(uid)["time"] == "07:30"
 
     ask(tg, uid, menu, "Time", "time")
     for bad in ("25:99", "7.30", "noon"):  # each refused with the reason, and asked again
         reply = answer(tg, uid, bad)
         assert reply.startswith("⚠️ time must be HH:MM (24-hour)"), reply
-        assert reply.endswith(service.PROMPTS["time"])
+        assert reply.endswith(texts.PROMPTS["time"])
         assert prefs(uid)["time"] == "07:30"
     reply = answer(tg, uid, "1:00, 2:00, 3:00")
     assert reply.startswith("⚠️ send one time (HH:MM) or two for twice-daily digests")
@@ -557,7 +558,7 @@ def test_settings_time(tg: Stack) -> None:
     # a command cancels the question
     (help_,) = tg.send(uid, "/help")
     assert help_.text.startswith("HN Pal brings you")
-    assert answer(tg, uid, "09:00, 21:00") == service.discuss.IDLE_HINT
+    assert answer(tg, uid, "09:00, 21:00") == discuss.IDLE_HINT
     assert prefs(uid)["time"] == "07:30"
 
 
@@ -607,7 +608,7 @@ def test_settings_numbers(tg: Stack) -> None:
                      ("ten", "that is not a whole number")):  # fmt: skip
         reply = answer(tg, uid, bad)
         assert reply.startswith("⚠️ ") and why in reply, reply
-        assert reply.endswith(service.PROMPTS["max_posts"])  # says again: a number from 1 to 30
+        assert reply.endswith(texts.PROMPTS["max_posts"])  # says again: a number from 1 to 30
         assert prefs(uid).get("max_posts", 10) == 10
     reply = answer(tg, uid, "30")
     assert "Posts per digest: 30" in reply
@@ -818,7 +819,7 @@ def test_long_text_is_handled_and_stored_intact(tg: Stack) -> None:
     assert row["payload"]["message"]["text"] == long_text
     assert row["telegram_user_id"] == uid and row["chat_id"] == uid
     (reply,) = tg.wait_messages(uid, 1)
-    assert reply.text == service.discuss.IDLE_HINT
+    assert reply.text == discuss.IDLE_HINT
 
     (reply,) = tg.send(uid, "/" + "a" * 20_000)
     assert reply.text.startswith("I don't know /" + "a" * 40 + ". Here is what I can do:")
@@ -856,11 +857,11 @@ def test_a_group_hears_the_notice_once_and_commands_for_other_bots_are_ignored(t
         assert (row["error"] == "ignored: a command for another bot") == other, update["message"]["text"]
         assert (row["attempts"] == 0) == other  # never handed to a worker
     notices = tg.server.messages(group)  # every reply is sent before its update's row is processed
-    assert [m.text for m in notices] == [service.GROUP_NOTICE]
+    assert [m.text for m in notices] == [texts.GROUP_NOTICE]
     # another group gets its own notice
     other_group = group - 1
     (reply,) = tg.send(uid, "/help", chat_type="group", chat_id=other_group)
-    assert reply.text == service.GROUP_NOTICE
+    assert reply.text == texts.GROUP_NOTICE
     assert user_row(uid) is None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from hnpal.telegram.fairness import Budget
-from tasks.telegram import OVER_BUDGET
+from hnpal.telegram.texts import OVER_BUDGET
 from tests.conftest import execute, one, rows
 from tests.telegram.conftest import Stack, running_stack
 

@@ -18,7 +18,7 @@ from hnpal.state.store import StateStore
 from hnpal.telegram import render
 from hnpal.telegram.callbacks import sign
 from hnpal.telegram.outbox import TelegramOutbox
-from hnpal.telegram.service import handle_update
+from hnpal.telegram.router import handle_update
 from hnpal.users.models import User
 from tests.conftest import REDIS_PREFIX
 

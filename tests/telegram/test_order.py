@@ -1,6 +1,6 @@
 """One chat's updates are handled in the order they were sent: a later update waits for an earlier one.
 
-``tasks.telegram.CLAIM`` counts an attempt only when no earlier update of the same chat is still open
+``hnpal.telegram.updates.CLAIM`` counts an attempt only when no earlier update of the same chat is still open
 (and the update itself is not final); these tests run it on the test transaction."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from hnpal.telegram.models import TelegramUpdate
-from tasks.telegram import CLAIM
+from hnpal.telegram.updates import CLAIM
 
 
 def row(update_id: int, chat_id: int, status: str = "received", age: timedelta = timedelta()) -> TelegramUpdate:

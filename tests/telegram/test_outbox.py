@@ -87,10 +87,10 @@ def test_a_long_429_after_the_first_message_goes_back_to_the_task(tg, make_outbo
 
 
 def test_the_reply_tasks_use_reply_outboxes(settings_env, tg) -> None:  # type: ignore[no-untyped-def]
-    from tasks.telegram import _outbox
+    from hnpal.telegram.updates import reply_outbox
 
     settings_env(telegram_token=tg.token, telegram_base_url=tg.base_url)
-    assert _outbox().reply is True
+    assert reply_outbox().reply is True
     assert TelegramOutbox().reply is False  # digests and courtesy notices
 
 
