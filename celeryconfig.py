@@ -84,14 +84,6 @@ task_default_queue = _queues.DEFAULT
 task_create_missing_queues = True
 # Beat's scheduler writes a heartbeat at each tick (hnpal_process_alive{process="beat"} in the metrics).
 beat_scheduler = "hnpal.ops.heartbeat:BeatScheduler"
-task_routes = {  # until the telegram tasks declare their queues
-    "hnpal.telegram.sweep": {"queue": "default"},
-    "hnpal.telegram.*": {"queue": "telegram"},
-    "hnpal.review.sweep": {"queue": "default"},
-    "hnpal.review.*": {"queue": "telegram"},
-    "hnpal.discussions.sweep": {"queue": "default"},
-    "hnpal.discussions.*": {"queue": "llm"},
-}
 
 # Exactly one beat runs (docker-compose and `hnpal up` start one). Intervals are settings.
 beat_schedule = {

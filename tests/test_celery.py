@@ -53,8 +53,8 @@ def test_every_task_declares_its_queue_and_bulk_work_its_priority() -> None:
     for name in ours:
         task = app.tasks[name]
         expected = next((queue for prefix, queue in QUEUE_OF.items() if name.startswith(prefix)), queues.DEFAULT)
-        assert getattr(task, "queue", None) == expected, name
-        assert getattr(task, "priority", None) == (queues.BULK_PRIORITY if name in BULK else None), name
+        assert task.queue == expected, name
+        assert task.priority == (queues.BULK_PRIORITY if name in BULK else None), name
 
 
 def test_a_process_that_never_imported_the_tasks_sends_each_job_to_its_declared_queue() -> None:
