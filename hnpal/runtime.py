@@ -187,7 +187,7 @@ def stop_embedded(settings: Settings | None = None) -> list[str]:
         stopped.append(f"redis ({sock})")
     pgdata = _pg_dir(settings)
     if (pgdata / "postmaster.pid").exists():
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made by setattr at import
 
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         user = "pgserver" if os.geteuid() == 0 else None

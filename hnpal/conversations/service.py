@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -43,7 +44,7 @@ from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
-from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
+from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider, Spend
 from hnpal.posts.models import Post
 from hnpal.review import service as review
 from hnpal.state.service import set_state
@@ -127,7 +128,7 @@ def budget_reached(*, session: Session, user_id: int, settings: Settings | None 
             func.coalesce(func.sum(AgentCall.cost_usd), 0),
         ).where(AgentCall.user_id == user_id, AgentCall.agent_type == "discussion", AgentCall.called_at >= midnight)
     ).one()
-    return answers >= settings.discussion_daily_messages or Decimal(spent) >= settings.discussion_daily_usd
+    return answers >= settings.discussion_daily_messages or Decimal(spent or 0) >= settings.discussion_daily_usd
 
 
 # --- start, switch, end -----------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def _answered(messages: list[dict[str, Any]], index: int) -> bool:
 
 
 def append_assistant_message(
-    *, conn: Connection, conversation_id: int, text: str, reply_to: int, results: list[LLMResult]
+    *, conn: Connection, conversation_id: int, text: str, reply_to: int, results: Sequence[Spend]
 ) -> bool:
     """Record an answer with its tokens and cost (and the conversation's totals) in one UPDATE; False
     when that message was answered already or the conversation is full."""
@@ -769,8 +770,11 @@ def closed_notice(title: str, settings: Settings | None = None) -> str:
 def clear_fsm_if(store: StateStore, telegram_id: int, hn_id: int) -> None:
     """Clear the Redis FSM of a discussion that was closed, unless the user moved on to another post."""
     state = store.get_fsm(telegram_id)
-    moved_on = state is not None and state.state == BotState.DISCUSSION
-    if moved_on and state.data.get("active_post_id") not in (None, hn_id):
+    if (
+        state is not None
+        and state.state == BotState.DISCUSSION
+        and state.data.get("active_post_id") not in (None, hn_id)
+    ):
         return
     store.clear_fsm(telegram_id)
 

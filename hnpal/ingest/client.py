@@ -11,7 +11,7 @@ returned for that one item as an :class:`ItemError`; it never fails the batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +50,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError)
 
 
-def _wait(base: float):  # type: ignore[no-untyped-def]
+def _wait(base: float) -> Callable[[RetryCallState], float]:
     exponential = wait_exponential_jitter(initial=base, max=10 * base + 5, jitter=base)
 
     def wait(state: RetryCallState) -> float:

@@ -18,6 +18,19 @@ class LLMRequest:
     hints: dict[str, Any] = field(default_factory=dict)
 
 
+class Spend(Protocol):
+    """What one model call cost: an LLMResult, or a stored draft's figures."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cost_usd(self) -> Decimal: ...
+
+
 @dataclass(frozen=True)
 class LLMResult:
     text: str

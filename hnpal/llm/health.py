@@ -20,12 +20,14 @@ import hashlib
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.llm.base import LLMError
@@ -66,7 +68,7 @@ def forget() -> None:
         _cache.clear()
 
 
-def _session():  # type: ignore[no-untyped-def]
+def _session() -> AbstractContextManager[Session]:
     from hnpal.db.session import session_scope
 
     return session_scope()
@@ -120,10 +122,10 @@ def mark_down(error: BaseException, settings: Settings | None = None) -> bool:
         return False
     reason = str(error)[:500]
     table = ProviderHealth.__table__
-    stmt = insert(ProviderHealth).values(
+    row = insert(ProviderHealth).values(
         name=PROVIDER, fingerprint=fp, status="down", error=reason, down_since=func.now(), checked_at=func.now()
     )
-    stmt = stmt.on_conflict_do_update(
+    stmt = row.on_conflict_do_update(
         index_elements=[ProviderHealth.name],
         set_={"fingerprint": fp, "status": "down", "error": reason, "down_since": func.now(), "checked_at": func.now()},
         where=or_(table.c.status != "down", table.c.fingerprint != fp),
@@ -223,7 +225,7 @@ def recheck(settings: Settings | None = None) -> bool:
     return False
 
 
-def offline_posts(session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+def offline_posts(session: Session, limit: int) -> list[int]:
     """Posts summarized offline while the model refused the key (oldest first)."""
     from hnpal.posts.models import Post
 

@@ -41,11 +41,11 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.conversations.models import Conversation
-from hnpal.db.session import session_scope
+from hnpal.db.session import rowcount, session_scope
 from hnpal.deliveries.models import Delivery
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
-from hnpal.llm.base import LLMError, LLMRequest
+from hnpal.llm.base import LLMError, LLMRequest, Provider
 from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
 from hnpal.memory.schemas import MemoryType
 from hnpal.posts.models import Post
@@ -305,7 +305,7 @@ def _load(conversation_id: int, settings: Settings) -> Outcome | _Material:
         )
 
 
-def _provider(settings: Settings):  # type: ignore[no-untyped-def]
+def _provider(settings: Settings) -> Provider:
     from hnpal.llm import health
 
     paid = llm.paid_provider(settings)
@@ -684,10 +684,10 @@ def clear(*, session: Session, user: User) -> dict[str, int]:
     from hnpal.privacy.service import audit, end_active_discussion
 
     end_active_discussion(session=session, user=user, reason="cleared")
-    forgotten = session.execute(
-        update(Memory).where(Memory.user_id == user.id, Memory.active).values(active=False)
-    ).rowcount
-    conversations = session.execute(delete(Conversation).where(Conversation.user_id == user.id)).rowcount
+    forgotten = rowcount(
+        session.execute(update(Memory).where(Memory.user_id == user.id, Memory.active).values(active=False))
+    )
+    conversations = rowcount(session.execute(delete(Conversation).where(Conversation.user_id == user.id)))
     user.interests = []
     counts = {"memory_forgotten": int(forgotten or 0), "conversations_deleted": int(conversations or 0)}
     audit(session=session, action="memory.clear", user=user, details=counts)

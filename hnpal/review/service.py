@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
+from hnpal.db.session import rowcount
 from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, UserProtocol
 from hnpal.users.models import User
 
@@ -249,6 +250,7 @@ def _record_answer(session: Session, item: ReviewItem, outgoing: str) -> None:
     """What the reader gets goes in the conversation (the next answer's history), with the draft's cost."""
     from hnpal.conversations.service import append_assistant_message
 
+    assert item.conversation_id is not None and item.message_index is not None  # the caller checked
     spent = _Spent(item.model or "", item.input_tokens, item.output_tokens, item.cost_usd)
     append_assistant_message(
         conn=session.connection(), conversation_id=item.conversation_id, text=outgoing,
@@ -376,11 +378,13 @@ def sweep(session: Session, *, settings: Settings | None = None, limit: int = 50
         .order_by(ReviewSend.id)
         .limit(limit)
     ).all()
-    expired = session.execute(
-        update(QuarantinedMessage)
-        .where(QuarantinedMessage.status == "held", QuarantinedMessage.expires_at < func.now())
-        .values(status="expired", decided_at=func.now())
-    ).rowcount
+    expired = rowcount(
+        session.execute(
+            update(QuarantinedMessage)
+            .where(QuarantinedMessage.status == "held", QuarantinedMessage.expires_at < func.now())
+            .values(status="expired", decided_at=func.now())
+        )
+    )
     return Swept(decided, sorted(set(sends)), int(expired or 0))
 
 
