@@ -124,7 +124,7 @@ def _dispatch(fn: Callable[[Ctx], Response], role: str, request: Request, form: 
     for step in after:  # after the commit: the rows these tasks name exist
         try:
             step()
-        except Exception:  # noqa: BLE001 - the sweeps resend what could not be enqueued
+        except Exception:  # the sweeps resend what could not be enqueued
             log.exception("could not enqueue after a console action; the sweep will")
     return response
 

@@ -228,7 +228,7 @@ class ContentStore:
             # lacks the newer ones until its writer starts, and reads of those find nothing meanwhile.
             try:
                 existing = set(rocksdict.Rdict.list_cf(str(self.path), options))
-            except Exception:
+            except Exception:  # noqa: BLE001 - RocksDB's errors are plain Exceptions; open them all then
                 existing = set(KINDS)
             kinds = tuple(kind for kind in KINDS if kind in existing)
         column_families = {kind: options for kind in kinds}
@@ -286,7 +286,7 @@ class ContentStore:
                 continue
             try:
                 rdict.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every handle is closed; the errors are raised after
                 errors.append(exc)
         del cfs, db, rdict
         if self._lock_fd is not None:
@@ -343,7 +343,7 @@ class ContentStore:
                 self._catch_up(now)
                 value = cf.get(key)
             return value
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed read is a miss (logged), never a failed task
             logger.error("content store %s: reading %s of hn_id %s failed: %s", self.path, kind, hn_id, exc)
             return None
 

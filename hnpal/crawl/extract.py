@@ -112,7 +112,7 @@ def _trafilatura(html: str, url: str | None, options: PassOptions) -> _Pass | No
 def _safe_pass(html: str, url: str | None, options: PassOptions) -> _Pass | None:
     try:
         return _trafilatura(html, url, options)
-    except Exception as exc:  # trafilatura fails on some pathological trees; fall back
+    except Exception as exc:  # noqa: BLE001 - trafilatura fails on some pathological trees; fall back
         log.warning("trafilatura %s failed on %s: %s", options, url, exc)
         return None
 
@@ -182,7 +182,7 @@ def extract_pdf(data: bytes) -> Extraction:
         _markitdown = MarkItDown(enable_plugins=False)
     try:
         result = _markitdown.convert_stream(io.BytesIO(data), file_extension=".pdf")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a PDF parser fails in many ways; each is an unreadable PDF
         raise ExtractionError(f"PDF could not be read: {exc}") from None
     markdown = (result.text_content or "").strip()
     if len(markdown) < MIN_FALLBACK_CHARS:
