@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.settings import Settings, get_settings
+from hnpal.errors import HNPalError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_DB_NAME = "hnpal"
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(HNPalError, RuntimeError):
     """An embedded server could not be started or reached."""
 
 

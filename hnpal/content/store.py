@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import rocksdict
 
+from hnpal.errors import HNPalError
+
 __all__ = [
     "KINDS",
     "ContentStore",
@@ -51,7 +53,7 @@ Mode = Literal["reader", "writer"]
 Value = str | bytes | bytearray | memoryview
 
 
-class ContentStoreError(Exception):
+class ContentStoreError(HNPalError):
     """The content store cannot be opened or used."""
 
 

@@ -42,6 +42,7 @@ from hnpal.conversations.context import Context, load, stale
 from hnpal.conversations.models import MAX_MESSAGES, Conversation
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
+from hnpal.errors import Busy, HNPalError
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider, Spend
@@ -75,11 +76,7 @@ BUDGET_REACHED = (
 )
 
 
-class Busy(Exception):
-    """Another worker is answering in this conversation right now; try again shortly."""
-
-
-class Refused(Exception):
+class Refused(HNPalError):
     """A user message that cannot be stored; ``str(exc)`` is the reply to the user."""
 
 

@@ -23,6 +23,8 @@ from trafilatura import bare_extraction
 from trafilatura.core import build_html_output, normalize_unicode, xmltotxt
 from trafilatura.settings import Document
 
+from hnpal.errors import HNPalError
+
 log = logging.getLogger(__name__)
 
 MIN_TEXT_CHARS = 200  # below this a trafilatura result is treated as "found nothing"
@@ -35,7 +37,7 @@ _NO_JS = re.compile(r"enable javascript|javascript is (?:disabled|required)|requ
 _BLANKS = re.compile(r"\n{3,}")
 
 
-class ExtractionError(Exception):
+class ExtractionError(HNPalError):
     """Nothing worth storing could be extracted."""
 
 

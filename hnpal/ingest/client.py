@@ -19,6 +19,8 @@ from typing import Any
 import urllib3
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from hnpal.errors import HNPalError
+
 LISTS = {
     "top": "topstories",
     "new": "newstories",
@@ -29,7 +31,7 @@ LISTS = {
 }
 
 
-class HNAPIError(Exception):
+class HNAPIError(HNPalError):
     def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from hnpal.errors import HNPalError
+
 
 @dataclass(frozen=True)
 class LLMRequest:
@@ -45,7 +47,7 @@ class LLMResult:
     fallback: str = ""
 
 
-class LLMError(Exception):
+class LLMError(HNPalError):
     """A failed call. ``transient`` errors are retried; the rest are recorded and not retried."""
 
     def __init__(

@@ -43,6 +43,7 @@ from config.settings import Settings, get_settings
 from hnpal.conversations.models import Conversation
 from hnpal.db.session import rowcount, session_scope
 from hnpal.deliveries.models import Delivery
+from hnpal.errors import HNPalError, NotYours
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, Provider
@@ -117,7 +118,7 @@ class ExtractedItem(BaseModel):
         return value
 
 
-class MalformedAnswer(ValueError):
+class MalformedAnswer(HNPalError, ValueError):
     """The model's answer is not JSON, or not an object with an ``items`` list."""
 
 
@@ -210,7 +211,7 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class RetryLater(Exception):
+class RetryLater(HNPalError):
     """A transient LLM failure on an attempt that may be retried; nothing was written."""
 
 
@@ -645,10 +646,6 @@ def active_page(*, session: Session, user_id: int, page: int, per_page: int) -> 
         .limit(per_page)
     ).all()
     return list(rows), total, page
-
-
-class NotYours(PermissionError):
-    """A memory item that does not exist or belongs to another user."""
 
 
 def forget(*, session: Session, user: User, memory_id: int) -> Memory:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
+from hnpal.errors import HNPalError
 from hnpal.posts.models import Post
 from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.telegram.models import TelegramUpdate
@@ -48,7 +49,7 @@ KINDS = ("update", "crawl", "digest", "summary")
 DROPPED = "dropped by operator: "
 
 
-class QuarantineError(ValueError):
+class QuarantineError(HNPalError, ValueError):
     """A reference that is malformed, or names nothing that failed for good (the message says which)."""
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
 from hnpal.db.session import rowcount
+from hnpal.errors import HNPalError
 from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, UserProtocol
 from hnpal.users.models import User
 
@@ -52,7 +53,7 @@ MAX_TEXT = 4000
 ALLOWED_WHILE_SILENCED = ("deletemydata", "export")  # privacy rights are never held
 
 
-class ReviewError(ValueError):
+class ReviewError(HNPalError, ValueError):
     """A decision that cannot be made (the message says why, for the operator)."""
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.errors import Busy
 from hnpal.llm import health, sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
@@ -51,10 +52,6 @@ PAYWALL = re.compile(
 MIN_ARTICLE_WORDS = 80
 MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
 MAX_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
-
-
-class Busy(Exception):
-    """Another worker is generating this summary right now; try again shortly."""
 
 
 @dataclass
