@@ -36,9 +36,7 @@ class HNPal(Celery):
         return super().send_task(name, args, kwargs, countdown, eta, *more, **options)
 
 
-def _capped(
-    name: str, countdown: float | None, eta: datetime | str | None
-) -> tuple[float | None, datetime | str | None]:
+def _capped(name: str, countdown: float | None, eta: datetime | str | None) -> tuple[float | None, datetime | str | None]:
     import celeryconfig
 
     limit = celeryconfig.MAX_COUNTDOWN
