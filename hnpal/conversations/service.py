@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings, get_settings
 from hnpal.conversations import window as win
 from hnpal.conversations.context import Context, load, stale
-from hnpal.conversations.models import MAX_MESSAGES, Conversation
+from hnpal.conversations.models import MAX_MESSAGES, Conversation, EndReason
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
 from hnpal.errors import Busy, HNPalError
@@ -185,7 +185,7 @@ def header(
     )
 
 
-def end(*, session: Session, store: StateStore, user_id: int, telegram_id: int, reason: str) -> list[Ended]:
+def end(*, session: Session, store: StateStore, user_id: int, telegram_id: int, reason: EndReason) -> list[Ended]:
     """End the user's active discussion(s): ``ended_at``, ``end_reason``, the users row's mirror and the
     Redis FSM. The caller enqueues ``hnpal.memory.extract`` for those with ``memory_enabled`` after commit."""
     rows = session.execute(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, HttpUrl
 
-from hnpal.posts.models import POST_TYPES
+from hnpal.posts.models import PostType
 
 INT_MAX = 2**31 - 1  # PostgreSQL integer columns (score, comment_count)
 BIGINT_MAX = 2**63 - 1  # hn_id
-PostType = Literal["story", "ask_hn", "show_hn", "poll", "job"]
-assert set(get_args(PostType)) == set(POST_TYPES)
 
 
 class PostBase(BaseModel):

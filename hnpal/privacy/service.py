@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
-from hnpal.conversations.models import Conversation
+from hnpal.conversations.models import Conversation, EndReason
 from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.memory.models import Memory
@@ -100,7 +100,7 @@ def deletion_date(user: User, settings: Settings | None = None) -> datetime | No
     return deleted_at + timedelta(days=settings.privacy_grace_days)
 
 
-def end_active_discussion(*, session: Session, user: User, reason: str) -> int:
+def end_active_discussion(*, session: Session, user: User, reason: EndReason) -> int:
     """End the user's open conversations and clear the PostgreSQL mirror of the DISCUSSION state (the
     caller clears the Redis key). Returns how many conversations were ended."""
     now = datetime.now(UTC)

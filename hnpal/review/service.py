@@ -36,7 +36,7 @@ from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
 from hnpal.db.session import rowcount
 from hnpal.errors import HNPalError
-from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, UserProtocol
+from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, ReviewStatus, UserProtocol
 from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _prompt_json(prompt: list[Any]) -> list[dict[str, str]]:
 @dataclass
 class Decision:
     item_id: int
-    status: str
+    status: ReviewStatus
     send_id: int | None
 
 
@@ -197,6 +197,7 @@ def decide(
         raise ReviewError(f"this item was already decided ({item.status} by {item.decided_by})")
     tags = [t for t in dict.fromkeys(tags or []) if t]
     final: str | None
+    status: ReviewStatus
     if action == "edit":
         final = (edited or "").replace("\r\n", "\n").strip()
         if not final:
