@@ -351,7 +351,8 @@ class ContentStore:
 
     def _catch_up(self, now: float) -> None:
         self._next_catch_up = now + self.catch_up_interval
-        self._db.try_catch_up_with_primary()  # type: ignore[union-attr]
+        assert self._db is not None  # a reader catches up only while open
+        self._db.try_catch_up_with_primary()
 
     def get_text(self, hn_id: int, kind: str) -> str | None:
         """Like :meth:`get`, decoded as UTF-8 (undecodable bytes replaced)."""

@@ -47,8 +47,7 @@ from hnpal.errors import HNPalError, NotYours
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, Provider
-from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
-from hnpal.memory.schemas import MemoryType
+from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory, MemoryType
 from hnpal.posts.models import Post
 from hnpal.users.models import User
 

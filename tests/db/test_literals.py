@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from hnpal.conversations.models import EndReason
 from hnpal.deliveries.models import DigestStatus, Reaction
 from hnpal.llm.models import ProviderStatus
+from hnpal.memory.models import MemorySource, MemoryType
 from hnpal.posts.models import CrawlStatus, PostType, SummaryStatus
 from hnpal.review.models import QuarantineStatus, ReviewKind, ReviewStatus, SendStatus
 from hnpal.users.models import UserStatus
@@ -24,6 +25,8 @@ CASES: list[tuple[str, str, Any]] = [
     ("digests", "ck_digests_status_valid", DigestStatus),
     ("deliveries", "ck_deliveries_reaction_valid", Reaction),
     ("users", "ck_users_status_valid", UserStatus),
+    ("memory", "ck_memory_type_valid", MemoryType),
+    ("memory", "ck_memory_source_type_valid", MemorySource),
     ("conversations", "ck_conversations_end_reason_valid", EndReason),
     ("provider_health", "ck_provider_health_status_valid", ProviderStatus),
     ("review_items", "ck_review_items_kind_valid", ReviewKind),
