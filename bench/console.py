@@ -183,7 +183,7 @@ def main() -> int:
                             "-c", "8", "-n", f"bench-{uuid.uuid4().hex[:4]}@%h", "--without-gossip",
                             "--without-mingle", "-l", "WARNING"]),
             ):  # fmt: skip
-                log = open(f"/tmp/bench-console-{name}-{os.getpid()}.log", "w")  # noqa: SIM115
+                log = open(f"/tmp/bench-console-{name}-{os.getpid()}.log", "w")
                 logs.append(log)
                 procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
             base = f"http://127.0.0.1:{port}"

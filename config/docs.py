@@ -14,7 +14,7 @@ HEADER = (
 def _default(name: str) -> str:
     field = Settings.model_fields[name]
     if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
+        value = field.get_default(call_default_factory=True)
         if isinstance(value, dict):
             return ", ".join(value)
         if isinstance(value, list):

@@ -13,7 +13,7 @@ import os
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyUrl,
@@ -492,7 +492,7 @@ def env_file() -> Path | None:
     return None
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation failure into a one-line SettingsError. A relative
     HNPAL_DATA_DIR or HNPAL_CONTENT_PATH is taken from the folder of the ``.env`` file that was read
     (the working directory when none was), so every command finds the same servers and store."""
@@ -500,7 +500,7 @@ def load_settings(**overrides: object) -> Settings:
 
     try:
         path = env_file()
-        settings = Settings(_env_file=path, **overrides)  # type: ignore[arg-type, call-arg]
+        settings = Settings(_env_file=path, **overrides)  # type: ignore[call-arg]  # a BaseSettings argument, not a field
         if path is not None:
             base = path.parent
             if not settings.data_dir.is_absolute():

@@ -23,7 +23,7 @@ from kombu.transport import redis as kombu_redis
 class Channel(kombu_redis.Channel):
     _shared_client: Any = None
 
-    def _create_client(self, asynchronous: bool = False):  # type: ignore[no-untyped-def]
+    def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consumer's own BRPOP/pub-sub clients: kombu's way
             return super()._create_client(asynchronous=True)
         pool = self.pool

@@ -1,10 +1,28 @@
-"""The exceptions services raise to tell their task how the work ended (the task turns them into
-Celery's outcomes; services never import Celery task objects)."""
+"""The base of the errors HN Pal raises on purpose, the ones several domains share, and the ones services
+raise to tell their task how the work ended (the task turns them into Celery's outcomes; services never
+import Celery task objects).
+
+Every domain's own errors (``LLMError``, ``ExtractionError``, ``ContentStoreError``...) subclass
+``HNPalError`` too, keeping any built-in base their callers catch (``ValueError``, ``PermissionError``).
+"""
 
 from __future__ import annotations
 
 
-class WorkFailed(Exception):
+class HNPalError(Exception):
+    """An error HN Pal raises on purpose (not a bug): ``except HNPalError`` catches every one."""
+
+
+class Busy(HNPalError):
+    """Another worker holds this piece of work right now (an answer in a conversation, a summary being
+    generated); try again shortly: it will be done."""
+
+
+class NotYours(HNPalError, PermissionError):
+    """A user named a row (a delivery, a memory item) that does not exist or belongs to another user."""
+
+
+class WorkFailed(HNPalError):
     """The work failed for good, and the failure is already committed (a crawl that failed for good, a
     model call whose last retry failed, a digest Telegram refused), so that the task ends in Celery's
     FAILURE state and Flower, ``celery events`` and the task log count it. The sweeps and ``hnpal
@@ -14,7 +32,7 @@ class WorkFailed(Exception):
     traceback."""
 
 
-class Retry(Exception):
+class Retry(HNPalError):
     """Run the same task again in ``countdown`` seconds (capped at ``HNPAL_MAX_COUNTDOWN``); its task
     calls ``self.retry`` (which counts against the task's ``max_retries``)."""
 

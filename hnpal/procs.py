@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 
 @dataclass
@@ -24,14 +25,14 @@ class Child:
     log_path: Path
     ready_marker: str = " ready."  # the log line that says the child is ready (see wait_ready)
     proc: subprocess.Popen | None = None
-    _log: object = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
     _log_start: int = field(default=0, repr=False)  # where this start's output begins in the log file
 
     def start(self, env: dict[str, str], cwd: Path | None = None) -> Child:
         """Start the child (again, after it exited: its output is appended to the same log)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self._log_start = self._log.tell()  # type: ignore[attr-defined]
+        self._log_start = self._log.tell()
         self.proc = subprocess.Popen(
             self.cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -75,7 +76,7 @@ class Child:
             _kill_group(self.proc.pid)
             _group_gone(self.proc.pid, timeout=5)
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
             self._log = None
         return self.proc.returncode
 

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.settings import Settings, get_settings
+from hnpal.errors import HNPalError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_DB_NAME = "hnpal"
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(HNPalError, RuntimeError):
     """An embedded server could not be started or reached."""
 
 
@@ -187,7 +188,7 @@ def stop_embedded(settings: Settings | None = None) -> list[str]:
         stopped.append(f"redis ({sock})")
     pgdata = _pg_dir(settings)
     if (pgdata / "postmaster.pid").exists():
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made by setattr at import
 
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         user = "pgserver" if os.geteuid() == 0 else None

@@ -192,7 +192,7 @@ class WorkerProcess:
 
         self.name = f"w{uuid.uuid4().hex[:6]}@%h"
         self.log_path = _tmp_root / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

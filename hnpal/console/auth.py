@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
 from hnpal.console.models import ROLES, ConsoleSession, Operator
+from hnpal.errors import HNPalError
 
 _hasher = PasswordHasher()
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -38,11 +39,11 @@ RANK = {role: n for n, role in enumerate(ROLES)}
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 
-class AuthError(ValueError):
+class AuthError(HNPalError, ValueError):
     """Bad operator input (the message says what is wrong)."""
 
 
-class TooManyAttempts(Exception):
+class TooManyAttempts(HNPalError):
     """Logins of this name or address are refused for now."""
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import zstandard
 
+from hnpal.errors import HNPalError
+
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # encoded size, per broker message
 FIELDS = ("html", "text", "markdown", "comments", "hn_text")
 
 
-class PayloadTooLarge(ValueError):
+class PayloadTooLarge(HNPalError, ValueError):
     pass
 
 

@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import rocksdict
 
+from hnpal.errors import HNPalError
+
 __all__ = [
     "KINDS",
     "ContentStore",
@@ -51,7 +53,7 @@ Mode = Literal["reader", "writer"]
 Value = str | bytes | bytearray | memoryview
 
 
-class ContentStoreError(Exception):
+class ContentStoreError(HNPalError):
     """The content store cannot be opened or used."""
 
 
@@ -228,7 +230,7 @@ class ContentStore:
             # lacks the newer ones until its writer starts, and reads of those find nothing meanwhile.
             try:
                 existing = set(rocksdict.Rdict.list_cf(str(self.path), options))
-            except Exception:
+            except Exception:  # noqa: BLE001 - RocksDB's errors are plain Exceptions; open them all then
                 existing = set(KINDS)
             kinds = tuple(kind for kind in KINDS if kind in existing)
         column_families = {kind: options for kind in kinds}
@@ -286,7 +288,7 @@ class ContentStore:
                 continue
             try:
                 rdict.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every handle is closed; the errors are raised after
                 errors.append(exc)
         del cfs, db, rdict
         if self._lock_fd is not None:
@@ -343,13 +345,14 @@ class ContentStore:
                 self._catch_up(now)
                 value = cf.get(key)
             return value
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed read is a miss (logged), never a failed task
             logger.error("content store %s: reading %s of hn_id %s failed: %s", self.path, kind, hn_id, exc)
             return None
 
     def _catch_up(self, now: float) -> None:
         self._next_catch_up = now + self.catch_up_interval
-        self._db.try_catch_up_with_primary()  # type: ignore[union-attr]
+        assert self._db is not None  # a reader catches up only while open
+        self._db.try_catch_up_with_primary()
 
     def get_text(self, hn_id: int, kind: str) -> str | None:
         """Like :meth:`get`, decoded as UTF-8 (undecodable bytes replaced)."""

@@ -225,7 +225,8 @@ def load(
     used = count_tokens(header, model)
 
     def take(lines: list[str], limit: int) -> tuple[list[str], int, bool]:
-        kept, total = [], 0
+        kept: list[str] = []
+        total = 0
         for line in lines:
             n = count_tokens(line, model) + 1
             if total + n > limit:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hnpal.db.base import Base
 
 MAX_MESSAGES = 1000
-END_REASONS = ("done", "switch", "timeout", "cleared", "deleted")
+EndReason = Literal["done", "switch", "timeout", "cleared", "deleted"]
+END_REASONS: tuple[EndReason, ...] = get_args(EndReason)
 
 
 class Conversation(Base):
@@ -45,7 +46,7 @@ class Conversation(Base):
     # The conversation window: messages[:summarized_count] are folded into ``summary``; the rest go verbatim.
     summary: Mapped[str | None] = mapped_column(Text)
     summarized_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    end_reason: Mapped[str | None] = mapped_column(String(20))
+    end_reason: Mapped[EndReason | None] = mapped_column(String(20))
 
     started_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     ended_at: Mapped[datetime | None]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,12 +39,13 @@ from sqlalchemy.orm import Session
 from config.settings import Settings, get_settings
 from hnpal.conversations import window as win
 from hnpal.conversations.context import Context, load, stale
-from hnpal.conversations.models import MAX_MESSAGES, Conversation
+from hnpal.conversations.models import MAX_MESSAGES, Conversation, EndReason
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
+from hnpal.errors import Busy, HNPalError
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
-from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
+from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider, Spend
 from hnpal.posts.models import Post
 from hnpal.review import service as review
 from hnpal.state.service import set_state
@@ -74,11 +76,7 @@ BUDGET_REACHED = (
 )
 
 
-class Busy(Exception):
-    """Another worker is answering in this conversation right now; try again shortly."""
-
-
-class Refused(Exception):
+class Refused(HNPalError):
     """A user message that cannot be stored; ``str(exc)`` is the reply to the user."""
 
 
@@ -127,7 +125,7 @@ def budget_reached(*, session: Session, user_id: int, settings: Settings | None 
             func.coalesce(func.sum(AgentCall.cost_usd), 0),
         ).where(AgentCall.user_id == user_id, AgentCall.agent_type == "discussion", AgentCall.called_at >= midnight)
     ).one()
-    return answers >= settings.discussion_daily_messages or Decimal(spent) >= settings.discussion_daily_usd
+    return answers >= settings.discussion_daily_messages or Decimal(spent or 0) >= settings.discussion_daily_usd
 
 
 # --- start, switch, end -----------------------------------------------------------------------------
@@ -187,7 +185,7 @@ def header(
     )
 
 
-def end(*, session: Session, store: StateStore, user_id: int, telegram_id: int, reason: str) -> list[Ended]:
+def end(*, session: Session, store: StateStore, user_id: int, telegram_id: int, reason: EndReason) -> list[Ended]:
     """End the user's active discussion(s): ``ended_at``, ``end_reason``, the users row's mirror and the
     Redis FSM. The caller enqueues ``hnpal.memory.extract`` for those with ``memory_enabled`` after commit."""
     rows = session.execute(
@@ -364,7 +362,7 @@ def _answered(messages: list[dict[str, Any]], index: int) -> bool:
 
 
 def append_assistant_message(
-    *, conn: Connection, conversation_id: int, text: str, reply_to: int, results: list[LLMResult]
+    *, conn: Connection, conversation_id: int, text: str, reply_to: int, results: Sequence[Spend]
 ) -> bool:
     """Record an answer with its tokens and cost (and the conversation's totals) in one UPDATE; False
     when that message was answered already or the conversation is full."""
@@ -769,8 +767,11 @@ def closed_notice(title: str, settings: Settings | None = None) -> str:
 def clear_fsm_if(store: StateStore, telegram_id: int, hn_id: int) -> None:
     """Clear the Redis FSM of a discussion that was closed, unless the user moved on to another post."""
     state = store.get_fsm(telegram_id)
-    moved_on = state is not None and state.state == BotState.DISCUSSION
-    if moved_on and state.data.get("active_post_id") not in (None, hn_id):
+    if (
+        state is not None
+        and state.state == BotState.DISCUSSION
+        and state.data.get("active_post_id") not in (None, hn_id)
+    ):
         return
     store.clear_fsm(telegram_id)
 

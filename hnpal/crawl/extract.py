@@ -14,12 +14,16 @@ import io
 import logging
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
 import lxml.html
 from markitdown import MarkItDown
 from markitdown.converters import HtmlConverter
 from trafilatura import bare_extraction
 from trafilatura.core import build_html_output, normalize_unicode, xmltotxt
+from trafilatura.settings import Document
+
+from hnpal.errors import HNPalError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ _NO_JS = re.compile(r"enable javascript|javascript is (?:disabled|required)|requ
 _BLANKS = re.compile(r"\n{3,}")
 
 
-class ExtractionError(Exception):
+class ExtractionError(HNPalError):
     """Nothing worth storing could be extracted."""
 
 
@@ -57,9 +61,19 @@ def html_to_markdown(html: str) -> str:
 # pass alone, 0.950 for trafilatura's default options and 0.935 for plain ``trafilatura.extract``; on
 # all shared pages 0.968. Checking against the visible text (an lxml pass) instead of a second
 # trafilatura pass keeps one pass per page. The recall pass, when both find nothing, runs everything.
-PRECISION_PASS: dict[str, bool] = {"favor_precision": True, "fast": True}
-CHECK_PASS: dict[str, bool] = {}
-RECALL_PASS: dict[str, bool] = {"favor_recall": True}
+
+
+class PassOptions(TypedDict, total=False):
+    """The options of ``trafilatura.bare_extraction`` that tell one pass from another."""
+
+    favor_precision: bool
+    favor_recall: bool
+    fast: bool
+
+
+PRECISION_PASS: PassOptions = {"favor_precision": True, "fast": True}
+CHECK_PASS: PassOptions = {}
+RECALL_PASS: PassOptions = {"favor_recall": True}
 KEEP_RATIO = 0.15
 
 
@@ -71,14 +85,14 @@ def keep_first_pass(chars: int, visible_chars: int, ratio: float = KEEP_RATIO) -
 @dataclass(frozen=True)
 class _Pass:
     text: str
-    document: object
+    document: Document
 
     def result(self) -> tuple[str, str, str | None]:
         markdown = html_to_markdown(build_html_output(self.document))
-        return self.text, markdown, self.document.title  # type: ignore[attr-defined]
+        return self.text, markdown, self.document.title
 
 
-def _trafilatura(html: str, url: str | None, options: dict[str, bool]) -> _Pass | None:
+def _trafilatura(html: str, url: str | None, options: PassOptions) -> _Pass | None:
     document = bare_extraction(
         html,
         url=url,
@@ -88,7 +102,7 @@ def _trafilatura(html: str, url: str | None, options: dict[str, bool]) -> _Pass 
         with_metadata=False,
         **options,
     )
-    if document is None or document.body is None:
+    if not isinstance(document, Document) or document.body is None:  # None, or a dict if as_dict were set
         return None
     # Plain text first: xmltotxt only reads the tree, build_html_output (in result()) rewrites its tags.
     text = normalize_unicode(xmltotxt(document.body, False)).strip()
@@ -97,15 +111,15 @@ def _trafilatura(html: str, url: str | None, options: dict[str, bool]) -> _Pass 
     return _Pass(text, document)
 
 
-def _safe_pass(html: str, url: str | None, options: dict[str, bool]) -> _Pass | None:
+def _safe_pass(html: str, url: str | None, options: PassOptions) -> _Pass | None:
     try:
         return _trafilatura(html, url, options)
-    except Exception as exc:  # trafilatura fails on some pathological trees; fall back
+    except Exception as exc:  # noqa: BLE001 - trafilatura fails on some pathological trees; fall back
         log.warning("trafilatura %s failed on %s: %s", options, url, exc)
         return None
 
 
-def pass_text(html: str, url: str | None, options: dict[str, bool]) -> str:
+def pass_text(html: str, url: str | None, options: PassOptions) -> str:
     """The text of one trafilatura pass with ``options``, exactly as the pipeline runs it ("" when it finds
     nothing or fails): what ``bench/_extraction_cv.py`` compares the options with."""
     found = _safe_pass(html, url, options)
@@ -170,7 +184,7 @@ def extract_pdf(data: bytes) -> Extraction:
         _markitdown = MarkItDown(enable_plugins=False)
     try:
         result = _markitdown.convert_stream(io.BytesIO(data), file_extension=".pdf")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a PDF parser fails in many ways; each is an unreadable PDF
         raise ExtractionError(f"PDF could not be read: {exc}") from None
     markdown = (result.text_content or "").strip()
     if len(markdown) < MIN_FALLBACK_CHARS:

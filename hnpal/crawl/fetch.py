@@ -18,6 +18,7 @@ import httpx
 
 from config.settings import Settings, get_settings
 from hnpal.crawl.guard import BlockedAddress, DNSFailure, Guard
+from hnpal.errors import HNPalError
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 PDF_TYPES = ("application/pdf", "application/x-pdf")
@@ -28,7 +29,7 @@ _SINGLE_BYTE_WESTERN = frozenset(
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 
 
-class FetchError(Exception):
+class FetchError(HNPalError):
     """A page could not be fetched. ``transient`` says whether a later attempt may succeed."""
 
     def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:

@@ -13,8 +13,10 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from hnpal.errors import HNPalError
 
-class BlockedAddress(Exception):
+
+class BlockedAddress(HNPalError):
     """The URL points at an address the crawler must not reach."""
 
 
@@ -102,7 +104,7 @@ class Guard:
         return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-class DNSFailure(Exception):
+class DNSFailure(HNPalError):
     def __init__(self, message: str, *, temporary: bool) -> None:
         super().__init__(message)
         self.temporary = temporary

@@ -7,8 +7,9 @@ and downgrades can address them by name.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, Table, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -23,6 +24,10 @@ NAMING_CONVENTION = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: DateTime(timezone=True)}
+
+    if TYPE_CHECKING:
+        # Every model here maps one Table (SQLAlchemy types it as any FromClause).
+        __table__: ClassVar[Table]
 
 
 class TimestampMixin:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -19,7 +19,7 @@ ALEMBIC_INI = Path(config_pkg.__file__).with_name("alembic.ini")
 SCRIPT_LOCATION = Path(migrations_pkg.__file__).parent
 
 
-def alembic_config(url: str | None = None, *, stdout: io.TextIOBase | None = None) -> Config:
+def alembic_config(url: str | None = None, *, stdout: TextIO | None = None) -> Config:
     cfg = Config(str(ALEMBIC_INI), stdout=stdout) if stdout else Config(str(ALEMBIC_INI))
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
     if url:

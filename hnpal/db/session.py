@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +60,7 @@ def _checked_in(dbapi_connection: Any, record: Any) -> None:
     record.info["hnpal_idle_since"] = time.monotonic()
 
 
-def _ping_when_idle(engine: Engine):  # type: ignore[no-untyped-def]
+def _ping_when_idle(engine: Engine) -> Callable[[Any, Any, Any], None]:
     """SQLAlchemy's pessimistic disconnect handling (a ping on checkout; DisconnectionError makes the
     pool discard the connection and check out another), for connections idle over PING_IDLE_SECONDS."""
 
@@ -74,6 +74,12 @@ def _ping_when_idle(engine: Engine):  # type: ignore[no-untyped-def]
             raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
     return checkout
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE run by ``Session.execute`` matched (its result is a CursorResult,
+    which SQLAlchemy's types do not say)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def dispose_engines() -> None:

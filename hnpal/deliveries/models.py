@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
+Reaction = Literal["up", "down"]
+REACTIONS: tuple[Reaction, ...] = get_args(Reaction)
+
 
 class Delivery(Base):
     """A post delivered (or reserved for delivery) to a user.
@@ -35,7 +39,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("user_id", "post_id"),
-        CheckConstraint("reaction IS NULL OR reaction IN ('up', 'down')", name="reaction_valid"),
+        CheckConstraint(f"reaction IS NULL OR reaction IN {REACTIONS!r}", name="reaction_valid"),
         CheckConstraint("(reaction IS NULL) = (reacted_at IS NULL)", name="reacted_at_matches_reaction"),
         CheckConstraint("NOT is_saved OR saved_at IS NOT NULL", name="saved_at_when_saved"),
         Index("ix_deliveries_user_batch", "user_id", "batch_id"),
@@ -50,7 +54,7 @@ class Delivery(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     batch_id: Mapped[str | None] = mapped_column(String(50))
 
-    reaction: Mapped[str | None] = mapped_column(String(10))
+    reaction: Mapped[Reaction | None] = mapped_column(String(10))
     # Why the selection picked the post: "topic:<t>", "learned:<t>", "word:<w>", "top" or NULL (by score).
     reason: Mapped[str | None] = mapped_column(String(120))
     is_saved: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
@@ -61,7 +65,8 @@ class Delivery(Base):
     saved_at: Mapped[datetime | None]
 
 
-DIGEST_STATUSES = ("pending", "sending", "sent", "empty", "failed")
+DigestStatus = Literal["pending", "sending", "sent", "empty", "failed"]
+DIGEST_STATUSES: tuple[DigestStatus, ...] = get_args(DigestStatus)
 
 
 class Digest(Base):
@@ -85,7 +90,7 @@ class Digest(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     batch_id: Mapped[str] = mapped_column(String(50), nullable=False)
-    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    status: Mapped[DigestStatus] = mapped_column(String(20), nullable=False, server_default="pending")
     style: Mapped[str | None] = mapped_column(String(20))
     post_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

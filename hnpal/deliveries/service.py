@@ -27,6 +27,7 @@ from config.settings import Settings, get_settings
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.deliveries.schedule import batch_due_at, current_batch
 from hnpal.deliveries.selection import reserve_posts
+from hnpal.errors import NotYours
 from hnpal.posts.models import Post
 from hnpal.relevance.service import classify_posts, explain, map_interests
 from hnpal.summaries.models import Summary
@@ -200,10 +201,6 @@ def unfinished_digests(*, session: Session, older_than: timedelta, limit: int = 
 
 
 # --- what users do with delivered posts -------------------------------------------------------------
-
-
-class NotYours(PermissionError):
-    """A button that names a row of another user."""
 
 
 def own_delivery(*, session: Session, telegram_id: int, delivery_id: int) -> tuple[Delivery, User]:

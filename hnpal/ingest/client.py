@@ -11,13 +11,15 @@ returned for that one item as an :class:`ItemError`; it never fails the batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from hnpal.errors import HNPalError
 
 LISTS = {
     "top": "topstories",
@@ -29,7 +31,7 @@ LISTS = {
 }
 
 
-class HNAPIError(Exception):
+class HNAPIError(HNPalError):
     def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient
@@ -50,7 +52,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError)
 
 
-def _wait(base: float):  # type: ignore[no-untyped-def]
+def _wait(base: float) -> Callable[[RetryCallState], float]:
     exponential = wait_exponential_jitter(initial=base, max=10 * base + 5, jitter=base)
 
     def wait(state: RetryCallState) -> float:

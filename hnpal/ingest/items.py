@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from pydantic import ValidationError
 
 from hnpal.crawl.urls import canonical_url, domain_of
-from hnpal.posts.schemas import BIGINT_MAX, INT_MAX, PostCreate
+from hnpal.posts.schemas import BIGINT_MAX, INT_MAX, PostCreate, PostType
 
 SKIP_REASONS = ("null", "deleted", "dead", "not_a_post", "missing_fields", "invalid", "fetch_failed")
 
@@ -20,7 +20,7 @@ class Skip(Exception):
         self.reason = reason
 
 
-def classify(item: dict[str, Any]) -> str:
+def classify(item: dict[str, Any]) -> PostType:
     """story / ask_hn / show_hn / poll / job, from the item type and the title prefix."""
     kind = item.get("type")
     if kind == "job":
@@ -35,6 +35,10 @@ def classify(item: dict[str, Any]) -> str:
     return "story"
 
 
+@overload
+def _no_nul(value: str) -> str: ...
+@overload
+def _no_nul(value: str | None) -> str | None: ...
 def _no_nul(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: one in an HN field is kept as U+FFFD (as in Telegram updates)."""
     return value.replace("\x00", "\ufffd") if value is not None else None
@@ -67,7 +71,7 @@ def parse_item(item: dict[str, Any] | None) -> tuple[PostCreate, dict[str, Any]]
         value = item.get(name)
         if value is None and name != "id":
             continue
-        if not _is_int(value):
+        if not isinstance(value, int) or isinstance(value, bool):
             raise Skip("invalid", f"{name} is a {type(value).__name__}")
         if (name == "id" and value <= 0) or value > top:
             raise Skip("invalid", f"{name} {value} out of range")

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from hnpal.errors import HNPalError
+
 
 @dataclass(frozen=True)
 class LLMRequest:
@@ -16,6 +18,19 @@ class LLMRequest:
     schema_name: str = "answer"
     # what the offline provider needs to do its job without a model
     hints: dict[str, Any] = field(default_factory=dict)
+
+
+class Spend(Protocol):
+    """What one model call cost: an LLMResult, or a stored draft's figures."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cost_usd(self) -> Decimal: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +47,7 @@ class LLMResult:
     fallback: str = ""
 
 
-class LLMError(Exception):
+class LLMError(HNPalError):
     """A failed call. ``transient`` errors are retried; the rest are recorded and not retried."""
 
     def __init__(

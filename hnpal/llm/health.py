@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -66,7 +67,7 @@ def forget() -> None:
         _cache.clear()
 
 
-def _session():  # type: ignore[no-untyped-def]
+def _session() -> AbstractContextManager[Session]:
     from hnpal.db.session import session_scope
 
     return session_scope()
@@ -120,10 +121,10 @@ def mark_down(error: BaseException, settings: Settings | None = None) -> bool:
         return False
     reason = str(error)[:500]
     table = ProviderHealth.__table__
-    stmt = insert(ProviderHealth).values(
+    row = insert(ProviderHealth).values(
         name=PROVIDER, fingerprint=fp, status="down", error=reason, down_since=func.now(), checked_at=func.now()
     )
-    stmt = stmt.on_conflict_do_update(
+    stmt = row.on_conflict_do_update(
         index_elements=[ProviderHealth.name],
         set_={"fingerprint": fp, "status": "down", "error": reason, "down_since": func.now(), "checked_at": func.now()},
         where=or_(table.c.status != "down", table.c.fingerprint != fp),

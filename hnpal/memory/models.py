@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal, get_args
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base, TimestampMixin
 
-MEMORY_TYPES = (
+MemoryType = Literal[
     "interest",
     "preference",
     "work_context",
@@ -17,8 +18,10 @@ MEMORY_TYPES = (
     "fact",
     "opinion",
     "connection",
-)
-MEMORY_SOURCES = ("onboarding", "discussion", "reaction", "explicit")
+]
+MEMORY_TYPES: tuple[MemoryType, ...] = get_args(MemoryType)
+MemorySource = Literal["onboarding", "discussion", "reaction", "explicit"]
+MEMORY_SOURCES: tuple[MemorySource, ...] = get_args(MemorySource)
 MAX_MEMORY_CHARS = 5000
 
 
@@ -38,9 +41,9 @@ class Memory(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    type: Mapped[str] = mapped_column(String(50), nullable=False)
+    type: Mapped[MemoryType] = mapped_column(String(50), nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
-    source_type: Mapped[str | None] = mapped_column(String(50))
+    source_type: Mapped[MemorySource | None] = mapped_column(String(50))
     source_post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id", ondelete="SET NULL"))
     source_conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))

@@ -41,13 +41,13 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.conversations.models import Conversation
-from hnpal.db.session import session_scope
+from hnpal.db.session import rowcount, session_scope
 from hnpal.deliveries.models import Delivery
+from hnpal.errors import HNPalError, NotYours
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
-from hnpal.llm.base import LLMError, LLMRequest
-from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory
-from hnpal.memory.schemas import MemoryType
+from hnpal.llm.base import LLMError, LLMRequest, Provider
+from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory, MemoryType
 from hnpal.posts.models import Post
 from hnpal.users.models import User
 
@@ -117,7 +117,7 @@ class ExtractedItem(BaseModel):
         return value
 
 
-class MalformedAnswer(ValueError):
+class MalformedAnswer(HNPalError, ValueError):
     """The model's answer is not JSON, or not an object with an ``items`` list."""
 
 
@@ -210,7 +210,7 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class RetryLater(Exception):
+class RetryLater(HNPalError):
     """A transient LLM failure on an attempt that may be retried; nothing was written."""
 
 
@@ -305,7 +305,7 @@ def _load(conversation_id: int, settings: Settings) -> Outcome | _Material:
         )
 
 
-def _provider(settings: Settings):  # type: ignore[no-untyped-def]
+def _provider(settings: Settings) -> Provider:
     from hnpal.llm import health
 
     paid = llm.paid_provider(settings)
@@ -647,10 +647,6 @@ def active_page(*, session: Session, user_id: int, page: int, per_page: int) -> 
     return list(rows), total, page
 
 
-class NotYours(PermissionError):
-    """A memory item that does not exist or belongs to another user."""
-
-
 def forget(*, session: Session, user: User, memory_id: int) -> Memory:
     """Deactivate one of the user's items; an interest chosen at onboarding leaves users.interests too."""
     from hnpal.privacy.service import audit
@@ -684,10 +680,10 @@ def clear(*, session: Session, user: User) -> dict[str, int]:
     from hnpal.privacy.service import audit, end_active_discussion
 
     end_active_discussion(session=session, user=user, reason="cleared")
-    forgotten = session.execute(
-        update(Memory).where(Memory.user_id == user.id, Memory.active).values(active=False)
-    ).rowcount
-    conversations = session.execute(delete(Conversation).where(Conversation.user_id == user.id)).rowcount
+    forgotten = rowcount(
+        session.execute(update(Memory).where(Memory.user_id == user.id, Memory.active).values(active=False))
+    )
+    conversations = rowcount(session.execute(delete(Conversation).where(Conversation.user_id == user.id)))
     user.interests = []
     counts = {"memory_forgotten": int(forgotten or 0), "conversations_deleted": int(conversations or 0)}
     audit(session=session, action="memory.clear", user=user, details=counts)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 from celery.beat import PersistentScheduler
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 KEY = "ops:heartbeat:"
@@ -22,7 +26,7 @@ STALE_AFTER = {"bot": 120.0, "beat": 330.0}
 _last: dict[str, float] = {}
 
 
-def beat(process: str, *, client=None, prefix: str | None = None, every: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+def beat(process: str, *, client: redis.Redis | None = None, prefix: str | None = None, every: float = 0.0) -> None:
     """Record that ``process`` is alive now (at most once per ``every`` seconds in this process)."""
     import redis
 
@@ -47,6 +51,6 @@ def beat(process: str, *, client=None, prefix: str | None = None, every: float =
 class BeatScheduler(PersistentScheduler):
     """Celery beat's persistent scheduler, beating at each tick."""
 
-    def tick(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def tick(self, *args: Any, **kwargs: Any) -> Any:
         beat("beat", every=INTERVAL)
         return super().tick(*args, **kwargs)

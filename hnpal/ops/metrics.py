@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,6 +52,11 @@ from hnpal.ops import heartbeat
 from hnpal.queues import QUEUES
 from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.users.models import USER_STATUSES
+
+if TYPE_CHECKING:
+    import redis
+
+    from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +104,7 @@ def provider_of(model: str) -> str:
     return "offline" if model == OFFLINE_MODEL else "openai"
 
 
-def count_telegram_429(client=None, *, prefix: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def count_telegram_429(client: redis.Redis | None = None, *, prefix: str | None = None) -> None:
     """Count one 429 from Telegram (best effort: a Redis failure is logged, never raised)."""
     import redis
 
@@ -119,7 +125,9 @@ def count_telegram_429(client=None, *, prefix: str | None = None) -> None:  # ty
 class PipelineCollector(Collector):
     """Computes every metric above at each scrape (a handful of GROUP BY queries)."""
 
-    def __init__(self, *, engine: Engine | None = None, redis_client=None, prefix: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, *, engine: Engine | None = None, redis_client: redis.Redis | None = None, prefix: str | None = None
+    ) -> None:
         self._engine = engine
         self._redis = redis_client
         self._prefix = prefix
@@ -131,7 +139,7 @@ class PipelineCollector(Collector):
             self._engine = get_engine()
         return self._engine
 
-    def _client(self):  # type: ignore[no-untyped-def]
+    def _client(self) -> redis.Redis:
         if self._redis is None:
             from hnpal.state.store import get_redis
 
@@ -186,7 +194,7 @@ class PipelineCollector(Collector):
             "hnpal_deliveries", "Posts delivered (sent), not sent by a finished digest (failed), or pending",
             labels=["state"],
         )  # fmt: skip
-        found = dict(deliveries)
+        found: dict[str, int] = dict(deliveries)
         for state in ("sent", "failed", "pending"):
             deliv.add_metric([state], found.get(state, 0))
         yield deliv
@@ -232,7 +240,7 @@ class PipelineCollector(Collector):
         waiting.add_metric([], offline)
         yield waiting
         by_user = GaugeMetricFamily("hnpal_users", "Users by status", labels=["status"])
-        found_users = dict(users)
+        found_users: dict[str, int] = dict(users)
         for status in USER_STATUSES:
             by_user.add_metric([status], found_users.get(status, 0))
         yield by_user
@@ -247,7 +255,7 @@ class PipelineCollector(Collector):
             failed.add_metric([kind], n)
         yield failed
 
-    def _settings(self):  # type: ignore[no-untyped-def]
+    def _settings(self) -> Settings:
         from config.settings import get_settings
 
         return get_settings()
@@ -306,13 +314,13 @@ class PipelineCollector(Collector):
         yield alive
 
 
-def registry(**kwargs) -> CollectorRegistry:  # type: ignore[no-untyped-def]
+def registry(**kwargs: Any) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PipelineCollector(**kwargs))
     return reg
 
 
-def render(**kwargs) -> str:  # type: ignore[no-untyped-def]
+def render(**kwargs: Any) -> str:
     """The metrics in the Prometheus text format."""
     return generate_latest(registry(**kwargs)).decode()
 

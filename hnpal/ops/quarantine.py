@@ -35,10 +35,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
+from hnpal.errors import HNPalError
 from hnpal.posts.models import Post
 from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.telegram.models import TelegramUpdate
@@ -47,7 +49,7 @@ KINDS = ("update", "crawl", "digest", "summary")
 DROPPED = "dropped by operator: "
 
 
-class QuarantineError(ValueError):
+class QuarantineError(HNPalError, ValueError):
     """A reference that is malformed, or names nothing that failed for good (the message says which)."""
 
 
@@ -77,7 +79,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return match.group(1) or "update", int(match.group(2))
 
 
-def _not_dropped(column):  # type: ignore[no-untyped-def]
+def _not_dropped(column: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
     return or_(column.is_(None), ~column.startswith(DROPPED))
 
 
@@ -87,7 +89,7 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
         raise QuarantineError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
     out: list[Failed] = []
     if kind in (None, "update"):
-        rows = session.execute(
+        updates = session.execute(
             select(TelegramUpdate)
             .where(TelegramUpdate.status == "quarantined")
             .order_by(TelegramUpdate.received_at.desc())
@@ -101,10 +103,10 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
                 r.error or "",
                 f"chat {r.chat_id}, attempts {r.attempts}, expires {r.expires_at:%Y-%m-%d %H:%M}",
             )
-            for r in rows
+            for r in updates
         ]
     if kind in (None, "crawl"):
-        rows = session.execute(
+        crawls = session.execute(
             select(Post)
             .where(Post.crawl_status == "failed", _not_dropped(Post.crawl_error))
             .order_by(Post.crawled_at.desc().nulls_last(), Post.id.desc())
@@ -118,20 +120,21 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
                 p.crawl_error or "",
                 f"HN {p.hn_id}, attempts {p.crawl_retry_count}, {p.url or '(no url)'}",
             )
-            for p in rows
+            for p in crawls
         ]
     if kind in (None, "digest"):
-        rows = session.execute(
+        digests = session.execute(
             select(Digest)
             .where(Digest.status == "failed", _not_dropped(Digest.error))
             .order_by(Digest.created_at.desc())
             .limit(limit)
         ).scalars()
         out += [
-            Failed("digest", d.id, d.created_at, d.error or "", f"user {d.user_id}, batch {d.batch_id}") for d in rows
+            Failed("digest", d.id, d.created_at, d.error or "", f"user {d.user_id}, batch {d.batch_id}")
+            for d in digests
         ]
     if kind in (None, "summary"):
-        rows = session.execute(
+        summaries = session.execute(
             select(Post)
             .where(Post.summary_status.in_(("failed", "offline")), Post.summary_attempts >= SUMMARY_ATTEMPTS)
             .order_by(Post.id.desc())
@@ -147,7 +150,7 @@ def list_failed(*, session: Session, kind: str | None = None, limit: int = 100) 
                 + ("offline summary kept, " if p.summary_status == "offline" else "")
                 + p.title[:80],
             )  # fmt: skip
-            for p in rows
+            for p in summaries
         ]
     return out
 
@@ -161,7 +164,7 @@ def retry(*, session: Session, ref: str) -> Enqueue:
             .where(TelegramUpdate.update_id == ident, TelegramUpdate.status == "quarantined")
             .values(status="received", attempts=0, error=None, expires_at=None)
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return Enqueue("hnpal.telegram.handle", (ident,))
     if kind == "crawl":
         url = session.scalar(select(Post.url).where(Post.id == ident, Post.crawl_status == "failed"))
@@ -178,20 +181,20 @@ def retry(*, session: Session, ref: str) -> Enqueue:
             .where(Post.id == ident, Post.crawl_status == "failed")
             .values(crawl_status="queued", crawl_retry_count=0, crawl_error=None, crawl_enqueued_at=func.now())
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return Enqueue("hnpal.crawl.post", (ident,))
     if kind == "summary":
         done = session.execute(
             update(Post).where(Post.id == ident, Post.summary_status == "offline").values(summary_attempts=0)
         )
-        if done.rowcount:  # made again with the model; the offline summary stays until then
+        if rowcount(done):  # made again with the model; the offline summary stays until then
             return Enqueue("hnpal.summaries.summarize", (ident, None, None, True))
         done = session.execute(
             update(Post)
             .where(Post.id == ident, Post.summary_status == "failed")
             .values(summary_status="pending", summary_attempts=0, summary_error=None)
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return Enqueue("hnpal.summaries.summarize", (ident,))
     digest = session.get(Digest, ident, with_for_update=True)
     if digest is None or digest.status != "failed":
@@ -217,7 +220,7 @@ def drop(*, session: Session, ref: str) -> str:
         done = session.execute(
             delete(TelegramUpdate).where(TelegramUpdate.update_id == ident, TelegramUpdate.status == "quarantined")
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return f"update {ident} deleted"
     now = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
     if kind == "crawl":
@@ -226,7 +229,7 @@ def drop(*, session: Session, ref: str) -> str:
             .where(Post.id == ident, Post.crawl_status == "failed", _not_dropped(Post.crawl_error))
             .values(crawl_error=DROPPED + now + func.coalesce(Post.crawl_error, ""))
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return f"crawl of post {ident} stays failed and leaves the list"
     if kind == "summary":
         reason = DROPPED + now + func.coalesce(Post.summary_error, "")
@@ -235,21 +238,21 @@ def drop(*, session: Session, ref: str) -> str:
             .where(Post.id == ident, Post.summary_status == "offline")
             .values(summary_status="done", summary_error=reason)
         )
-        if kept.rowcount:
+        if rowcount(kept):
             return f"post {ident} keeps its offline summary and leaves the list"
         done = session.execute(
             update(Post)
             .where(Post.id == ident, Post.summary_status == "failed")
             .values(summary_status="skipped", summary_error=reason)
         )
-        _found(done.rowcount, kind, ident)
+        _found(rowcount(done), kind, ident)
         return f"summary of post {ident} is skipped for good and leaves the list"
     done = session.execute(
         update(Digest)
         .where(Digest.id == ident, Digest.status == "failed", _not_dropped(Digest.error))
         .values(error=DROPPED + now + func.coalesce(Digest.error, ""))
     )
-    _found(done.rowcount, kind, ident)
+    _found(rowcount(done), kind, ident)
     return f"digest {ident} stays failed and leaves the list"
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TextIO
 
 from config.settings import Settings, get_settings
+from hnpal.errors import HNPalError
 from hnpal.procs import Child, celery_beat, celery_worker, telegram_bot
 
 BACKOFF_BASE = 1.0
@@ -55,7 +56,7 @@ STABLE_AFTER = 60.0  # seconds up after which a crash counts as the first again
 TICK = 0.25
 
 
-class UpError(RuntimeError):
+class UpError(HNPalError, RuntimeError):
     """``hnpal up`` cannot start (the message says why and what to do)."""
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import (
     REAL,
@@ -21,12 +22,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
-POST_TYPES = ("story", "ask_hn", "show_hn", "poll", "job")
+PostType = Literal["story", "ask_hn", "show_hn", "poll", "job"]
+POST_TYPES: tuple[PostType, ...] = get_args(PostType)
 # pending: not crawled yet; queued: a crawl task is on its way; retrying: a transient failure, retry
 # scheduled; fetched: content handed to the content writer; success: content stored; reused: a repost
 # whose content was copied from an earlier post; failed: permanent (crawl_error says why); skipped:
 # nothing to crawl (no URL and no text).
-CRAWL_STATUSES = ("pending", "queued", "retrying", "fetched", "success", "reused", "failed", "skipped")
+CrawlStatus = Literal["pending", "queued", "retrying", "fetched", "success", "reused", "failed", "skipped"]
+CRAWL_STATUSES: tuple[CrawlStatus, ...] = get_args(CrawlStatus)
+# pending: not summarized yet (or a transient failure, retried); done; failed: MAX_ATTEMPTS failures;
+# skipped: nothing to summarize, or set aside by an operator; offline: made by the offline summarizer
+# while the model refused the key; held: waiting for review; rejected: refused at review.
+SummaryStatus = Literal["pending", "done", "failed", "skipped", "offline", "held", "rejected"]
+SUMMARY_STATUSES: tuple[SummaryStatus, ...] = get_args(SummaryStatus)
 MAX_CRAWL_ATTEMPTS = 3
 # The words of a title (lower case; letters, digits, + and # kept, so "C++" and "C#" survive) and the
 # post's domain: what interests, mutes and learned topics match against. PostgreSQL computes it.
@@ -53,7 +61,7 @@ class Post(Base):
         ),
         CheckConstraint("repost_of_post_id IS NULL OR repost_of_post_id <> id", name="repost_not_self"),
         CheckConstraint(
-            "summary_status IN ('pending', 'done', 'failed', 'skipped', 'offline', 'held', 'rejected')",
+            f"summary_status IN {SUMMARY_STATUSES!r}",
             name="summary_status_valid",
         ),
         CheckConstraint(
@@ -117,7 +125,7 @@ class Post(Base):
     crawl_retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     crawl_error: Mapped[str | None] = mapped_column(Text)
     crawled_at: Mapped[datetime | None]
-    crawl_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    crawl_status: Mapped[CrawlStatus] = mapped_column(String(20), nullable=False, server_default="pending")
     crawl_enqueued_at: Mapped[datetime | None]
     canonical_url: Mapped[str | None] = mapped_column(Text)
     repost_of_post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id", ondelete="SET NULL"))
@@ -131,7 +139,7 @@ class Post(Base):
     summary_tokens: Mapped[int | None] = mapped_column(Integer)
     summary_prompt_type: Mapped[str | None] = mapped_column(String(50))
     # pending | done | failed (after the last retry; a sweep tries again) | skipped (nothing to summarize)
-    summary_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    summary_status: Mapped[SummaryStatus] = mapped_column(String(20), nullable=False, server_default="pending")
     summary_basis: Mapped[str | None] = mapped_column(String(30))
     summary_error: Mapped[str | None] = mapped_column(Text)
     # failed runs of the default summary; at summaries.service.MAX_ATTEMPTS the sweep stops (hnpal quarantine)

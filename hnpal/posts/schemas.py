@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl
 
-from hnpal.posts.models import POST_TYPES
+from hnpal.posts.models import PostType
 
 INT_MAX = 2**31 - 1  # PostgreSQL integer columns (score, comment_count)
 BIGINT_MAX = 2**63 - 1  # hn_id
-PostType = Literal["story", "ask_hn", "show_hn", "poll", "job"]
-assert set(PostType.__args__) == set(POST_TYPES)  # type: ignore[attr-defined]
 
 
 class PostBase(BaseModel):
@@ -28,21 +25,3 @@ class PostBase(BaseModel):
 
 class PostCreate(PostBase):
     hn_published_at: datetime | None = None
-
-
-class PostRead(PostBase):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    url: str | None = None  # stored as given; validated on the way in
-    hn_published_at: datetime | None = None
-    has_html: bool = False
-    has_text: bool = False
-    has_markdown: bool = False
-    is_crawl_success: bool = False
-    crawl_retry_count: int = Field(default=0, ge=0)
-    crawl_error: str | None = None
-    summary: str | None = None
-    summarized_at: datetime | None = None
-    fetched_at: datetime
-    created_at: datetime

@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
-from hnpal.conversations.models import Conversation
+from hnpal.conversations.models import Conversation, EndReason
+from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
@@ -99,15 +100,17 @@ def deletion_date(user: User, settings: Settings | None = None) -> datetime | No
     return deleted_at + timedelta(days=settings.privacy_grace_days)
 
 
-def end_active_discussion(*, session: Session, user: User, reason: str) -> int:
+def end_active_discussion(*, session: Session, user: User, reason: EndReason) -> int:
     """End the user's open conversations and clear the PostgreSQL mirror of the DISCUSSION state (the
     caller clears the Redis key). Returns how many conversations were ended."""
     now = datetime.now(UTC)
-    ended = session.execute(
-        update(Conversation)
-        .where(Conversation.user_id == user.id, Conversation.ended_at.is_(None))
-        .values(ended_at=func.greatest(Conversation.started_at, now), end_reason=reason)
-    ).rowcount
+    ended = rowcount(
+        session.execute(
+            update(Conversation)
+            .where(Conversation.user_id == user.id, Conversation.ended_at.is_(None))
+            .values(ended_at=func.greatest(Conversation.started_at, now), end_reason=reason)
+        )
+    )
     user.active_discussion_post_id = None
     return int(ended or 0)
 
@@ -227,12 +230,14 @@ def purge_user(*, session: Session, user: User, settings: Settings | None = None
         )
     }
     counts["telegram_updates"] = int(
-        session.execute(
-            delete(TelegramUpdate).where(
-                TelegramUpdate.telegram_user_id == user.telegram_id,
-                TelegramUpdate.status.in_(("processed", "quarantined")),  # not one being handled (this one)
+        rowcount(
+            session.execute(
+                delete(TelegramUpdate).where(
+                    TelegramUpdate.telegram_user_id == user.telegram_id,
+                    TelegramUpdate.status.in_(("processed", "quarantined")),  # not one being handled (this one)
+                )
             )
-        ).rowcount
+        )
         or 0
     )
     session.add(

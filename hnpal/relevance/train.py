@@ -30,7 +30,7 @@ MIN_TRAIN = 25
 
 
 def main() -> int:
-    from scipy import sparse  # noqa: PLC0415 - training only
+    from scipy import sparse  # training only
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 

@@ -30,8 +30,8 @@ from hnpal.relevance.model import model, story_hash
 MAX_TOKENS = 48
 
 
-def main() -> int:  # noqa: PLR0915 - one straight script
-    import onnx  # noqa: PLC0415 - training only
+def main() -> int:  # one straight script
+    import onnx  # training only
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel, AutoTokenizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -25,10 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
-KINDS = ("summary", "answer")
-STATUSES = ("pending", "approved", "edited", "rejected")
-SEND_STATUSES = ("pending", "sending", "sent", "failed")
-QUARANTINE_STATUSES = ("held", "processed", "dropped", "expired")
+ReviewKind = Literal["summary", "answer"]
+KINDS: tuple[ReviewKind, ...] = get_args(ReviewKind)
+ReviewStatus = Literal["pending", "approved", "edited", "rejected"]
+STATUSES: tuple[ReviewStatus, ...] = get_args(ReviewStatus)
+SendStatus = Literal["pending", "sending", "sent", "failed"]
+SEND_STATUSES: tuple[SendStatus, ...] = get_args(SendStatus)
+QuarantineStatus = Literal["held", "processed", "dropped", "expired"]
+QUARANTINE_STATUSES: tuple[QuarantineStatus, ...] = get_args(QuarantineStatus)
 SEED_TAGS = ("factual error", "hallucination", "tone", "too long", "formatting", "unsafe", "other")
 
 
@@ -57,8 +61,8 @@ class ReviewItem(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    kind: Mapped[ReviewKind] = mapped_column(String(16), nullable=False)
+    status: Mapped[ReviewStatus] = mapped_column(String(16), nullable=False, server_default="pending")
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -97,7 +101,7 @@ class ReviewSend(Base):
     )
     chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    status: Mapped[SendStatus] = mapped_column(String(16), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     claimed_at: Mapped[datetime | None] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column()
@@ -140,6 +144,6 @@ class QuarantinedMessage(Base):
     text: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="held")
+    status: Mapped[QuarantineStatus] = mapped_column(String(16), nullable=False, server_default="held")
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column()

@@ -34,7 +34,9 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.audit.models import AuditLog
-from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, UserProtocol
+from hnpal.db.session import rowcount
+from hnpal.errors import HNPalError
+from hnpal.review.models import EditTag, QuarantinedMessage, ReviewItem, ReviewSend, ReviewStatus, UserProtocol
 from hnpal.users.models import User
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ MAX_TEXT = 4000
 ALLOWED_WHILE_SILENCED = ("deletemydata", "export")  # privacy rights are never held
 
 
-class ReviewError(ValueError):
+class ReviewError(HNPalError, ValueError):
     """A decision that cannot be made (the message says why, for the operator)."""
 
 
@@ -172,7 +174,7 @@ def _prompt_json(prompt: list[Any]) -> list[dict[str, str]]:
 @dataclass
 class Decision:
     item_id: int
-    status: str
+    status: ReviewStatus
     send_id: int | None
 
 
@@ -195,6 +197,7 @@ def decide(
         raise ReviewError(f"this item was already decided ({item.status} by {item.decided_by})")
     tags = [t for t in dict.fromkeys(tags or []) if t]
     final: str | None
+    status: ReviewStatus
     if action == "edit":
         final = (edited or "").replace("\r\n", "\n").strip()
         if not final:
@@ -249,6 +252,7 @@ def _record_answer(session: Session, item: ReviewItem, outgoing: str) -> None:
     """What the reader gets goes in the conversation (the next answer's history), with the draft's cost."""
     from hnpal.conversations.service import append_assistant_message
 
+    assert item.conversation_id is not None and item.message_index is not None  # the caller checked
     spent = _Spent(item.model or "", item.input_tokens, item.output_tokens, item.cost_usd)
     append_assistant_message(
         conn=session.connection(), conversation_id=item.conversation_id, text=outgoing,
@@ -376,11 +380,13 @@ def sweep(session: Session, *, settings: Settings | None = None, limit: int = 50
         .order_by(ReviewSend.id)
         .limit(limit)
     ).all()
-    expired = session.execute(
-        update(QuarantinedMessage)
-        .where(QuarantinedMessage.status == "held", QuarantinedMessage.expires_at < func.now())
-        .values(status="expired", decided_at=func.now())
-    ).rowcount
+    expired = rowcount(
+        session.execute(
+            update(QuarantinedMessage)
+            .where(QuarantinedMessage.status == "held", QuarantinedMessage.expires_at < func.now())
+            .values(status="expired", decided_at=func.now())
+        )
+    )
     return Swept(decided, sorted(set(sends)), int(expired or 0))
 
 

@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, false, func, select
+from sqlalchemy import ColumnElement, Connection, Executable, and_, case, false, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
+from hnpal.errors import Busy
 from hnpal.llm import health, sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
@@ -51,10 +52,6 @@ PAYWALL = re.compile(
 MIN_ARTICLE_WORDS = 80
 MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
 MAX_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
-
-
-class Busy(Exception):
-    """Another worker is generating this summary right now; try again shortly."""
 
 
 @dataclass
@@ -299,7 +296,7 @@ def summarize(
     match = (Summary.post_id == post_id, Summary.style == style, Summary.variant == variant)
     key = _lock_key(post_id, style, variant)
     existing_row = select(Summary.id).where(*match)
-    lock = func.pg_try_advisory_lock(*key)
+    lock: ColumnElement[Any] = func.pg_try_advisory_lock(*key)
     if style != "comments" and not upgrade:  # a comment summary may need a refresh: it always locks
         lock = case((~existing_row.exists(), lock), else_=false())
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -401,7 +398,8 @@ def _summarize_locked(
         )  # fmt: skip
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=[Summary.post_id, Summary.style, Summary.variant])
-    write = stmt.returning(Summary.id)
+    returning = stmt.returning(Summary.id)
+    write: Executable = returning
     hold = None
     if style == settings.summary_default_style and not refreshing:
         hold = review.summary_hold_reason(
@@ -411,7 +409,7 @@ def _summarize_locked(
         # The default style also fills the post's columns: one statement (a data-modifying CTE), so
         # both land together. A summary held for review is stored but its post has no summarized_at
         # (no digest selects it) until a person decides.
-        inserted = write.cte("inserted")
+        inserted = returning.cte("inserted")
         columns: dict[str, Any] = {
             "summary": result.text,
             "summary_model": result.model[:50],
@@ -474,7 +472,7 @@ def mark_failed(*, post_id: int, error: Exception, upgrade: bool = False) -> Non
         )
 
 
-def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+def due_for_sweep(*, session: Session, limit: int) -> list[int]:
     """Posts with content whose default summary failed transiently (fewer than MAX_ATTEMPTS times) or
     never ran."""
     return list(
@@ -488,7 +486,7 @@ def due_for_sweep(*, session, limit: int) -> list[int]:  # type: ignore[no-untyp
     )
 
 
-def offline_due(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+def offline_due(*, session: Session, limit: int) -> list[int]:
     """Posts summarized offline while the model refused the key, to be made again with the model (fewer
     than MAX_ATTEMPTS failed tries)."""
     return list(
@@ -515,7 +513,7 @@ def offline_styles(*, post_id: int, settings: Settings | None = None) -> list[st
         )  # fmt: skip
 
 
-def comment_refresh_due(*, session, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
+def comment_refresh_due(*, session: Session, limit: int) -> list[int]:
     """Posts whose comment count grew by 50% since their comment summary (at most 3 refreshes)."""
     return list(
         session.scalars(

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hnpal.usage.models import AgentCall, UserTokenUsage
 from hnpal.users.models import User
+
+
+def _total(rows: Sequence[Sequence[Any]], label: tuple[str, ...], *, counts: range, cost: int) -> tuple[Any, ...]:
+    """The footer row: ``label``, the sums of the ``counts`` columns, then the sum of the ``cost`` column
+    (a Decimal, 0 without rows)."""
+    return (*label, *(sum(r[i] for r in rows) for i in counts), sum((r[cost] for r in rows), Decimal(0)))
 
 
 def usage_rows(session: Session, *, telegram_id: int | None, days: int) -> tuple[str, list[str], list[tuple]]:
@@ -32,7 +40,7 @@ def usage_rows(session: Session, *, telegram_id: int | None, days: int) -> tuple
             .order_by(UserTokenUsage.date.desc())
         ).all()
         columns = ["date", "input", "output", "summaries", "discussion", "memory", "cost USD"]
-        total = ("total", *(sum(r[i] for r in rows) for i in range(1, 6)), sum((r[6] for r in rows), Decimal(0)))
+        total = _total(rows, ("total",), counts=range(1, 6), cost=6)
         return f"LLM usage of user {telegram_id}, last {days} day(s)", columns, [*rows, total]
     day = func.date(func.timezone("UTC", AgentCall.called_at))
     rows = session.execute(
@@ -51,5 +59,5 @@ def usage_rows(session: Session, *, telegram_id: int | None, days: int) -> tuple
         .order_by(day.desc(), AgentCall.agent_type, AgentCall.model)
     ).all()
     columns = ["date", "agent", "model", "calls", "failed", "input", "output", "cost USD"]
-    total = ("total", "", "", *(sum(r[i] for r in rows) for i in range(3, 7)), sum((r[7] for r in rows), Decimal(0)))
+    total = _total(rows, ("total", "", ""), counts=range(3, 7), cost=7)
     return f"LLM usage, last {days} day(s)", columns, [*rows, total]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hnpal.db.base import Base, TimestampMixin
 
 # 'blocked': the user blocked the bot (Telegram answered 403); 'deleted': /deletemydata grace period.
-USER_STATUSES = ("active", "paused", "blocked", "deleted")
+UserStatus = Literal["active", "paused", "blocked", "deleted"]
+USER_STATUSES: tuple[UserStatus, ...] = get_args(UserStatus)
 
 DEFAULT_DIGEST_PREFERENCES: dict[str, Any] = {
     "style": "flat_scroll",
@@ -48,7 +49,7 @@ class User(TimestampMixin, Base):
         BigInteger, ForeignKey("posts.hn_id", ondelete="SET NULL")
     )
     memory_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
-    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="active")
+    status: Mapped[UserStatus] = mapped_column(String(20), nullable=False, server_default="active")
 
     interests: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
     digest_preferences: Mapped[dict[str, Any]] = mapped_column(

@@ -13,10 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from hnpal.crawl.urls import normalize_domain
-from hnpal.users.models import USER_STATUSES
-
-UserStatus = Literal["active", "paused", "blocked", "deleted"]
-assert set(UserStatus.__args__) == set(USER_STATUSES)  # type: ignore[attr-defined]
+from hnpal.users.models import UserStatus
 
 Interest = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

@@ -86,7 +86,7 @@ class ConsoleProcess:
 
         import httpx
 
-        log = open(self.log_path, "a")  # noqa: SIM115 - the child holds it
+        log = open(self.log_path, "a")  # the child holds it
         self.proc = self._popen(self._cmd, env=self._env, cwd=self._cwd, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 60

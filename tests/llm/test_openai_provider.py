@@ -127,7 +127,7 @@ def test_concurrent_user_usage_never_loses_an_increment(provider, settings) -> N
             for _ in range(10):
                 llm.call(request(), provider=provider, agent_type="discussion", user_id=user_id,
                          purpose="t-usage", settings=settings)  # fmt: skip
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(8)]

@@ -192,7 +192,7 @@ def test_flower_refuses_requests_without_credentials(stack: Up) -> None:
 
 
 class _Gone(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         self.send_response(404)
         self.send_header("Content-Type", "text/html")
         self.end_headers()

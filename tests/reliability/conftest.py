@@ -85,7 +85,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.name = name
         self.log_path = _tmp_root / f"rel-{name}-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(
             argv,
             env=env,

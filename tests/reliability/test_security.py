@@ -71,7 +71,7 @@ def new_post(url: str | None, title: str = "security test") -> tuple[int, int]:
 class _Counting(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         type(self).hits.append(self.path)
         body = b"<html><body><article><p>" + b"internal secret " * 50 + b"</p></article></body></html>"
         self.send_response(200)

@@ -532,7 +532,7 @@ def test_latency_is_applied_and_requests_overlap(llm: LLMServer, client: openai.
     def worker() -> None:
         try:
             results.append(_chat(client).choices[0].message.content)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]

@@ -221,7 +221,7 @@ class _Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:  # http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 owner.calls.append((dict(self.headers), json.loads(body)))
                 status = owner.statuses.pop(0) if owner.statuses else 200

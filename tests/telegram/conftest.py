@@ -68,7 +68,7 @@ class BotProcess:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.log_path = _tmp_root / f"bot-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(
             [hnpal_executable(), "bot"],
             env={**os.environ, **env},

@@ -238,7 +238,7 @@ def test_many_threads_share_one_client(api: BotAPI, tg: TelegramServer) -> None:
     def send(i: int) -> None:
         try:
             api.send_message(USER if i % 2 else OTHER, f"message {i}")
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(40)]

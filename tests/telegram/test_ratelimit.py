@@ -54,7 +54,7 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
     def guarded(index: int) -> None:
         try:
             target(index)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
