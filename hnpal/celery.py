@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
-import hnpal.models  # noqa: E402,F401  every mapper, so foreign keys between domains resolve in workers
+import hnpal.models  # noqa: F401 - every mapper, so foreign keys between domains resolve in workers
+from hnpal import queues
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,11 @@ class HNPal(Celery):
       that has not imported the task modules yet (the bot, beat, the CLI) imports them on its first send
       of a name it does not know, so the registry answers (an unknown name raises ``NotRegistered``)."""
 
-    def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, *more, **options):  # type: ignore[no-untyped-def,override]  # fmt: skip
+    def send_task(self, name, args=None, kwargs=None, countdown=None, eta=None, *more, **options):  # fmt: skip
         countdown, eta = _capped(name, countdown, eta)
         if name not in self.tasks:
             self.loader.import_default_modules()
-            self.tasks[name]  # noqa: B018 - raises NotRegistered for a name no task module declares
+            _ = self.tasks[name]  # raises NotRegistered for a name no task module declares
         return super().send_task(name, args, kwargs, countdown, eta, *more, **options)
 
 
@@ -70,10 +72,8 @@ from hnpal.ops import tasklog  # noqa: E402  one structured line per task outcom
 tasklog.connect()
 
 
-CONTENT_QUEUE = "content"
-LLM_QUEUE = "llm"
-TELEGRAM_QUEUE = "telegram"
-_warm: dict[str, object] = {}  # set by celeryd_init on workers that consume the llm or telegram queue
+CONTENT_QUEUE, LLM_QUEUE, TELEGRAM_QUEUE = queues.CONTENT, queues.LLM, queues.TELEGRAM
+_warm: dict[str, Any] = {}  # set by celeryd_init on workers that consume the llm or telegram queue
 _content_writer_worker = False
 
 
@@ -184,7 +184,7 @@ def _warm_handles(connections: int) -> None:
     try:
         with ExitStack() as stack:
             engine = get_engine()
-            for _ in range(min(connections, engine.pool.size())):
+            for _ in range(min(connections, getattr(engine.pool, "size", lambda: 1)())):
                 stack.enter_context(engine.connect())
     except Exception as exc:  # noqa: BLE001 - warming is an optimisation; tasks report real failures
         log.info("worker warm-up: database connections not opened: %s", exc)

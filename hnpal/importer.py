@@ -156,10 +156,10 @@ def _flush(batch: list[dict[str, Any]], report: ImportReport, content_dir: Path 
     # One row per hn_id within a statement (ON CONFLICT cannot touch a row twice): the last line wins.
     unique = list({row["hn_id"]: row for row in batch}.values())
     with session_scope() as session:
-        stmt = insert(Post).values(unique)
-        stmt = stmt.on_conflict_do_update(
+        insert_rows = insert(Post).values(unique)
+        stmt = insert_rows.on_conflict_do_update(
             index_elements=[Post.hn_id],
-            set_={"score": stmt.excluded.score, "comment_count": stmt.excluded.comment_count},
+            set_={"score": insert_rows.excluded.score, "comment_count": insert_rows.excluded.comment_count},
         ).returning(Post.id, Post.hn_id, text("(xmax = 0) AS inserted"))
         rows = session.execute(stmt).all()
     for _post_id, _hn_id, inserted in rows:

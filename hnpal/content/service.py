@@ -99,7 +99,7 @@ def store_or_quarantine(*, store: ContentStore, post_id: int, payload: str, retr
             result = store_payload(session=session, store=store, post_id=post_id, payload=payload)
     except DB_TRANSIENT:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of this payload: retried, then quarantined
+    except Exception as exc:  # any failure of this payload: retried, then quarantined
         error = f"{type(exc).__name__}: {exc}"
         if retries < STORE_RETRIES:
             raise Retry(2**retries, error) from exc

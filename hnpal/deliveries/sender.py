@@ -281,7 +281,7 @@ def _send_briefs(
     if outbox is not None and len({w.chat_id for w in group}) == len(group):
         try:
             reservations = outbox.limiter.reserve_many([w.chat_id for w in group], max_wait=outbox.max_wait)
-        except Exception:  # noqa: BLE001 - Redis trouble: each send then asks on its own (and fails alike)
+        except Exception:  # Redis trouble: each send then asks on its own (and fails alike)
             log.warning("limiter: group reservation failed; sending one by one", exc_info=True)
     sent: list[tuple[Work, int]] = []
     stop: float | None = None  # Telegram asked every sender to wait: the rest of the group waits too
@@ -507,7 +507,7 @@ def send_digests(
         finally:
             try:
                 _unlock(conn, locked)
-            except Exception:  # noqa: BLE001 - the locks go with the connection
+            except Exception:  # the locks go with the connection
                 log.warning("digest locks not released; dropping the connection", exc_info=True)
                 conn.invalidate()
     log.debug("sent %s at %s", outcome.sent, datetime.now(UTC))

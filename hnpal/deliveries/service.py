@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
-from hnpal.deliveries.models import Delivery, Digest
+from hnpal.deliveries.models import Delivery, Digest, Reaction
 from hnpal.deliveries.schedule import batch_due_at, current_batch
 from hnpal.deliveries.selection import reserve_posts
 from hnpal.errors import NotYours
@@ -92,7 +92,9 @@ def create_manual_digest(*, session: Session, user_id: int, now: datetime | None
         .values(user_id=user_id, batch_id=f"now-{now:%Y%m%dT%H%M%S.%f}", style=style, manual=True)
         .returning(Digest.id)
     )
-    return session.scalar(stmt)
+    digest_id = session.scalar(stmt)
+    assert digest_id is not None  # INSERT ... RETURNING returns the row
+    return digest_id
 
 
 # --- 2. select and reserve --------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def digest_cards(
     return cards, missing
 
 
-def _hn_says(post_id: Any = None):  # type: ignore[no-untyped-def]
+def _hn_says(post_id: Any = None):
     """The post's comment summary (only lively threads have one), as a scalar subquery."""
     return (
         select(Summary.text)
@@ -214,13 +216,18 @@ def own_delivery(*, session: Session, telegram_id: int, delivery_id: int) -> tup
 
 def react(*, session: Session, telegram_id: int, delivery_id: int, reaction: str) -> Delivery:
     """👍/👎: mutually exclusive; pressing the current one again clears it."""
-    if reaction not in ("up", "down"):
+    chosen: Reaction
+    if reaction == "up":
+        chosen = "up"
+    elif reaction == "down":
+        chosen = "down"
+    else:
         raise ValueError(f"unknown reaction {reaction!r}")
     delivery, _ = own_delivery(session=session, telegram_id=telegram_id, delivery_id=delivery_id)
-    if delivery.reaction == reaction:
+    if delivery.reaction == chosen:
         delivery.reaction, delivery.reacted_at = None, None
     else:
-        delivery.reaction, delivery.reacted_at = reaction, datetime.now(UTC)
+        delivery.reaction, delivery.reacted_at = chosen, datetime.now(UTC)
     delivery.is_read = True
     session.flush()
     return delivery

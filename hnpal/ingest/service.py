@@ -144,7 +144,7 @@ def hn_texts(items: dict[int, dict[str, Any]], options_for: set[int] | None = No
     wanted = [p for parts in polls.values() for p in parts]
     options = _fetch_ids(wanted) if wanted else {}
     for hn_id, parts in polls.items():
-        lines = []
+        lines: list[str] = []
         for part in parts:
             option = options.get(part)
             if not isinstance(option, dict) or option.get("deleted") or option.get("dead"):
@@ -172,12 +172,12 @@ def _upsert_batch(
         # comment thread is its substance and is fetched below.
         row["crawl_status"] = "queued" if has_url else ("fetched" if has_text else "skipped")
         row["crawl_enqueued_at"] = now if has_url or has_text else None
-    stmt = insert(Post).values(batch)
-    stmt = stmt.on_conflict_do_update(
+    insert_rows = insert(Post).values(batch)
+    stmt = insert_rows.on_conflict_do_update(
         index_elements=[Post.hn_id],
         set_={
-            "score": stmt.excluded.score,
-            "comment_count": stmt.excluded.comment_count,
+            "score": insert_rows.excluded.score,
+            "comment_count": insert_rows.excluded.comment_count,
         },
     ).returning(
         Post.id,

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
 from hnpal.llm.base import LLMError

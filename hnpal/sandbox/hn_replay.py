@@ -786,7 +786,7 @@ def _from_directory(directory: Path, rel: str) -> Reply | None:
 class _Handler(SandboxHandler):
     server_version = "HNReplay/1.0"
 
-    def do_POST(self) -> None:  # noqa: N802 - the replay serves GET and HEAD only
+    def do_POST(self) -> None:
         self.send_error(501)
 
     do_DELETE = do_POST

@@ -1853,7 +1853,7 @@ class TelegramServer(LoopbackServer):
             attempts += 1
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.webhook_timeout) as response:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=self.webhook_timeout) as response:
                     status = response.status
                     answer = response.read()
                 self._run_webhook_answer(answer)
@@ -2038,7 +2038,7 @@ class TelegramServer(LoopbackServer):
             return known
         if urlsplit(value).scheme in ("http", "https"):
             try:
-                with urllib.request.urlopen(value, timeout=10) as response:  # noqa: S310
+                with urllib.request.urlopen(value, timeout=10) as response:
                     data = response.read(MAX_UPLOAD_BYTES + 1)
                     mime = response.headers.get_content_type()
             except (OSError, ValueError):

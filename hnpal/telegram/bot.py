@@ -140,7 +140,7 @@ def store_updates(
     rows, senders, seen = [], [], set()
     for update in updates:
         update_id = update.get("update_id")
-        if not _bigint(update_id) or update_id < 0:
+        if not isinstance(update_id, int) or not _bigint(update_id) or update_id < 0:
             log.warning("update without a valid update_id ignored: %.200s", json.dumps(update))
             continue
         if update_id in seen:  # the same update twice in one batch: one row (an upsert touches a row once)
@@ -190,7 +190,7 @@ def store_updates(
 
 
 @functools.cache
-def _store_statement():  # type: ignore[no-untyped-def]
+def _store_statement():
     """The write-ahead insert, built once (executemany-free: one multi-row INSERT per batch). A row with the
     same id is kept (a duplicate) unless it is finished and older than :data:`DEDUP_WINDOW`."""
     values = {
@@ -207,7 +207,7 @@ def _store_statement():  # type: ignore[no-untyped-def]
         ),
     }
     stmt = insert(TelegramUpdate).values(values)
-    replace = {
+    replace: dict[str, Any] = {
         k: stmt.excluded[k]
         for k in ("payload", "telegram_user_id", "chat_id", "status", "error", "processed_at", "deferred_until")
     }
@@ -326,7 +326,7 @@ class BotProcess:
         self.username: str | None = None  # ours, casefolded (known once the application is initialised)
         self.idle_pauses: deque[float] = deque(maxlen=100)  # the last pauses after quick empty answers
 
-    def _application(self):  # type: ignore[no-untyped-def]
+    def _application(self):
         from telegram.ext import Application
 
         base = str(self.settings.telegram_base_url)
@@ -380,7 +380,7 @@ class BotProcess:
             await asyncio.to_thread(heartbeat.beat, "bot")
             await self._sleep(heartbeat.INTERVAL)
 
-    async def _poll(self, bot) -> None:  # type: ignore[no-untyped-def]
+    async def _poll(self, bot) -> None:
         """Long polling. The offset only confirms a batch just stored (the call after it); every other call
         goes without one and gets whatever Telegram has not had confirmed. So nothing depends on update ids
         only growing: after a week without updates Telegram may restart them at a random value, and a
@@ -454,7 +454,7 @@ class BotProcess:
         except TimeoutError:
             pass
 
-    async def _webhook(self, bot) -> None:  # type: ignore[no-untyped-def]
+    async def _webhook(self, bot) -> None:
         """Webhook mode. Telegram's secret header is the only proof that a POST comes from Telegram, so the
         webhook never runs without one: the configured HNPAL_TELEGRAM_WEBHOOK_SECRET, else a random one made
         for this run and registered with setWebhook. It is compared in constant time; a POST without it is
@@ -493,7 +493,7 @@ class BotProcess:
                     return
                 try:
                     stored = await accept([update], bot_username=process.username)
-                except Exception:  # noqa: BLE001 - not stored: Telegram must send it again
+                except Exception:  # not stored: Telegram must send it again
                     log.exception("webhook update not stored")
                     self.set_status(500)
                     return

@@ -129,7 +129,7 @@ class _TokenFilter(logging.Filter):
         if tokens:
             try:
                 message = record.getMessage()
-            except Exception:  # a malformed record is not ours to fix
+            except Exception:  # noqa: BLE001 - a malformed record is not ours to fix
                 return True
             masked = message
             for token in tokens:

@@ -120,5 +120,5 @@ class Budget:
 
 
 @functools.cache
-def _script(client: redis.Redis):  # type: ignore[no-untyped-def]
+def _script(client: redis.Redis):
     return client.register_script(_CHARGE_LUA)

@@ -52,7 +52,7 @@ class TelegramOutbox:
         self.max_started_wait = 60.0  # the longest 429 a started reply waits out (tasks are given 5 min)
         self.sent = 0  # messages (and documents) this outbox has sent
 
-    def _paced(self, chat_id: int, call, reservation: Reservation | None = None, *, new: bool = True):  # type: ignore[no-untyped-def]
+    def _paced(self, chat_id: int, call, reservation: Reservation | None = None, *, new: bool = True):
         """Send after taking a slot (``reservation``: one taken beforehand with ``limiter.reserve_many``).
         A 429 holds every sender off for ``retry_after``; when that is short (or this outbox's reply has
         started: see the module), this message is sent again here, so a reply of several messages does

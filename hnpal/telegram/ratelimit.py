@@ -203,7 +203,7 @@ GLOBAL_429_WINDOW = 2.0  # 429s in this many distinct chats within this many sec
 GLOBAL_429_CHATS = 2
 
 
-class LimiterTimeout(Exception):  # noqa: N818 - the name the callers use
+class LimiterTimeout(Exception):  # the name the callers use (not ...Error)
     """The send could not be allowed within ``max_wait``; retry it in ``retry_in`` seconds (also
     ``retry_after``, the name :class:`~hnpal.telegram.client.RetryAfter` uses)."""
 
