@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from hnpal.llm.offline import _content_words, split_sentences
+from hnpal.llm.offline import content_words, register, split_sentences
 
 INTRO = "(Offline answer: no language model is reachable, so here is what the material itself says.)"
 MAX_QUOTES = 3
@@ -33,7 +33,7 @@ def _candidates(hints: dict[str, Any]) -> list[tuple[str, str]]:
 def answer(hints: dict[str, Any]) -> str:
     question = str(hints.get("question") or "")
     title = str(hints.get("title") or "")
-    wanted = set(_content_words(question))
+    wanted = set(content_words(question))
     candidates = _candidates(hints)
     if not candidates:
         if hints.get("idle"):
@@ -44,10 +44,10 @@ def answer(hints: dict[str, Any]) -> str:
             f"{INTRO}\nI have neither the article nor its comments for “{title}”, so I can't answer "
             "from them. Open the HN discussion, or try again later."
         )
-    frequency = Counter(w for _src, s in candidates for w in set(_content_words(s)))
+    frequency = Counter(w for _src, s in candidates for w in set(content_words(s)))
     scored = []
     for order, (source, sentence) in enumerate(candidates):
-        words = set(_content_words(sentence))
+        words = set(content_words(sentence))
         overlap = words & wanted
         if not overlap:
             continue
@@ -83,5 +83,5 @@ def fold(hints: dict[str, Any]) -> str:
     return text[-FOLD_MAX_CHARS:]
 
 
-def complete(task: str, hints: dict[str, Any]) -> str:
-    return fold(hints) if task == "fold" else answer(hints)
+register("discussion", answer)
+register("fold", fold)

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
+from hnpal.conversations import offline  # noqa: F401  registers the offline "discussion" and "fold" answers
 from hnpal.conversations import window as win
 from hnpal.conversations.context import Context, load, stale
 from hnpal.conversations.models import MAX_MESSAGES, Conversation, EndReason

@@ -4,6 +4,11 @@ It ranks the article's own sentences (content-word frequency, a lead bonus, and 
 and technical terms for ``technical``, money and market words for ``business``, the reader's interests
 for ``personalized``) and returns the best ones in article order, so every sentence of a summary comes
 from the article body. Deterministic; zero cost; real token counts.
+
+Other tasks (a discussion answer, a memory extraction) are answered by handlers that their own domain
+registers with :func:`register` when its offline module is imported; this package imports no domain. The
+domain service that builds such a request imports that module, so every process that can ask for the task
+has its handler.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult
@@ -47,6 +53,15 @@ BUSINESS = frozenset(
 )
 SENTENCES_PER_STYLE = {"basic": 3, "technical": 3, "business": 3, "concise": 1, "personalized": 3}
 
+Handler = Callable[[dict[str, Any]], str]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register(task: str, handler: Handler) -> None:
+    """Answer requests whose ``hints["task"]`` is ``task`` with ``handler(hints)`` (the text returned).
+    Registering the same task again replaces the handler (a re-imported module stays harmless)."""
+    _HANDLERS[task] = handler
+
 
 def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
@@ -63,7 +78,7 @@ def _usable(sentence: str) -> bool:
     return 6 <= len(words) <= 80 and not BOILERPLATE.search(sentence) and sentence[-1:] in ".!?\"')"
 
 
-def _content_words(sentence: str) -> list[str]:
+def content_words(sentence: str) -> list[str]:
     return [w for w in _WORD.findall(sentence.lower()) if w not in STOPWORDS]
 
 
@@ -72,11 +87,11 @@ def rank_sentences(text: str, *, style: str = "basic", interests: list[str] | No
     sentences = [s for s in split_sentences(text) if _usable(s)]
     if not sentences:
         return []
-    frequency = Counter(w for s in sentences for w in set(_content_words(s)))
-    interest_words = {w for phrase in interests or [] for w in _content_words(phrase)}
+    frequency = Counter(w for s in sentences for w in set(content_words(s)))
+    interest_words = {w for phrase in interests or [] for w in content_words(phrase)}
     scored = []
     for position, sentence in enumerate(sentences):
-        words = _content_words(sentence)
+        words = content_words(sentence)
         if not words:
             continue
         score = sum(math.log1p(frequency[w]) for w in words) / math.sqrt(len(words))
@@ -106,10 +121,10 @@ def summarize_comments(comments: list[dict[str, Any]], *, limit: int = 4) -> str
     usable = [c for c in comments if c.get("text")]
     if not usable:
         return ""
-    frequency = Counter(w for c in usable for w in set(_content_words(c["text"])))
+    frequency = Counter(w for c in usable for w in set(content_words(c["text"])))
     scored = []
     for order, comment in enumerate(usable):
-        words = _content_words(comment["text"])
+        words = content_words(comment["text"])
         if len(words) < 4:
             continue
         score = sum(math.log1p(frequency[w]) for w in set(words)) / math.sqrt(len(set(words)))
@@ -133,14 +148,9 @@ class OfflineProvider:
         started = time.perf_counter()
         hints = request.hints
         task = hints.get("task", "summary")
-        if task in ("discussion", "fold"):  # discussions (hnpal/conversations/offline.py)
-            from hnpal.conversations.offline import complete as discuss
-
-            return self._result(request, discuss(task, hints), started)
-        if task == "memory_extraction":  # memory after a discussion (hnpal/memory/offline.py)
-            from hnpal.memory.offline import extract as extract_memory
-
-            return self._result(request, extract_memory(hints), started)
+        handler = _HANDLERS.get(task)
+        if handler is not None:
+            return self._result(request, handler(hints), started)
         if request.json_schema is not None and task not in ("summary", "comments"):
             raise LLMError(f"the offline provider has no handler for {task!r}", transient=False, kind="unsupported")
         if task == "comments":

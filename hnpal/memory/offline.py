@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from hnpal.llm.offline import STOPWORDS
+from hnpal.llm.offline import STOPWORDS, register
 
 # Topics worth remembering as interests when the user brings them up (the onboarding topics and more).
 VOCABULARY = (
@@ -114,3 +114,6 @@ def _note(texts: list[str]) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+register("memory_extraction", extract)

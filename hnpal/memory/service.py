@@ -48,6 +48,7 @@ from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, Provider
 from hnpal.memory.models import MAX_MEMORY_CHARS, MEMORY_TYPES, Memory, MemoryType
+from hnpal.memory.offline import VOCABULARY  # importing it registers the offline "memory_extraction" handler
 from hnpal.posts.models import Post
 from hnpal.users.models import User
 
@@ -518,8 +519,6 @@ _HN_PREFIX = re.compile(r"^\s*(?:show|ask|tell|launch)\s+hn\s*:\s*", re.IGNORECA
 def _named(word: str, post: Post) -> bool:
     """Whether the title names ``word`` as a topic: a known topic, or spelled like a name or a term
     ("Rust", "SQLite", "C++") somewhere other than the title's first word (capitalized by grammar)."""
-    from hnpal.memory.offline import VOCABULARY
-
     if word in SHORT_TOPICS or word in {v.casefold() for v in VOCABULARY}:
         return True
     title = _HN_PREFIX.sub("", post.title)
