@@ -9,17 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from hnpal.cli._common import announce_embedded, err
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 console_app = typer.Typer()
 operator_app = typer.Typer(help="Operators of the console: add, change a password, disable.", no_args_is_help=True)
 console_app.add_typer(operator_app, name="operator")
-
-
-def _err(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 @console_app.command("console")
@@ -29,7 +26,6 @@ def console_cmd(
 ) -> None:
     """Serve the operator console: review queue, users, silence protocol, costs, pipeline."""
     from config.settings import get_settings
-    from hnpal.cli.main import announce_embedded
     from hnpal.console.app import serve
 
     settings = get_settings()
@@ -49,7 +45,6 @@ def _password(password_stdin: bool) -> str:
 
 def _change(command: str, change: Callable[[Session], None], done: str) -> None:
     """Apply one change to the operators in its own transaction; a refused one is a one-line error."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.console import auth
     from hnpal.db.session import session_scope
 
@@ -58,7 +53,7 @@ def _change(command: str, change: Callable[[Session], None], done: str) -> None:
         with session_scope() as session:
             change(session)
     except auth.AuthError as exc:
-        raise _err(f"hnpal operator {command}: {exc}", 2) from None
+        raise err(f"hnpal operator {command}: {exc}", 2) from None
     typer.echo(done)
 
 

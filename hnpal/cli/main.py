@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from config.settings import SettingsError, get_settings
+from hnpal.cli._common import announce_embedded, err
 from hnpal.cli.console import console_app
 from hnpal.cli.memory import memory_app
 from hnpal.cli.ops import ops_app
@@ -26,24 +27,6 @@ app.add_typer(users_app, name="user")  # export (hnpal/cli/users.py)
 app.add_typer(ops_app)  # up, metrics, quarantine (hnpal/cli/ops.py)
 app.add_typer(console_app)  # console, operator add|passwd|disable (hnpal/cli/console.py)
 app.add_typer(memory_app, name="memory")  # stats, and the memory commands (hnpal/cli/memory.py)
-
-
-def _err(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def announce_embedded() -> None:
-    """Start the embedded servers that the settings call for and say where they are."""
-    from hnpal import runtime
-
-    settings = get_settings()
-    if settings.embedded_database:
-        pg = runtime.ensure_embedded_postgres(settings)
-        typer.echo(f"embedded PostgreSQL: {pg.url} (data in {pg.path})", err=True)
-    if settings.embedded_redis:
-        rd = runtime.ensure_embedded_redis(settings)
-        typer.echo(f"embedded Redis: {rd.url} (data in {rd.path})", err=True)
 
 
 @app.callback()
@@ -100,13 +83,13 @@ def content_get(
     from hnpal.content.host import reader
 
     if kind not in KINDS:
-        raise _err(f"--kind must be one of {', '.join(KINDS)}", 2)
+        raise err(f"--kind must be one of {', '.join(KINDS)}", 2)
     try:
         value = reader().get_text(hn_id, kind)
     except ContentStoreError as exc:
-        raise _err(str(exc)) from None
+        raise err(str(exc)) from None
     if value is None:
-        raise _err(f"no {kind} stored for HN item {hn_id}")
+        raise err(f"no {kind} stored for HN item {hn_id}")
     sys.stdout.write(value if value.endswith("\n") else value + "\n")
 
 
@@ -119,7 +102,7 @@ def content_stats() -> None:
     try:
         stats = reader().stats()
     except ContentStoreError as exc:
-        raise _err(str(exc)) from None
+        raise err(str(exc)) from None
     typer.echo(json.dumps(stats, indent=2, default=str))
 
 
@@ -132,7 +115,7 @@ def content_init() -> None:
     try:
         ContentStore.open_writer(path).close()
     except ContentStoreError as exc:
-        raise _err(str(exc)) from None
+        raise err(str(exc)) from None
     typer.echo(f"content store ready at {path}")
 
 
@@ -150,7 +133,7 @@ def content_backup(
 
     dest = dest.absolute()
     if dest.exists():
-        raise _err(f"{dest} already exists; give a new directory", 2)
+        raise err(f"{dest} already exists; give a new directory", 2)
     path = get_settings().content_dir
     try:
         with ContentStore.open_writer(path) as store:
@@ -160,15 +143,15 @@ def content_backup(
     except ContentStoreLocked:
         pass  # the content worker runs: ask it
     except ContentStoreError as exc:
-        raise _err(str(exc)) from None
-    from tasks.content import backup
+        raise err(str(exc)) from None
+    from hnpal import jobs
 
     announce_embedded()
-    result = backup.apply_async(args=[str(dest)])
+    result = jobs.send_now(jobs.CONTENT_BACKUP, str(dest))
     try:
         written = result.get(timeout=timeout)
     except Exception as exc:  # the worker's error, or a timeout
-        raise _err(f"backup by the content worker failed: {exc}") from None
+        raise err(f"backup by the content worker failed: {exc}") from None
     typer.echo(f"checkpoint of {path} written to {written} by the content worker")
 
 
@@ -184,14 +167,14 @@ def extract_cmd(
     from hnpal.crawl.service import extract_page
 
     if fmt not in ("text", "markdown"):
-        raise _err("--format must be text or markdown", 2)
+        raise err("--format must be text or markdown", 2)
     try:
         page = load_page(source)
         extraction = extract_page(page)
     except (OSError, ExtractionError, ValueError) as exc:
-        raise _err(f"{source}: {exc}") from None
+        raise err(f"{source}: {exc}") from None
     except Exception as exc:  # FetchError and friends: one clear line
-        raise _err(f"{source}: {exc}") from None
+        raise err(f"{source}: {exc}") from None
     typer.echo(extraction.text if fmt == "text" else extraction.markdown)
     typer.secho(
         f"[{extraction.method}, {len(extraction.text)} chars of text, {len(extraction.markdown)} of markdown]",
@@ -213,7 +196,7 @@ def fetch_cmd(
 
     unknown = [x for x in lists if x not in LISTS]
     if unknown:
-        raise _err(f"unknown list(s) {unknown}; choose from {', '.join(LISTS)}", 2)
+        raise err(f"unknown list(s) {unknown}; choose from {', '.join(LISTS)}", 2)
     announce_embedded()
     with session_scope() as session:
         report = service.fetch_lists(
@@ -232,10 +215,10 @@ def crawl_cmd(
 
     from sqlalchemy import select
 
+    from hnpal import jobs
     from hnpal.db.session import session_scope
     from hnpal.ingest import service
     from hnpal.posts.models import Post
-    from tasks.crawl import crawl_post
 
     announce_embedded()
     with session_scope() as session:
@@ -243,14 +226,14 @@ def crawl_cmd(
         if post is None:
             report = service.fetch_items(session=session, hn_ids=[hn_id], enqueue=False)
             if not report.inserted and not report.updated:
-                raise _err(f"HN item {hn_id} could not be stored: {dict(report.skipped)}")
+                raise err(f"HN item {hn_id} could not be stored: {dict(report.skipped)}")
             post = session.scalar(select(Post).where(Post.hn_id == hn_id))
         if post.is_crawl_success:
             typer.echo(f"post {hn_id} is already crawled ({post.extraction_method}); re-queued nothing")
             return
         post.crawl_status, post.crawl_retry_count, post.crawl_error = "queued", 0, None
         post_id = post.id
-    crawl_post.delay(post_id)
+    jobs.enqueue(None, jobs.CRAWL_POST, post_id)
     typer.echo(f"crawl of HN item {hn_id} (post {post_id}) enqueued on the crawl queue")
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
@@ -261,7 +244,7 @@ def crawl_cmd(
                 raise typer.Exit(0 if post.is_crawl_success else 1)
         time.sleep(0.5)
     if wait:
-        raise _err(f"no outcome after {wait:.0f}s (are the crawl and content workers running?)")
+        raise err(f"no outcome after {wait:.0f}s (are the crawl and content workers running?)")
 
 
 @app.command("import-jsonl")
@@ -275,9 +258,9 @@ def import_jsonl_cmd(
     from hnpal.importer import import_jsonl
 
     if not posts.is_file():
-        raise _err(f"{posts}: no such file", 2)
+        raise err(f"{posts}: no such file", 2)
     if content_dir is not None and not content_dir.is_dir():
-        raise _err(f"{content_dir}: no such directory", 2)
+        raise err(f"{content_dir}: no such directory", 2)
     announce_embedded()
     report = import_jsonl(posts, content_dir=content_dir)
     typer.echo(
@@ -323,13 +306,13 @@ def usage_cmd(
     from hnpal.usage.report import usage_rows
 
     if days < 1:
-        raise _err("--days must be at least 1", 2)
+        raise err("--days must be at least 1", 2)
     announce_embedded()
     with session_scope() as session:
         try:
             title, columns, rows = usage_rows(session, telegram_id=user, days=days)
         except LookupError as exc:
-            raise _err(str(exc)) from None
+            raise err(str(exc)) from None
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="left" if column in ("date", "agent", "model") else "right")
@@ -346,7 +329,7 @@ def settings_cmd(
     from config.docs import env_example, markdown_table
 
     if fmt not in ("env", "markdown"):
-        raise _err("--format must be env or markdown", 2)
+        raise err("--format must be env or markdown", 2)
     typer.echo(env_example() if fmt == "env" else markdown_table())
 
 

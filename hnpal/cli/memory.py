@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from hnpal.cli._common import announce_embedded
+
 memory_app = typer.Typer(help="A user's discussions and memory.", no_args_is_help=True)
 
 
@@ -24,7 +26,6 @@ def stats_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from hnpal.cli.main import announce_embedded
     from hnpal.conversations.service import stats
     from hnpal.db.session import session_scope
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from hnpal.cli._common import announce_embedded, err
+
 ops_app = typer.Typer()
 metrics_app = typer.Typer(
     help="The pipeline's Prometheus metrics: print them, or `serve` them over HTTP.", invoke_without_command=True
@@ -19,11 +21,6 @@ quarantine_app = typer.Typer(
 )
 ops_app.add_typer(metrics_app, name="metrics")
 ops_app.add_typer(quarantine_app, name="quarantine")
-
-
-def _err(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 # --- up ---------------------------------------------------------------------------------------------
@@ -70,7 +67,7 @@ def up_cmd(
     try:
         code = run_up(options)
     except UpError as exc:
-        raise _err(f"hnpal up: {exc}", 2) from None
+        raise err(f"hnpal up: {exc}", 2) from None
     raise typer.Exit(code)
 
 
@@ -80,7 +77,6 @@ def metrics_print(ctx: typer.Context) -> None:
     """Print the pipeline's metrics in the Prometheus text format (without a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
-    from hnpal.cli.main import announce_embedded
     from hnpal.ops.metrics import render
 
     announce_embedded()
@@ -94,7 +90,6 @@ def metrics_serve(
 ) -> None:
     """Serve the metrics on http://ADDRESS:PORT/metrics until stopped."""
     from config.settings import get_settings
-    from hnpal.cli.main import announce_embedded
     from hnpal.ops.metrics import serve
 
     settings = get_settings()
@@ -102,7 +97,7 @@ def metrics_serve(
     try:
         serve(address=address or settings.metrics_address, port=port or settings.metrics_port)
     except OSError as exc:
-        raise _err(f"cannot serve metrics on {address or settings.metrics_address}:{port}: {exc}") from None
+        raise err(f"cannot serve metrics on {address or settings.metrics_address}:{port}: {exc}") from None
 
 
 # --- quarantine -------------------------------------------------------------------------------------
@@ -112,7 +107,6 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many of each kind.")] = 100,
 ) -> None:
     """List what failed for good, with its error (REF is what retry and drop take)."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.db.session import session_scope
     from hnpal.ops.quarantine import QuarantineError, list_failed
 
@@ -121,7 +115,7 @@ def quarantine_list(
         with session_scope() as session:
             items = list_failed(session=session, kind=kind, limit=limit)
     except QuarantineError as exc:
-        raise _err(str(exc), 2) from None
+        raise err(str(exc), 2) from None
     if not items:
         typer.echo("nothing failed for good" + (f" (kind {kind})" if kind else ""))
         return
@@ -137,8 +131,7 @@ def quarantine_retry(
     ref: Annotated[str, typer.Argument(help="KIND:ID from `list` (update:812, crawl:45, digest:9).")],
 ) -> None:
     """Reset the row and enqueue its task again (after the commit)."""
-    from hnpal.celery import app
-    from hnpal.cli.main import announce_embedded
+    from hnpal import jobs
     from hnpal.db.session import session_scope
     from hnpal.ops.quarantine import QuarantineError, retry
 
@@ -147,8 +140,8 @@ def quarantine_retry(
         with session_scope() as session:
             job = retry(session=session, ref=ref)
     except QuarantineError as exc:
-        raise _err(str(exc), 2) from None
-    app.send_task(job.task, args=list(job.args))
+        raise err(str(exc), 2) from None
+    jobs.enqueue(None, job.task, *job.args)
     typer.echo(f"{ref}: reset; {job.task}{list(job.args)} enqueued")
 
 
@@ -157,7 +150,6 @@ def quarantine_drop(
     ref: Annotated[str, typer.Argument(help="KIND:ID from `list`.")],
 ) -> None:
     """Set it aside for good (a poison update is deleted; a crawl or digest stays failed, off the list)."""
-    from hnpal.cli.main import announce_embedded
     from hnpal.db.session import session_scope
     from hnpal.ops.quarantine import QuarantineError, drop
 
@@ -166,5 +158,5 @@ def quarantine_drop(
         with session_scope() as session:
             done = drop(session=session, ref=ref)
     except QuarantineError as exc:
-        raise _err(str(exc), 2) from None
+        raise err(str(exc), 2) from None
     typer.echo(f"{ref}: {done}")

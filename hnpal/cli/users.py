@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from hnpal.cli._common import announce_embedded, err
+
 users_app = typer.Typer(help="One user's data: export it.", no_args_is_help=True)
 
 
@@ -25,7 +27,6 @@ def export_cmd(
     The export is written to audit_log."""
     from sqlalchemy import select
 
-    from hnpal.cli.main import _err, announce_embedded
     from hnpal.db.session import session_scope
     from hnpal.privacy import service as privacy
     from hnpal.users.models import User
@@ -33,14 +34,14 @@ def export_cmd(
     fmt = fmt.lower().lstrip(".")
     fmt = "md" if fmt == "markdown" else fmt
     if fmt not in privacy.EXPORT_FORMATS:
-        raise _err(f"--format must be json or md, not {fmt!r}", 2)
+        raise err(f"--format must be json or md, not {fmt!r}", 2)
     if output is not None and output.is_dir() is False and not output.parent.exists():
-        raise _err(f"cannot write {output}: the directory {output.parent} does not exist", 2)
+        raise err(f"cannot write {output}: the directory {output.parent} does not exist", 2)
     announce_embedded()
     with session_scope() as session:
         user = session.scalar(select(User).where(User.telegram_id == telegram_id))
         if user is None:
-            raise _err(f"no user with Telegram id {telegram_id}")
+            raise err(f"no user with Telegram id {telegram_id}")
         filename, body = privacy.export(session=session, user=user, fmt=fmt, actor_type="admin")
     if output is None:
         sys.stdout.buffer.write(body)
