@@ -486,7 +486,7 @@ def run_telegram(case: Case, tg: Stack) -> None:
     if target < 0 and chat_of["chat"]["type"] in ("group", "supergroup"):
         tg.server.add_group(target, chat_type=chat_of["chat"]["type"])  # the bot is a member of the group
     if "callback_query" in update:  # pressed under a real bot message, with a query id Telegram issued
-        from hnpal.sandbox.telegram_api import _CallbackQuery
+        from hnpal.sandbox.telegram_api.records import _CallbackQuery
 
         (shown,) = tg.send(uid, "/help")
         query = update["callback_query"]
