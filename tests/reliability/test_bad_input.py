@@ -486,7 +486,7 @@ def run_telegram(case: Case, tg: Stack) -> None:
     if target < 0 and chat_of["chat"]["type"] in ("group", "supergroup"):
         tg.server.add_group(target, chat_type=chat_of["chat"]["type"])  # the bot is a member of the group
     if "callback_query" in update:  # pressed under a real bot message, with a query id Telegram issued
-        from hnpal.sandbox.telegram_api.records import _CallbackQuery
+        from hnpal.sandbox.telegram_api.records import CallbackQuery
 
         (shown,) = tg.send(uid, "/help")
         query = update["callback_query"]
@@ -494,7 +494,7 @@ def run_telegram(case: Case, tg: Stack) -> None:
             query["message"] = tg.server._sent_object(tg.server._sent[(uid, shown.message_id)])
             if "id" in query:
                 query["id"] = f"bad-{uuid.uuid4().hex[:12]}"
-                tg.server._callback_queries[query["id"]] = _CallbackQuery(query["id"], uid, time.monotonic())
+                tg.server._callback_queries[query["id"]] = CallbackQuery(query["id"], uid, time.monotonic())
     before = len(tg.server.all_messages())
     answers_before = len(tg.server.callback_answers)
     if set(update) - {"update_id"} <= {"message", "edited_message", "callback_query", "my_chat_member"} and update:

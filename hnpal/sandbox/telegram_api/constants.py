@@ -70,22 +70,22 @@ BUTTON_ACTIONS = (
 DEFAULT_EXCLUDED_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
 
-_PATH = re.compile(r"^/bot(?P<token>[^/]*)/(?P<method>[^/]*)$")
+PATH = re.compile(r"^/bot(?P<token>[^/]*)/(?P<method>[^/]*)$")
 
 
-_FILE_PATH = re.compile(r"^/file/bot(?P<token>[^/]*)/(?P<path>.+)$")
+FILE_PATH = re.compile(r"^/file/bot(?P<token>[^/]*)/(?P<path>.+)$")
 
 
-_COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
+COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
-_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
-_URL_IN_TEXT = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]}]", re.I)
+URL_IN_TEXT = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]}]", re.I)
 
 
-_HTML_SPECIAL = re.compile(r"[<&]")
+HTML_SPECIAL = re.compile(r"[<&]")
 
 
-_BOT_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,64})?")
+BOT_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,64})?")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from hnpal.sandbox.telegram_api.constants import _BOT_COMMAND, _HTML_SPECIAL, _URL_IN_TEXT
+from hnpal.sandbox.telegram_api.constants import BOT_COMMAND, HTML_SPECIAL, URL_IN_TEXT
 
 
 def utf16_len(text: str) -> int:
@@ -49,7 +49,7 @@ def _entity(kind: str, offset: int, length: int, **extra: Any) -> dict[str, Any]
     return {"type": kind, "offset": offset, "length": length, **{k: v for k, v in extra.items() if v is not None}}
 
 
-def _sorted_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sorted_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((e for e in entities if e["length"] > 0), key=lambda e: (e["offset"], -e["length"]))
 
 
@@ -65,7 +65,7 @@ def trim_text(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[dict
         end = min(entity["offset"] + entity["length"] - shift, total)
         if end > start:
             kept.append({**entity, "offset": start, "length": end - start})
-    return plain, _sorted_entities(kept)
+    return plain, sorted_entities(kept)
 
 
 _HTML_ENTITY = re.compile(r"&(?:(lt|gt|amp|quot)|#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,7}));")
@@ -205,7 +205,7 @@ def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
             i = decoded[1]
             continue
         if ch != "<":  # a run of plain text, up to the next tag or entity
-            end = _HTML_SPECIAL.search(text, i)
+            end = HTML_SPECIAL.search(text, i)
             stop = end.start() if end is not None else n
             out.add(text[i:stop])
             i = stop
@@ -250,7 +250,7 @@ def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
         stack.append(_OpenTag(name, kind, out.pos, begin, attrs))
     if stack:
         raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
-    return out.text(), _sorted_entities(entities)
+    return out.text(), sorted_entities(entities)
 
 
 def _close_html_tag(tag: _OpenTag, stack: list[_OpenTag], end: int, entities: list[dict[str, Any]]) -> None:
@@ -398,7 +398,7 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
         raise EntityParseError(f"Can't find end of {_MD2_NAMES[top.kind]} entity at byte offset {top.byte}")
     if quote is not None:
         entities.append(_entity("blockquote", quote.start, out.pos - quote.start))
-    return out.text(), _sorted_entities(entities)
+    return out.text(), sorted_entities(entities)
 
 
 def _md2_link_end(text: str, i: int, mark: _OpenMark, out: _Builder, entities: list[dict[str, Any]]) -> int:
@@ -427,12 +427,12 @@ def _md2_link_end(text: str, i: int, mark: _OpenMark, out: _Builder, entities: l
         if match is None:
             raise EntityParseError(f"Custom emoji URL must be tg://emoji?id=<id> at byte offset {mark.byte}")
         entities.append(_entity("custom_emoji", mark.start, length, custom_emoji_id=match.group(1)))
-    elif _looks_like_url(url):
+    elif looks_like_url(url):
         entities.append(_entity("text_link", mark.start, length, url=url))
     return end
 
 
-def _looks_like_url(url: str) -> bool:
+def looks_like_url(url: str) -> bool:
     url = url.strip()
     if not url or any(ch.isspace() for ch in url):
         return False
@@ -475,7 +475,7 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
                 i = url_end + 1
             else:
                 url, i = label, close + 1
-            if _looks_like_url(url):
+            if looks_like_url(url):
                 entities.append(_entity("text_link", start, out.pos - start, url=url))
             continue
         if text.startswith("```", i):
@@ -500,7 +500,7 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
         kind = {"*": "bold", "_": "italic", "`": "code"}[ch]
         entities.append(_entity(kind, start, out.pos - start))
         i = close + 1
-    return out.text(), _sorted_entities(entities)
+    return out.text(), sorted_entities(entities)
 
 
 PARSERS: dict[str, Callable[[str], tuple[str, list[dict[str, Any]]]]] = {
@@ -513,9 +513,9 @@ PARSERS: dict[str, Callable[[str], tuple[str, list[dict[str, Any]]]]] = {
 def detect_entities(text: str) -> list[dict[str, Any]]:
     """What Telegram marks up in a user's plain message: a leading bot command and http(s) URLs."""
     entities = []
-    command = _BOT_COMMAND.match(text)
+    command = BOT_COMMAND.match(text)
     if command:
         entities.append(_entity("bot_command", 0, utf16_len(command.group())))
-    for match in _URL_IN_TEXT.finditer(text):
+    for match in URL_IN_TEXT.finditer(text):
         entities.append(_entity("url", utf16_len(text[: match.start()]), utf16_len(match.group())))
-    return _sorted_entities(entities)
+    return sorted_entities(entities)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hnpal.sandbox.telegram_api.constants import FAULT_KINDS
-from hnpal.sandbox.telegram_api.records import Fault, Reply, TelegramError, _bad, _error_reply, _too_many
+from hnpal.sandbox.telegram_api.records import Fault, Reply, TelegramError, bad_request, error_reply, too_many
 from hnpal.sandbox.telegram_api.state import ChatState
 
 
@@ -60,7 +60,7 @@ class Faults(ChatState):
     def _fault_reply(self, fault: Fault) -> Reply | None:
         kind, params = fault.kind, fault.params
         if kind == "error_500":
-            return _error_reply(TelegramError(500, str(params.get("description", "Internal Server Error"))))
+            return error_reply(TelegramError(500, str(params.get("description", "Internal Server Error"))))
         if kind == "bad_gateway":
             page = (
                 b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
@@ -68,9 +68,9 @@ class Faults(ChatState):
             )
             return Reply(502, page, "text/html")
         if kind == "bad_request":
-            return _error_reply(_bad(str(params.get("description", "message can't be edited"))))
+            return error_reply(bad_request(str(params.get("description", "message can't be edited"))))
         if kind == "too_many_requests":
-            return _error_reply(_too_many(max(1, int(params.get("retry_after", 1)))))
+            return error_reply(too_many(max(1, int(params.get("retry_after", 1)))))
         if kind == "timeout":
             if self._stopping.wait(float(params.get("seconds", 30))):
                 return Reply(drop="close")

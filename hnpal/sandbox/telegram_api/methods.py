@@ -12,26 +12,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hnpal.sandbox.telegram_api.constants import (
-    _COMMAND,
     CHAT_ACTIONS,
+    COMMAND,
     MAX_CALLBACK_ANSWER_CHARS,
     MAX_CAPTION_UTF16,
     MAX_COMMANDS,
     MAX_TEXT_UTF16,
     MAX_UPLOAD_BYTES,
 )
-from hnpal.sandbox.telegram_api.params import _param_bool, _param_int, _param_json, _param_str, validate_reply_markup
+from hnpal.sandbox.telegram_api.params import param_bool, param_int, param_json, param_str, validate_reply_markup
 from hnpal.sandbox.telegram_api.records import (
     CallbackAnswer,
     MessageEdit,
     SendRecord,
     SentDocument,
     SentMessage,
+    Serialized,
+    StoredFile,
     TelegramError,
     Upload,
-    _bad,
-    _Serialized,
-    _StoredFile,
+    bad_request,
 )
 from hnpal.sandbox.telegram_api.users import UserSide
 
@@ -57,7 +57,7 @@ class BotMethods(UserSide):
         plain, raw, parse_mode, entities = self._formatted(params, "text", "entities", MAX_TEXT_UTF16, caption=False)
         markup = validate_reply_markup(params.get("reply_markup"))
         reply_to = self._reply_to(params, chat["id"])
-        preview = _param_json(params, "link_preview_options", "can't parse link preview options JSON object")
+        preview = param_json(params, "link_preview_options", "can't parse link preview options JSON object")
 
         def build(message_id: int, date: int, now: float) -> SentMessage:
             return SentMessage(
@@ -72,26 +72,26 @@ class BotMethods(UserSide):
                 sent_at=now,
                 reply_to_message_id=reply_to,
                 link_preview_options=preview if isinstance(preview, dict) else None,
-                disable_notification=_param_bool(params, "disable_notification"),
+                disable_notification=param_bool(params, "disable_notification"),
             )
 
         sent = self._record_send("sendMessage", chat, build)
         with self._lock:
-            return _Serialized(json.dumps(self._sent_object(sent, copy=False), ensure_ascii=False))
+            return Serialized(json.dumps(self._sent_object(sent, copy=False), ensure_ascii=False))
 
     def _editable(self, params: dict[str, Any]) -> tuple[dict[str, Any], SentMessage]:
         if params.get("inline_message_id"):
-            raise _bad("MESSAGE_ID_INVALID")
+            raise bad_request("MESSAGE_ID_INVALID")
         chat = self._resolve_chat(params)
-        message_id = _param_int(params, "message_id")
+        message_id = param_int(params, "message_id")
         if message_id is None:
-            raise _bad("message identifier is not specified")
+            raise bad_request("message identifier is not specified")
         with self._lock:
             sent = self._sent.get((chat["id"], message_id))
             if sent is None or sent.deleted:
                 if (chat["id"], message_id) in self._user_messages:
-                    raise _bad("message can't be edited")
-                raise _bad("message to edit not found")
+                    raise bad_request("message can't be edited")
+                raise bad_request("message to edit not found")
         return chat, sent
 
     def _apply_edit(
@@ -105,9 +105,9 @@ class BotMethods(UserSide):
         plain, raw, parse_mode, entities = content
         with self._cond:
             if sent.deleted:
-                raise _bad("message to edit not found")
+                raise bad_request("message to edit not found")
             if plain == sent.text and entities == sent.entities and markup == sent.reply_markup:
-                raise _bad(
+                raise bad_request(
                     "message is not modified: specified new message content and reply markup are exactly the same "
                     "as a current content and reply markup of the message"
                 )
@@ -126,7 +126,7 @@ class BotMethods(UserSide):
     def _edit_message_text(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         chat, sent = self._editable(params)
         if sent.document is not None:
-            raise _bad("there is no text in the message to edit")
+            raise bad_request("there is no text in the message to edit")
         content = self._formatted(params, "text", "entities", MAX_TEXT_UTF16, caption=False)
         # like Telegram: an edit without reply_markup removes the inline keyboard
         markup = validate_reply_markup(params.get("reply_markup"))
@@ -141,7 +141,7 @@ class BotMethods(UserSide):
 
     def _delete_message(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         chat = self._resolve_chat(params)
-        message_id = _param_int(params, "message_id")
+        message_id = param_int(params, "message_id")
         with self._cond:
             key = (chat["id"], message_id or 0)
             sent = self._sent.get(key)
@@ -150,53 +150,53 @@ class BotMethods(UserSide):
             elif key in self._user_messages:
                 del self._user_messages[key]
             else:
-                raise _bad("message to delete not found")
+                raise bad_request("message to delete not found")
             self._cond.notify_all()
         return True
 
     def _answer_callback_query(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        query_id = _param_str(params, "callback_query_id") or ""
-        text = _param_str(params, "text")
+        query_id = param_str(params, "callback_query_id") or ""
+        text = param_str(params, "text")
         if text is not None and len(text) > MAX_CALLBACK_ANSWER_CHARS:
-            raise _bad("MESSAGE_TOO_LONG")
+            raise bad_request("MESSAGE_TOO_LONG")
         with self._cond:
             query = self._callback_queries.get(query_id)
             if query is None or query.answered:
-                raise _bad("query is too old and response timeout expired or query ID is invalid")
+                raise bad_request("query is too old and response timeout expired or query ID is invalid")
             query.answered = True
             self.callback_answers.append(
                 CallbackAnswer(
                     callback_query_id=query_id,
                     user_id=query.user_id,
                     text=text,
-                    show_alert=_param_bool(params, "show_alert"),
-                    url=_param_str(params, "url"),
-                    cache_time=_param_int(params, "cache_time") or 0,
+                    show_alert=param_bool(params, "show_alert"),
+                    url=param_str(params, "url"),
+                    cache_time=param_int(params, "cache_time") or 0,
                     at=time.monotonic(),
                 )
             )
             self._cond.notify_all()
         return True
 
-    def _store_file(self, data: bytes, file_name: str | None, mime_type: str | None) -> _StoredFile:
+    def _store_file(self, data: bytes, file_name: str | None, mime_type: str | None) -> StoredFile:
         with self._lock:
             number = len(self._files) + 1
             unique = f"AgAD{self.bot_id % 10_000:04d}{number:08d}"
             file_id = f"BQACAgIAAxkBAAI{self.bot_id % 10_000:04d}{number:08d}sandbox"
             suffix = (file_name or "").rsplit(".", 1)[-1] if file_name and "." in file_name else "bin"
-            stored = _StoredFile(file_id, unique, data, file_name, mime_type, f"documents/file_{number}.{suffix}")
+            stored = StoredFile(file_id, unique, data, file_name, mime_type, f"documents/file_{number}.{suffix}")
             self._files[file_id] = stored
             self._file_paths[stored.file_path] = stored
             return stored
 
-    def _document_input(self, params: dict[str, Any], files: dict[str, Upload]) -> _StoredFile:
+    def _document_input(self, params: dict[str, Any], files: dict[str, Upload]) -> StoredFile:
         value = params.get("document")
         upload = files.get("document")
         if isinstance(value, str) and value.startswith("attach://"):
             upload = files.get(value[len("attach://") :])
         if upload is not None:
             if not upload.data:
-                raise _bad("file must be non-empty")
+                raise bad_request("file must be non-empty")
             if len(upload.data) > MAX_UPLOAD_BYTES:
                 raise TelegramError(413, "Request Entity Too Large")
             mime = upload.content_type
@@ -204,7 +204,7 @@ class BotMethods(UserSide):
                 mime = mimetypes.guess_type(upload.filename or "")[0] or mime
             return self._store_file(upload.data, upload.filename, mime)
         if not isinstance(value, str) or not value:
-            raise _bad("there is no document in the request")
+            raise bad_request("there is no document in the request")
         with self._lock:
             known = self._files.get(value)
         if known is not None:
@@ -215,12 +215,12 @@ class BotMethods(UserSide):
                     data = response.read(MAX_UPLOAD_BYTES + 1)
                     mime = response.headers.get_content_type()
             except (OSError, ValueError):
-                raise _bad("failed to get HTTP URL content") from None
+                raise bad_request("failed to get HTTP URL content") from None
             if not data or len(data) > MAX_UPLOAD_BYTES:
-                raise _bad("failed to get HTTP URL content")
+                raise bad_request("failed to get HTTP URL content")
             name = urlsplit(value).path.rsplit("/", 1)[-1] or "file"
             return self._store_file(data, name, mime)
-        raise _bad("wrong file identifier/HTTP URL specified")
+        raise bad_request("wrong file identifier/HTTP URL specified")
 
     def _send_document(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         chat = self._resolve_chat(params)
@@ -251,7 +251,7 @@ class BotMethods(UserSide):
                 method="sendDocument",
                 document=document,
                 reply_to_message_id=reply_to,
-                disable_notification=_param_bool(params, "disable_notification"),
+                disable_notification=param_bool(params, "disable_notification"),
             )
 
         sent = self._record_send("sendDocument", chat, build)
@@ -272,11 +272,11 @@ class BotMethods(UserSide):
             return self._sent_object(sent)
 
     def _get_file(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        file_id = _param_str(params, "file_id") or ""
+        file_id = param_str(params, "file_id") or ""
         with self._lock:
             stored = self._files.get(file_id)
         if stored is None:
-            raise _bad("invalid file_id")
+            raise bad_request("invalid file_id")
         return {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
@@ -286,45 +286,45 @@ class BotMethods(UserSide):
 
     def _send_chat_action(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         chat = self._resolve_chat(params)
-        action = _param_str(params, "action")
+        action = param_str(params, "action")
         if action not in CHAT_ACTIONS:
-            raise _bad("wrong parameter action in request")
+            raise bad_request("wrong parameter action in request")
         with self._lock:
             self._check_reachable(chat)
             self.chat_actions.append((chat["id"], action))
         return True
 
     def _set_my_commands(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        commands = _param_json(params, "commands", "can't parse commands JSON object")
+        commands = param_json(params, "commands", "can't parse commands JSON object")
         if not isinstance(commands, list):
-            raise _bad("can't parse commands JSON object")
+            raise bad_request("can't parse commands JSON object")
         if len(commands) > MAX_COMMANDS:
-            raise _bad("too many commands specified")
+            raise bad_request("too many commands specified")
         clean = []
         for command in commands:
             if not isinstance(command, dict):
-                raise _bad("can't parse BotCommand JSON object")
+                raise bad_request("can't parse BotCommand JSON object")
             name = command.get("command")
             description = command.get("description")
-            if not isinstance(name, str) or not _COMMAND.match(name):
-                raise _bad("BOT_COMMAND_INVALID")
+            if not isinstance(name, str) or not COMMAND.match(name):
+                raise bad_request("BOT_COMMAND_INVALID")
             if not isinstance(description, str) or not 1 <= len(description.strip()) <= 256:
-                raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
+                raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
             clean.append({"command": name, "description": description})
-        scope = _param_json(params, "scope", "can't parse BotCommandScope JSON object")
+        scope = param_json(params, "scope", "can't parse BotCommandScope JSON object")
         with self._lock:
-            self._commands[self._commands_key(scope, _param_str(params, "language_code"))] = clean
+            self._commands[self._commands_key(scope, param_str(params, "language_code"))] = clean
         return True
 
     def _get_my_commands(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        scope = _param_json(params, "scope", "can't parse BotCommandScope JSON object")
+        scope = param_json(params, "scope", "can't parse BotCommandScope JSON object")
         with self._lock:
-            return list(self._commands.get(self._commands_key(scope, _param_str(params, "language_code")), []))
+            return list(self._commands.get(self._commands_key(scope, param_str(params, "language_code")), []))
 
     def _delete_my_commands(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        scope = _param_json(params, "scope", "can't parse BotCommandScope JSON object")
+        scope = param_json(params, "scope", "can't parse BotCommandScope JSON object")
         with self._lock:
-            self._commands.pop(self._commands_key(scope, _param_str(params, "language_code")), None)
+            self._commands.pop(self._commands_key(scope, param_str(params, "language_code")), None)
         return True
 
     def _get_chat(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:

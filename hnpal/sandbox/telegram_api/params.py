@@ -9,16 +9,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from hnpal.sandbox.telegram_api.constants import BUTTON_ACTIONS, MAX_BUTTONS, MAX_CALLBACK_DATA_BYTES
-from hnpal.sandbox.telegram_api.entities import _looks_like_url
-from hnpal.sandbox.telegram_api.records import Upload, _bad
+from hnpal.sandbox.telegram_api.entities import looks_like_url
+from hnpal.sandbox.telegram_api.records import Upload, bad_request
 
 
-def _param_int(params: dict[str, Any], name: str) -> int | None:
+def param_int(params: dict[str, Any], name: str) -> int | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise _bad(f'field "{name}" must be an Integer')
+        raise bad_request(f'field "{name}" must be an Integer')
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -28,17 +28,17 @@ def _param_int(params: dict[str, Any], name: str) -> int | None:
             return int(value.strip())
         except ValueError:
             pass
-    raise _bad(f'field "{name}" must be an Integer')
+    raise bad_request(f'field "{name}" must be an Integer')
 
 
-def _param_bool(params: dict[str, Any], name: str) -> bool:
+def param_bool(params: dict[str, Any], name: str) -> bool:
     value = params.get(name)
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
 
 
-def _param_str(params: dict[str, Any], name: str) -> str | None:
+def param_str(params: dict[str, Any], name: str) -> str | None:
     value = params.get(name)
     if value is None:
         return None
@@ -51,7 +51,7 @@ def _param_str(params: dict[str, Any], name: str) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _param_json(params: dict[str, Any], name: str, error: str) -> Any:
+def param_json(params: dict[str, Any], name: str, error: str) -> Any:
     value = params.get(name)
     if value is None or value == "":
         return None
@@ -59,7 +59,7 @@ def _param_json(params: dict[str, Any], name: str, error: str) -> Any:
         try:
             return json.loads(value)
         except ValueError:
-            raise _bad(error) from None
+            raise bad_request(error) from None
     return value
 
 
@@ -72,53 +72,53 @@ def validate_reply_markup(raw: Any) -> dict[str, Any] | None:
         try:
             markup = json.loads(raw)
         except ValueError:
-            raise _bad("can't parse reply keyboard markup JSON object") from None
+            raise bad_request("can't parse reply keyboard markup JSON object") from None
     if not isinstance(markup, dict):
-        raise _bad("can't parse reply keyboard markup JSON object")
+        raise bad_request("can't parse reply keyboard markup JSON object")
     if "inline_keyboard" in markup:
         rows = markup["inline_keyboard"]
         if not isinstance(rows, list):
-            raise _bad('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array')
+            raise bad_request('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array')
         total = 0
         for row in rows:
             if not isinstance(row, list):
-                raise _bad('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays')
+                raise bad_request('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays')
             for button in row:
                 _validate_button(button)
                 total += 1
         if total > MAX_BUTTONS:
-            raise _bad("reply markup is too long")
+            raise bad_request("reply markup is too long")
         return markup
     if "keyboard" in markup:
         if not isinstance(markup["keyboard"], list) or not all(isinstance(r, list) for r in markup["keyboard"]):
-            raise _bad('field "keyboard" of the ReplyKeyboardMarkup must be an Array of Arrays')
+            raise bad_request('field "keyboard" of the ReplyKeyboardMarkup must be an Array of Arrays')
         return markup
     if markup.get("remove_keyboard") is True or markup.get("force_reply") is True:
         return markup
-    raise _bad("can't parse reply keyboard markup JSON object")
+    raise bad_request("can't parse reply keyboard markup JSON object")
 
 
 def _validate_button(button: Any) -> None:
     if not isinstance(button, dict):
-        raise _bad("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
+        raise bad_request("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
     text = button.get("text")
     if not isinstance(text, str):
-        raise _bad('can\'t parse inline keyboard button: Field "text" must be of type String')
+        raise bad_request('can\'t parse inline keyboard button: Field "text" must be of type String')
     if not text.strip():
-        raise _bad("can't parse inline keyboard button: Text must be non-empty")
+        raise bad_request("can't parse inline keyboard button: Text must be non-empty")
     actions = [key for key in BUTTON_ACTIONS if key in button]
     if not actions:
-        raise _bad("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+        raise bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
     if len(actions) > 1:
-        raise _bad(
+        raise bad_request(
             f"can't parse inline keyboard button: exactly one of the optional fields must be used, got {actions}"
         )
     if "callback_data" in button:
         data = button["callback_data"]
         if not isinstance(data, str) or not 1 <= len(data.encode("utf-8")) <= MAX_CALLBACK_DATA_BYTES:
-            raise _bad("BUTTON_DATA_INVALID")
-    if "url" in button and (not isinstance(button["url"], str) or not _looks_like_url(button["url"])):
-        raise _bad("BUTTON_URL_INVALID")
+            raise bad_request("BUTTON_DATA_INVALID")
+    if "url" in button and (not isinstance(button["url"], str) or not looks_like_url(button["url"])):
+        raise bad_request("BUTTON_URL_INVALID")
 
 
 def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, Upload]]:
@@ -153,15 +153,15 @@ def parse_params(content_type: str, body: bytes, query: str) -> tuple[dict[str, 
         try:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise _bad("can't parse JSON object") from None
+            raise bad_request("can't parse JSON object") from None
         if not isinstance(data, dict):
-            raise _bad("can't parse JSON object")
+            raise bad_request("can't parse JSON object")
         params.update(data)
     elif kind == "multipart/form-data":
         try:
             fields, files = _parse_multipart(content_type, body)
         except Exception:
-            raise _bad("can't parse multipart/form-data request") from None
+            raise bad_request("can't parse multipart/form-data request") from None
         params.update(fields)
     else:
         params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

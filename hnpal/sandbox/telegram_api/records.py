@@ -130,7 +130,7 @@ class Upload:
 
 
 @dataclass
-class _StoredFile:
+class StoredFile:
     file_id: str
     file_unique_id: str
     data: bytes
@@ -140,7 +140,7 @@ class _StoredFile:
 
 
 @dataclass
-class _CallbackQuery:
+class CallbackQuery:
     query_id: str
     user_id: int
     created: float
@@ -181,18 +181,18 @@ class TelegramError(Exception):
 
 
 @dataclass
-class _Described:
+class Described:
     """A result sent with a ``description`` (setWebhook says "Webhook was set")."""
 
     result: Any
     description: str
 
 
-def _bad(description: str) -> TelegramError:
+def bad_request(description: str) -> TelegramError:
     return TelegramError(400, "Bad Request: " + description)
 
 
-def _too_many(retry_after: int) -> TelegramError:
+def too_many(retry_after: int) -> TelegramError:
     return TelegramError(
         429,
         f"Too Many Requests: retry after {retry_after}",
@@ -201,19 +201,19 @@ def _too_many(retry_after: int) -> TelegramError:
     )
 
 
-class _Serialized(str):
+class Serialized(str):
     """A method's result already as JSON text (a send's answer: serialized once, under the lock)."""
 
 
-def _ok_reply(result: Any) -> Reply:
-    if isinstance(result, _Serialized):
+def ok_reply(result: Any) -> Reply:
+    if isinstance(result, Serialized):
         return Reply(200, ('{"ok": true, "result": ' + result + "}").encode("utf-8"), JSON_UTF8, [])
-    return _json_reply(200, {"ok": True, "result": result})
+    return json_reply(200, {"ok": True, "result": result})
 
 
-def _json_reply(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
+def json_reply(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, json.dumps(value, ensure_ascii=False).encode("utf-8"), JSON_UTF8, headers or [])
 
 
-def _error_reply(error: TelegramError) -> Reply:
-    return _json_reply(error.status, error.body(), error.headers)
+def error_reply(error: TelegramError) -> Reply:
+    return json_reply(error.status, error.body(), error.headers)

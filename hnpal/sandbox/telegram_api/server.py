@@ -11,9 +11,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hnpal.sandbox._server import SandboxHandler
-from hnpal.sandbox.telegram_api.constants import _FILE_PATH, _PATH, DEFAULT_TOKEN
+from hnpal.sandbox.telegram_api.constants import DEFAULT_TOKEN, FILE_PATH, PATH
 from hnpal.sandbox.telegram_api.params import parse_params
-from hnpal.sandbox.telegram_api.records import Reply, TelegramError, _Described, _error_reply, _json_reply, _ok_reply
+from hnpal.sandbox.telegram_api.records import Described, Reply, TelegramError, error_reply, json_reply, ok_reply
 from hnpal.sandbox.telegram_api.state import Method
 from hnpal.sandbox.telegram_api.updates import Updates
 
@@ -108,16 +108,16 @@ class TelegramServer(Updates):
         if isinstance(outcome, TelegramError):
             with self._lock:
                 self.errors.append((name, outcome.status, outcome.description))
-            return name, _error_reply(outcome)
+            return name, error_reply(outcome)
         return name, outcome
 
     def _respond(self, http_method: str, raw_path: str, headers: Any, body: bytes) -> tuple[str, Reply | TelegramError]:
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
-        file_match = _FILE_PATH.match(path)
+        file_match = FILE_PATH.match(path)
         if file_match and http_method in ("GET", "HEAD"):
             return "file", self._download(file_match.group("token"), file_match.group("path"))
-        match = _PATH.match(path)
+        match = PATH.match(path)
         if match is None:
             return path, TelegramError(404, "Not Found")
         name = match.group("method")
@@ -139,17 +139,17 @@ class TelegramServer(Updates):
             result = fn(params, files)
         except TelegramError as error:
             return name, error
-        if isinstance(result, _Described):
-            return name, _json_reply(200, {"ok": True, "result": result.result, "description": result.description})
-        return name, _ok_reply(result)
+        if isinstance(result, Described):
+            return name, json_reply(200, {"ok": True, "result": result.result, "description": result.description})
+        return name, ok_reply(result)
 
     def _download(self, token: str, file_path: str) -> Reply:
         if token != self.token:
-            return _error_reply(TelegramError(401, "Unauthorized"))
+            return error_reply(TelegramError(401, "Unauthorized"))
         with self._lock:
             stored = self._file_paths.get(file_path)
         if stored is None:
-            return _error_reply(TelegramError(404, "Not Found"))
+            return error_reply(TelegramError(404, "Not Found"))
         return Reply(200, stored.data, stored.mime_type or "application/octet-stream")
 
 

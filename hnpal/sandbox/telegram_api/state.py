@@ -16,23 +16,23 @@ from typing import Any
 
 from hnpal.sandbox._server import LoopbackServer
 from hnpal.sandbox.telegram_api.constants import DEFAULT_EXCLUDED_UPDATES, GROUP_WINDOW
-from hnpal.sandbox.telegram_api.entities import PARSERS, EntityParseError, _sorted_entities, trim_text, utf16_len
-from hnpal.sandbox.telegram_api.params import _param_bool, _param_int, _param_json, _param_str
+from hnpal.sandbox.telegram_api.entities import PARSERS, EntityParseError, sorted_entities, trim_text, utf16_len
+from hnpal.sandbox.telegram_api.params import param_bool, param_int, param_json, param_str
 from hnpal.sandbox.telegram_api.records import (
     CallbackAnswer,
+    CallbackQuery,
     Fault,
     SendRecord,
     SentDocument,
     SentMessage,
+    Serialized,
+    StoredFile,
     TelegramError,
     Throttle,
     Upload,
     WebhookDelivery,
-    _bad,
-    _CallbackQuery,
-    _Serialized,
-    _StoredFile,
-    _too_many,
+    bad_request,
+    too_many,
 )
 
 Method = Callable[[dict[str, Any], dict[str, Upload]], Any]
@@ -75,10 +75,10 @@ class ChatState(LoopbackServer):
         self._sent: dict[tuple[int, int], SentMessage] = {}
         self._sent_order: list[SentMessage] = []
         self._user_messages: dict[tuple[int, int], dict[str, Any]] = {}
-        self._callback_queries: dict[str, _CallbackQuery] = {}
+        self._callback_queries: dict[str, CallbackQuery] = {}
         self._next_callback = 0
-        self._files: dict[str, _StoredFile] = {}
-        self._file_paths: dict[str, _StoredFile] = {}
+        self._files: dict[str, StoredFile] = {}
+        self._file_paths: dict[str, StoredFile] = {}
         self._commands: dict[str, list[dict[str, str]]] = {}
         self._webhook: dict[str, Any] | None = None
         self._webhook_generation = getattr(self, "_webhook_generation", 0) + 1
@@ -148,7 +148,7 @@ class ChatState(LoopbackServer):
         if known is None:
             raise TelegramError(404, "Not Found")
         result = known[1](params, {})
-        return json.loads(result) if isinstance(result, _Serialized) else result
+        return json.loads(result) if isinstance(result, Serialized) else result
 
     def _enqueue(self, update: dict[str, Any]) -> dict[str, Any]:
         """Under the lock: give ``update`` an id and queue it (unless ``allowed_updates`` filters it)."""
@@ -180,22 +180,22 @@ class ChatState(LoopbackServer):
     def _resolve_chat(self, params: dict[str, Any]) -> dict[str, Any]:
         raw = params.get("chat_id")
         if raw is None or raw == "":
-            raise _bad("chat_id is empty")
+            raise bad_request("chat_id is empty")
         if isinstance(raw, str) and raw.startswith("@"):
             name = raw[1:].lower()
             with self._lock:
                 for chat in self._chats.values():
                     if chat["type"] != "private" and str(chat.get("username", "")).lower() == name:
                         return chat
-            raise _bad("chat not found")
+            raise bad_request("chat not found")
         try:
-            chat_id = _param_int(params, "chat_id")
+            chat_id = param_int(params, "chat_id")
         except TelegramError:
-            raise _bad("chat not found") from None
+            raise bad_request("chat not found") from None
         with self._lock:
             chat = self._chats.get(chat_id) if chat_id is not None else None
         if chat is None:
-            raise _bad("chat not found")
+            raise bad_request("chat not found")
         return chat
 
     def _check_reachable(self, chat: dict[str, Any]) -> None:
@@ -225,7 +225,7 @@ class ChatState(LoopbackServer):
                     self.too_many_requests += 1
                     self.too_many_requests_per_chat[chat_id] += 1
                     self.throttled.append(Throttle(method, chat_id, scope, retry_after, now))
-                    raise _too_many(retry_after)
+                    raise too_many(retry_after)
         for _scope, window, _rate, span in windows:
             while window and window[0] <= now - span:
                 window.popleft()
@@ -282,37 +282,37 @@ class ChatState(LoopbackServer):
         self, params: dict[str, Any], text_key: str, entities_key: str, limit: int, *, caption: bool
     ) -> tuple[str, str, str | None, list[dict[str, Any]]]:
         """(plain text, raw text, parse mode, entities) of a text or caption, validated like Telegram."""
-        raw = _param_str(params, text_key) or ""
-        parse_mode = _param_str(params, "parse_mode") or None
-        given = _param_json(params, entities_key, f"can't parse {entities_key} JSON object")
+        raw = param_str(params, text_key) or ""
+        parse_mode = param_str(params, "parse_mode") or None
+        given = param_json(params, entities_key, f"can't parse {entities_key} JSON object")
         if given:
             if not isinstance(given, list) or not all(isinstance(e, dict) for e in given):
-                raise _bad(f"can't parse {entities_key} JSON object")
-            plain, entities = raw, _sorted_entities([e for e in given if isinstance(e.get("length"), int)])
+                raise bad_request(f"can't parse {entities_key} JSON object")
+            plain, entities = raw, sorted_entities([e for e in given if isinstance(e.get("length"), int)])
         elif parse_mode:
             parser = PARSERS.get(parse_mode.lower())
             if parser is None:
-                raise _bad(f"unsupported parse_mode {parse_mode!r}")
+                raise bad_request(f"unsupported parse_mode {parse_mode!r}")
             try:
                 plain, entities = parser(raw)
             except EntityParseError as exc:
-                raise _bad(f"can't parse entities: {exc}") from None
+                raise bad_request(f"can't parse entities: {exc}") from None
         else:
             plain, entities = raw, []
         plain, entities = trim_text(plain, entities)
         if not plain and not caption:
-            raise _bad("message text is empty")
+            raise bad_request("message text is empty")
         if utf16_len(plain) > limit:
-            raise _bad("message caption is too long" if caption else "message is too long")
+            raise bad_request("message caption is too long" if caption else "message is too long")
         return plain, raw, parse_mode, entities
 
     def _reply_to(self, params: dict[str, Any], chat_id: int) -> int | None:
-        reply = _param_json(params, "reply_parameters", "can't parse reply parameters JSON object")
-        message_id = _param_int(params, "reply_to_message_id")
-        allow_missing = _param_bool(params, "allow_sending_without_reply")
+        reply = param_json(params, "reply_parameters", "can't parse reply parameters JSON object")
+        message_id = param_int(params, "reply_to_message_id")
+        allow_missing = param_bool(params, "allow_sending_without_reply")
         if isinstance(reply, dict):
-            message_id = _param_int(reply, "message_id")
-            allow_missing = allow_missing or _param_bool(reply, "allow_sending_without_reply")
+            message_id = param_int(reply, "message_id")
+            allow_missing = allow_missing or param_bool(reply, "allow_sending_without_reply")
         if message_id is None:
             return None
         with self._lock:
@@ -321,7 +321,7 @@ class ChatState(LoopbackServer):
             return message_id
         if allow_missing:
             return None
-        raise _bad("message to be replied not found")
+        raise bad_request("message to be replied not found")
 
     def _record_send(
         self, method: str, chat: dict[str, Any], build: Callable[[int, int, float], SentMessage]

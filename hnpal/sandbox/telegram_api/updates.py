@@ -11,21 +11,21 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from hnpal.sandbox.telegram_api.constants import _SECRET
+from hnpal.sandbox.telegram_api.constants import SECRET
 from hnpal.sandbox.telegram_api.methods import BotMethods
-from hnpal.sandbox.telegram_api.params import _param_bool, _param_int, _param_json, _param_str
-from hnpal.sandbox.telegram_api.records import TelegramError, Upload, WebhookDelivery, _bad, _Described
+from hnpal.sandbox.telegram_api.params import param_bool, param_int, param_json, param_str
+from hnpal.sandbox.telegram_api.records import Described, TelegramError, Upload, WebhookDelivery, bad_request
 
 
 class Updates(BotMethods):
     """getUpdates, setWebhook, deleteWebhook, getWebhookInfo and the webhook delivery thread."""
 
     def _get_updates(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        offset = _param_int(params, "offset")
-        limit = _param_int(params, "limit")
+        offset = param_int(params, "offset")
+        limit = param_int(params, "limit")
         limit = 100 if limit is None else min(max(limit, 1), 100)
-        timeout = _param_int(params, "timeout") or 0
-        allowed = _param_json(params, "allowed_updates", "can't parse allowed_updates JSON object")
+        timeout = param_int(params, "timeout") or 0
+        allowed = param_json(params, "allowed_updates", "can't parse allowed_updates JSON object")
         deadline = time.monotonic() + max(timeout, 0)
         with self._cond:
             if self._webhook is not None:
@@ -67,21 +67,21 @@ class Updates(BotMethods):
             self._updates = self._updates[offset:] if -offset < len(self._updates) else self._updates
 
     def _set_webhook(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
-        url = (_param_str(params, "url") or "").strip()
+        url = (param_str(params, "url") or "").strip()
         if not url:
             self._delete_webhook(params, files)
-            return _Described(True, "Webhook was deleted")
+            return Described(True, "Webhook was deleted")
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
-        secret = _param_str(params, "secret_token")
-        if secret is not None and not _SECRET.match(secret):
-            raise _bad("bad webhook: secret token contains unallowed characters")
-        allowed = _param_json(params, "allowed_updates", "can't parse allowed_updates JSON object")
-        max_connections = _param_int(params, "max_connections") or 40
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = param_str(params, "secret_token")
+        if secret is not None and not SECRET.match(secret):
+            raise bad_request("bad webhook: secret token contains unallowed characters")
+        allowed = param_json(params, "allowed_updates", "can't parse allowed_updates JSON object")
+        max_connections = param_int(params, "max_connections") or 40
         with self._cond:
             if isinstance(allowed, list):
                 self._allowed_updates = [str(kind) for kind in allowed]
-            if _param_bool(params, "drop_pending_updates"):
+            if param_bool(params, "drop_pending_updates"):
                 self._updates.clear()
             same = self._webhook is not None and self._webhook["url"] == url
             self._webhook = {"url": url, "secret_token": secret, "max_connections": max_connections}
@@ -92,17 +92,17 @@ class Updates(BotMethods):
         threading.Thread(
             target=self._deliver_webhooks, args=(generation,), daemon=True, name=f"telegram-webhook-{self.port}"
         ).start()
-        return _Described(True, "Webhook is already set" if same else "Webhook was set")
+        return Described(True, "Webhook is already set" if same else "Webhook was set")
 
     def _delete_webhook(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         with self._cond:
             had = self._webhook is not None
             self._webhook = None
             self._webhook_generation += 1
-            if _param_bool(params, "drop_pending_updates"):
+            if param_bool(params, "drop_pending_updates"):
                 self._updates.clear()
             self._cond.notify_all()
-        return _Described(True, "Webhook was deleted" if had else "Webhook is already deleted")
+        return Described(True, "Webhook was deleted" if had else "Webhook is already deleted")
 
     def _get_webhook_info(self, params: dict[str, Any], files: dict[str, Upload]) -> Any:
         with self._lock:

@@ -10,7 +10,7 @@ from typing import Any
 
 from hnpal.sandbox.telegram_api.entities import detect_entities
 from hnpal.sandbox.telegram_api.faults import Faults
-from hnpal.sandbox.telegram_api.records import SentMessage, _CallbackQuery
+from hnpal.sandbox.telegram_api.records import CallbackQuery, SentMessage
 
 
 class UserSide(Faults):
@@ -177,7 +177,7 @@ class UserSide(Faults):
             }
             if sent is not None and not sent.deleted:
                 query["message"] = self._sent_object(sent)
-            self._callback_queries[query_id] = _CallbackQuery(query_id, user_id, time.monotonic())
+            self._callback_queries[query_id] = CallbackQuery(query_id, user_id, time.monotonic())
             return self._enqueue({"callback_query": query})
 
     def inject_update(self, update: dict[str, Any]) -> dict[str, Any]:
