@@ -190,6 +190,9 @@ def fetch_cmd(
     enqueue: Annotated[bool, typer.Option(help="Enqueue crawls for new posts.")] = True,
 ) -> None:
     """Fetch HN lists now (in this process) and upsert the posts; crawls go to the queue."""
+    from contextlib import AbstractContextManager, nullcontext
+
+    from hnpal import jobs
     from hnpal.db.session import session_scope
     from hnpal.ingest import service
     from hnpal.ingest.client import LISTS
@@ -198,10 +201,9 @@ def fetch_cmd(
     if unknown:
         raise err(f"unknown list(s) {unknown}; choose from {', '.join(LISTS)}", 2)
     announce_embedded()
-    with session_scope() as session:
-        report = service.fetch_lists(
-            session=session, lists=lists or get_settings().hn_lists, limit=limit, enqueue=enqueue
-        )
+    follow_ups: AbstractContextManager[object] = nullcontext() if enqueue else jobs.recording()  # --no-enqueue
+    with follow_ups, session_scope() as session:
+        report = service.fetch_lists(session=session, lists=lists or get_settings().hn_lists, limit=limit)
     typer.echo(json.dumps(report.as_dict()))
 
 
@@ -221,10 +223,10 @@ def crawl_cmd(
     from hnpal.posts.models import Post
 
     announce_embedded()
-    with session_scope() as session:
+    with jobs.recording(), session_scope() as session:  # storing the item starts nothing: the crawl is sent below
         post = session.scalar(select(Post).where(Post.hn_id == hn_id))
         if post is None:
-            report = service.fetch_items(session=session, hn_ids=[hn_id], enqueue=False)
+            report = service.fetch_items(session=session, hn_ids=[hn_id])
             if not report.inserted and not report.updated:
                 raise err(f"HN item {hn_id} could not be stored: {dict(report.skipped)}")
             post = session.scalar(select(Post).where(Post.hn_id == hn_id))
