@@ -43,7 +43,7 @@ def _password(password_stdin: bool) -> str:
     return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
-def _change(command: str, change: Callable[[Session], None], done: str) -> None:
+def _change(command: str, change: Callable[[Session], object], done: str) -> None:
     """Apply one change to the operators in its own transaction; a refused one is a one-line error."""
     from hnpal.console import auth
     from hnpal.db.session import session_scope

@@ -150,7 +150,7 @@ def content_backup(
     result = jobs.send_now(jobs.CONTENT_BACKUP, str(dest))
     try:
         written = result.get(timeout=timeout)
-    except Exception as exc:  # the worker's error, or a timeout
+    except Exception as exc:  # noqa: BLE001 - the worker's error (any type), or a timeout
         raise err(f"backup by the content worker failed: {exc}") from None
     typer.echo(f"checkpoint of {path} written to {written} by the content worker")
 
@@ -173,7 +173,7 @@ def extract_cmd(
         extraction = extract_page(page)
     except (OSError, ExtractionError, ValueError) as exc:
         raise err(f"{source}: {exc}") from None
-    except Exception as exc:  # FetchError and friends: one clear line
+    except Exception as exc:  # noqa: BLE001 - FetchError and friends: one clear line
         raise err(f"{source}: {exc}") from None
     typer.echo(extraction.text if fmt == "text" else extraction.markdown)
     typer.secho(
@@ -230,6 +230,7 @@ def crawl_cmd(
             if not report.inserted and not report.updated:
                 raise err(f"HN item {hn_id} could not be stored: {dict(report.skipped)}")
             post = session.scalar(select(Post).where(Post.hn_id == hn_id))
+            assert post is not None  # stored just now, in this transaction
         if post.is_crawl_success:
             typer.echo(f"post {hn_id} is already crawled ({post.extraction_method}); re-queued nothing")
             return
@@ -241,6 +242,7 @@ def crawl_cmd(
     while wait and time.monotonic() < deadline:
         with session_scope() as session:
             post = session.get(Post, post_id)
+            assert post is not None, f"post {post_id} was deleted"
             if post.crawl_status in ("success", "reused", "failed", "skipped"):
                 typer.echo(f"{post.crawl_status}: {post.extraction_method or post.crawl_error or ''}")
                 raise typer.Exit(0 if post.is_crawl_success else 1)

@@ -146,15 +146,15 @@ class UserChat:
                 continue
             self.press(menu, field_label)
             self.press(menu, value.replace("_", " "))
-        for field_label, value in (
+        for field_label, typed in (
             ("Time zone", user.timezone),
             ("Posts per digest", str(user.max_posts)),
             ("Muted keywords", user.muted_keywords),
         ):
-            if value is None:
+            if typed is None:
                 continue
             self.press(self.last(), field_label)
-            self.say(value)
+            self.say(typed)
 
     def set_delivery_time(self) -> None:
         """/settings → Time → the next whole minute in the user's zone (at least 20 s away)."""

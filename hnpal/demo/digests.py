@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,10 @@ def _digests_of(telegram_id: int) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in session.execute(DIGEST_SQL, {"tid": telegram_id})]
 
 
+def _all_shown(chat: UserChat, message_ids: list[int]) -> bool:
+    return all(chat.tg.message(chat.uid, m) for m in message_ids)
+
+
 def wait_for_digests(console: Console, chats: dict[str, UserChat]) -> None:
     latest = max(chat.due_at for chat in chats.values() if chat.due_at is not None)
     deadline = time.monotonic() + max(0.0, (latest - datetime.now(latest.tzinfo)).total_seconds()) + DIGEST_GRACE
@@ -60,7 +65,7 @@ def wait_for_digests(console: Console, chats: dict[str, UserChat]) -> None:
             chat.digest = digest
             messages = _digest_message_ids(chat)
             chat.tg.wait_until(
-                lambda chat=chat, ids=messages: all(chat.tg.message(chat.uid, m) for m in ids),
+                partial(_all_shown, chat, messages),
                 timeout=10,
                 what=f"{name}'s digest messages",
             )

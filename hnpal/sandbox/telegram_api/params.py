@@ -160,7 +160,7 @@ def parse_params(content_type: str, body: bytes, query: str) -> tuple[dict[str, 
     elif kind == "multipart/form-data":
         try:
             fields, files = _parse_multipart(content_type, body)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any malformed body is the same 400 for the client
             raise bad_request("can't parse multipart/form-data request") from None
         params.update(fields)
     else:

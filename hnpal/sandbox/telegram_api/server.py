@@ -157,18 +157,17 @@ class _Headers(dict):
     """Request headers by lower-case name (the first of repeated ones), read with ``get`` like the
     ``email.message.Message`` the base class builds."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 
 _MAX_HEADER_LINE = 65536
-
-
 _MAX_HEADERS = 100
 
 
 class _Handler(SandboxHandler):
     server_version = "TelegramSandbox/1.0"
+    raw_requestline: bytes  # set by the base class before parse_request
 
     def parse_request(self) -> bool:
         """A well-formed HTTP/1.x request line and its headers, read without the email parser the base

@@ -193,10 +193,10 @@ class ChatState(LoopbackServer):
         except TelegramError:
             raise bad_request("chat not found") from None
         with self._lock:
-            chat = self._chats.get(chat_id) if chat_id is not None else None
-        if chat is None:
+            found = self._chats.get(chat_id) if chat_id is not None else None
+        if found is None:
             raise bad_request("chat not found")
-        return chat
+        return found
 
     def _check_reachable(self, chat: dict[str, Any]) -> None:
         chat_id = chat["id"]
