@@ -20,7 +20,15 @@ from hnpal.celery import app
 
 ROOT = Path(__file__).resolve().parents[1]
 # What hnpal.llm may use besides itself: configuration, storage and accounting infrastructure.
-LLM_MAY_IMPORT = ("hnpal.llm", "hnpal.db", "hnpal.usage", "hnpal.ops.metrics", "hnpal.runtime", "config")
+LLM_MAY_IMPORT = (
+    "hnpal.llm",
+    "hnpal.db",
+    "hnpal.errors",
+    "hnpal.usage",
+    "hnpal.ops.metrics",
+    "hnpal.runtime",
+    "config",
+)
 
 
 @dataclass(frozen=True)

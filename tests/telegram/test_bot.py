@@ -248,22 +248,27 @@ def test_help(tg: Stack) -> None:
 
 class DigestRun:
     """Thousands of digest sends queued on the stack's `telegram` queue as a scheduled run fans them out
-    (the routes and priorities of celeryconfig; no such digests, so each send finds nothing to do)."""
+    (the queue and priority the task declares; no such digests, so each send finds nothing to do)."""
 
     def __init__(self, tg: Stack, redis_client, sends: int = 3000) -> None:  # type: ignore[no-untyped-def]
         from celery import Celery
 
+        from hnpal.celery import app
         from hnpal.runtime import broker_url
 
         self.tg, self.redis, self.queue = tg, redis_client, f"{tg.env['HNPAL_REDIS_KEY_PREFIX']}telegram"
         client = Celery("hnpal-test-client", set_as_current=False)
-        client.config_from_object(celeryconfig)  # the routes and priorities; the broker is set below
+        client.config_from_object(celeryconfig)  # the broker is set below
         client.conf.broker_url = broker_url()
         client.conf.broker_transport_options = {"global_keyprefix": tg.env["HNPAL_REDIS_KEY_PREFIX"]}
+        app.loader.import_default_modules()
+        send = app.tasks["hnpal.digests.send"]  # where the scheduled run's fan-out sends it, and at which priority
         try:
             with client.producer_or_acquire() as producer:
                 for digest_id in range(900_000_001, 900_000_001 + sends):
-                    client.send_task("hnpal.digests.send", args=[digest_id], producer=producer)
+                    client.send_task(
+                        send.name, args=[digest_id], producer=producer, queue=send.queue, priority=send.priority
+                    )
         finally:
             client.close()
         self.queued = self.left()
