@@ -36,6 +36,7 @@ posts it reads FOR KEY SHARE, as a foreign key check would but once per row read
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -74,8 +75,8 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
 # are to like the post, by the topic of it that they like best: how much the post is about the topic times
 # the share of their reactions to it that were likes (ut_m; :mu, the prior, for a topic never shown).
 REL = """(CASE WHEN du.exploring THEN coalesce((
-              SELECT max(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], :mu))
-              FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
+              SELECT sum(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], du.ut_m0))
+              FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0) * :lift
          ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
                       * coalesce(p.topic_weights[1], 0) END)"""
 # Whether post p's title holds none of the digest's muted phrases (checked only for users who have any).
@@ -100,7 +101,7 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH best posts.
 RANKING = {"word": 0.3, "beta": 0.02, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
-           "mu": 0.1, "prior": 1.0, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
+           "temper": 1.0, "lift": 1.0, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -173,24 +174,30 @@ iw AS MATERIALIZED (
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
 -- liked topics relative to the most liked one, at most 1; a disliked one down to -:neg)
-ut AS MATERIALIZED (
+ut0 AS MATERIALIZED (
     SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned, sum(liked) AS liked,
-           sum(liked + disliked) AS tried,
-           -- the share of likes among the reactions to the topic, from a prior of :mu weighing :prior reactions
-           (sum(liked) + :prior * :mu) / (sum(liked + disliked) + :prior) AS m
+           sum(liked + disliked) AS tried, :temper * sum(evidence) AS evidence
     FROM (
         SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned, 0::float8 AS liked,
-               0::float8 AS disliked
+               0::float8 AS disliked, 0::float8 AS evidence
         FROM phrases p JOIN interest_topics it ON it.phrase = p.k
         CROSS JOIN LATERAL unnest(it.topics, it.weights) t(topic, w)
         UNION ALL
         SELECT d.digest_id, a.topic, 0,
                CASE WHEN a.weight > 0 THEN a.weight / GREATEST(max(a.weight) OVER (PARTITION BY d.digest_id), 1)
-                    ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked
+                    ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked, a.evidence
         FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
         WHERE abs(a.weight) >= 0.05 OR a.liked >= 0.05 OR a.disliked >= 0.05
     ) x
     GROUP BY 1, 2
+),
+-- for a reader who only reacted: how likely each topic is the one they read for (m), given their 👍 and 👎
+-- (a uniform prior over the :topics topics, and the evidence of each reaction); m0, a topic never shown
+ut AS MATERIALIZED (
+    SELECT digest_id, topic, declared, learned, liked, tried, exp(evidence - top) / z AS m, exp(-top) / z AS m0
+    FROM (SELECT u.*, sum(exp(evidence - top)) OVER (PARTITION BY digest_id)
+                      + GREATEST(:topics - count(*) OVER (PARTITION BY digest_id), 0) * exp(-top) AS z
+          FROM (SELECT ut0.*, GREATEST(max(evidence) OVER (PARTITION BY digest_id), 0) AS top FROM ut0) u) x
 ),
 -- digests whose user has interests or reacted to posts with topics: ranked by relevance first, score second
 profiled AS MATERIALIZED (
@@ -250,7 +257,7 @@ du AS MATERIALIZED (
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
            coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
-           coalesce(utw.m, '{}') AS ut_m, coalesce(utw.tried, '{}') AS ut_tried,
+           coalesce(utw.m, '{}') AS ut_m, coalesce(utw.m0, 0) AS ut_m0, coalesce(utw.tried, '{}') AS ut_tried,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,  -- learning from reactions alone
            d.digest_id IN (SELECT digest_id FROM ut WHERE liked >= :min_like) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
@@ -261,7 +268,8 @@ du AS MATERIALIZED (
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
     FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
     LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights,
-                      array_agg(m) AS m, coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
+                      array_agg(m) AS m, max(m0) AS m0,
+                      coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
@@ -287,7 +295,7 @@ rel_c AS MATERIALIZED (
            ut.weight * pt.w AS rel
     FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
               -- a learning reader's topics weigh their share of likes (what ranks their posts)
-              SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
+              SELECT digest_id, topic, CASE WHEN learning THEN m * :lift ELSE declared + learned END AS weight,
                      declared, learned, learning, liked,
                      row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
               FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
@@ -551,6 +559,17 @@ class Pick:
     reason: str | None = None
 
 
+@functools.cache
+def topic_count() -> int:
+    """How many topics the topic model knows (the prior of a reader who only reacted is uniform over them)."""
+    import numpy as np
+
+    from hnpal.relevance.model import DATA
+
+    with np.load(DATA, allow_pickle=False) as data:
+        return len(data["topics"])
+
+
 def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta) -> dict[int, list[Pick]]:
     """The ranked posts of each digest (digest id -> picks in digest order; missing ids have none)."""
     if not digest_ids:
@@ -563,6 +582,7 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
             "top_k": TOP_K,
+            "topics": topic_count(),
             **RANKING,
         },
     )
@@ -581,7 +601,7 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
         return {}
     _plan_settings(session)
     params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
-              "top_k": TOP_K, **RANKING}  # fmt: skip
+              "top_k": TOP_K, "topics": topic_count(), **RANKING}  # fmt: skip
     try:
         with session.begin_nested():
             rows = session.execute(RESERVE_FAST_SQL, params).all()
