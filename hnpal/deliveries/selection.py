@@ -7,10 +7,11 @@ its original is neither delivered nor itself in the window.
 
 Ranking: a reader with interests (topic buttons, typed or remembered interests, topics their 👍 taught)
 gets the posts most about them first, best-rated second (see RANKING); a reader who only reacted is served
-as a bandit over topics (their share of likes per topic, and places for subjects not tried yet); a reader
-with neither gets ``score x (1 + interest words in the title) x domain affinity x title-word affinity``,
-the affinities from their 👍/👎 (domain: +-25% per net reaction, at most +-50%; title word: +25% when the
-title shares a word that two or more of their liked titles have, -25% likewise for dislikes).
+as a bandit over topics (how likely each topic is the one they read for, given their 👍 and 👎, and places
+for subjects not tried yet); a reader with neither gets ``score x (1 + interest words in the title) x
+domain affinity x title-word affinity``, the affinities from their 👍/👎 (domain: +-25% per net reaction,
+at most +-50%; title word: +25% when the title shares a word that two or more of their liked titles have,
+-25% likewise for dislikes).
 
 Only posts that can make the digest are ranked. For a digest ranked by score the result is exact: every
 post whose factor is not 1 (an interest word or a liked or disliked word in the title: one hash join of
@@ -36,7 +37,6 @@ posts it reads FOR KEY SHARE, as a foreign key check would but once per row read
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass
@@ -72,11 +72,11 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
 # A candidate's relevance, in ranked. For a reader who chose or typed interests: what those and the liked
 # topics say (cagg: their weights times how much the post is about each), less a disliked subject's weight
 # times how much the post is about its main topic. For a reader who only reacted (learning): how likely they
-# are to like the post, by the topic of it that they like best: how much the post is about the topic times
-# the share of their reactions to it that were likes (ut_m; :mu, the prior, for a topic never shown).
+# are to like the post: over its topics, how much it is about each times how likely that topic is the one they
+# read for (ut_m, the posterior; ut_m0 for a topic their reactions never touched).
 REL = """(CASE WHEN du.exploring THEN coalesce((
               SELECT sum(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], du.ut_m0))
-              FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0) * :lift
+              FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
          ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
                       * coalesce(p.topic_weights[1], 0) END)"""
 # Whether post p's title holds none of the digest's muted phrases (checked only for users who have any).
@@ -94,14 +94,16 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # best, takes one place in every digest of five or more that is ranked by relevance (by score, it leads
 # anyway). A post's "why" names its strongest topic when its relevance is at least MIN_REASON.
 #
-# A reader who only reacted (learning) is served as a bandit over topics: each topic's share of likes among
-# their reactions to it, from a prior of MU weighing PRIOR reactions (``ut_m``), ranks the posts they have
-# shown to like; EXPLORE_SLOTS places (all of them until something is liked at least MIN_LIKE) go to the
-# window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most common first, so
-# that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH best posts.
+# A reader who only reacted (learning) is served as a bandit over topics: how likely each topic is the one
+# they read for, a posterior from a uniform prior over the topics and the evidence of each 👍 and 👎
+# (``user_topic_affinity.evidence``, tempered by TEMPER: the model's probabilities are not that sure), ranks
+# the posts they have shown to like; EXPLORE_SLOTS places (all of them until something is liked at least
+# MIN_LIKE) go to the window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most
+# common first, so that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH
+# best posts.
 RANKING = {"word": 0.3, "beta": 0.02, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
-           "temper": 1.0, "lift": 1.0, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
+           "temper": 0.5, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -192,12 +194,11 @@ ut0 AS MATERIALIZED (
     GROUP BY 1, 2
 ),
 -- for a reader who only reacted: how likely each topic is the one they read for (m), given their 👍 and 👎
--- (a uniform prior over the :topics topics, and the evidence of each reaction); m0, a topic never shown
+-- (a uniform prior over the topics, and the evidence of each reaction), relative to the likeliest topic
+-- (1: the posterior's common factor does not change a ranking); m0, a topic their reactions never touched
 ut AS MATERIALIZED (
-    SELECT digest_id, topic, declared, learned, liked, tried, exp(evidence - top) / z AS m, exp(-top) / z AS m0
-    FROM (SELECT u.*, sum(exp(evidence - top)) OVER (PARTITION BY digest_id)
-                      + GREATEST(:topics - count(*) OVER (PARTITION BY digest_id), 0) * exp(-top) AS z
-          FROM (SELECT ut0.*, GREATEST(max(evidence) OVER (PARTITION BY digest_id), 0) AS top FROM ut0) u) x
+    SELECT digest_id, topic, declared, learned, liked, tried, exp(evidence - top) AS m, exp(-top) AS m0
+    FROM (SELECT ut0.*, GREATEST(max(evidence) OVER (PARTITION BY digest_id), 0) AS top FROM ut0) u
 ),
 -- digests whose user has interests or reacted to posts with topics: ranked by relevance first, score second
 profiled AS MATERIALIZED (
@@ -294,8 +295,8 @@ rel_c AS MATERIALIZED (
            CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic AS why,
            ut.weight * pt.w AS rel
     FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
-              -- a learning reader's topics weigh their share of likes (what ranks their posts)
-              SELECT digest_id, topic, CASE WHEN learning THEN m * :lift ELSE declared + learned END AS weight,
+              -- a learning reader's topics weigh how likely each is theirs (what ranks their posts)
+              SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
                      declared, learned, learning, liked,
                      row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n
               FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
@@ -559,17 +560,6 @@ class Pick:
     reason: str | None = None
 
 
-@functools.cache
-def topic_count() -> int:
-    """How many topics the topic model knows (the prior of a reader who only reacted is uniform over them)."""
-    import numpy as np
-
-    from hnpal.relevance.model import DATA
-
-    with np.load(DATA, allow_pickle=False) as data:
-        return len(data["topics"])
-
-
 def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta) -> dict[int, list[Pick]]:
     """The ranked posts of each digest (digest id -> picks in digest order; missing ids have none)."""
     if not digest_ids:
@@ -582,7 +572,6 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
             "stopwords": STOPWORDS,
             "lookback": lookback.total_seconds(),
             "top_k": TOP_K,
-            "topics": topic_count(),
             **RANKING,
         },
     )
@@ -601,7 +590,7 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
         return {}
     _plan_settings(session)
     params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
-              "top_k": TOP_K, "topics": topic_count(), **RANKING}  # fmt: skip
+              "top_k": TOP_K, **RANKING}  # fmt: skip
     try:
         with session.begin_nested():
             rows = session.execute(RESERVE_FAST_SQL, params).all()

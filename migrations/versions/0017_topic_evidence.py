@@ -53,7 +53,7 @@ BEGIN
     RETURN NULL;
 END
 $$
-"""
+"""  # noqa: S608 - this module's constant SQL only
 
 PREVIOUS = """
 CREATE OR REPLACE FUNCTION user_topic_affinity_from_reaction() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -95,7 +95,7 @@ def upgrade() -> None:
               WHERE d.reaction IN ('up', 'down') AND t.topic IS NOT NULL AND t.w IS NOT NULL
               GROUP BY 1, 2) s
         WHERE a.user_id = s.user_id AND a.topic = s.topic
-        """
+        """  # noqa: S608 - this module's constant SQL only
     )
 
 
