@@ -179,6 +179,7 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
                 text("SELECT count(*) FROM deliveries WHERE user_id = :u AND reaction = 'up'"), {"u": uid}
             )
             stats.setdefault("by_likes", []).append((likes, stats["learned"][-1]))
+            stats.setdefault("by_tag", {}).setdefault(learner_ids[uid], []).append((likes, stats["learned"][-1]))
             tag = learner_ids[uid]
             rows = session.execute(
                 text(
@@ -246,6 +247,11 @@ def main() -> int:
         missed.append("features_ms_per_post")
     if missed:
         print(f"missed targets: {', '.join(missed)}")
+    for tag, got in sorted(stats.get("by_tag", {}).items()):  # where the learning stands, topic by topic
+        print(
+            f"  learners of {tag}: {sum(1 for n, _ in got if n == 0)}/{len(got)} never liked anything, "
+            f"{statistics.mean(n for n, _ in got):.1f} likes, p10 {statistics.mean(p for _, p in got):.2f}"
+        )
     print(last_line(**figures))
     return 1 if missed else 0
 

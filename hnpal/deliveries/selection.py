@@ -7,10 +7,11 @@ its original is neither delivered nor itself in the window.
 
 Ranking: a reader with interests (topic buttons, typed or remembered interests, topics their 👍 taught)
 gets the posts most about them first, best-rated second (see RANKING); a reader who only reacted is served
-as a bandit over topics (their share of likes per topic, and places for subjects not tried yet); a reader
-with neither gets ``score x (1 + interest words in the title) x domain affinity x title-word affinity``,
-the affinities from their 👍/👎 (domain: +-25% per net reaction, at most +-50%; title word: +25% when the
-title shares a word that two or more of their liked titles have, -25% likewise for dislikes).
+as a bandit over topics (how likely each topic is the one they read for, given their 👍 and 👎, and places
+for subjects not tried yet); a reader with neither gets ``score x (1 + interest words in the title) x
+domain affinity x title-word affinity``, the affinities from their 👍/👎 (domain: +-25% per net reaction,
+at most +-50%; title word: +25% when the title shares a word that two or more of their liked titles have,
+-25% likewise for dislikes).
 
 Only posts that can make the digest are ranked. For a digest ranked by score the result is exact: every
 post whose factor is not 1 (an interest word or a liked or disliked word in the title: one hash join of
@@ -71,10 +72,10 @@ ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
 # A candidate's relevance, in ranked. For a reader who chose or typed interests: what those and the liked
 # topics say (cagg: their weights times how much the post is about each), less a disliked subject's weight
 # times how much the post is about its main topic. For a reader who only reacted (learning): how likely they
-# are to like the post, by the topic of it that they like best: how much the post is about the topic times
-# the share of their reactions to it that were likes (ut_m; :mu, the prior, for a topic never shown).
+# are to like the post: over its topics, how much it is about each times how likely that topic is the one they
+# read for (ut_m, the posterior; ut_m0 for a topic their reactions never touched).
 REL = """(CASE WHEN du.exploring THEN coalesce((
-              SELECT max(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], :mu))
+              SELECT sum(t.w * coalesce(du.ut_m[array_position(du.ut_topics, t.topic)], du.ut_m0))
               FROM unnest(p.topics, p.topic_weights) t(topic, w)), 0)
          ELSE c.rel + LEAST(coalesce(du.ut_weights[array_position(du.ut_topics, p.topics[1])], 0), 0)
                       * coalesce(p.topic_weights[1], 0) END)"""
@@ -93,14 +94,16 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # best, takes one place in every digest of five or more that is ranked by relevance (by score, it leads
 # anyway). A post's "why" names its strongest topic when its relevance is at least MIN_REASON.
 #
-# A reader who only reacted (learning) is served as a bandit over topics: each topic's share of likes among
-# their reactions to it, from a prior of MU weighing PRIOR reactions (``ut_m``), ranks the posts they have
-# shown to like; EXPLORE_SLOTS places (all of them until something is liked at least MIN_LIKE) go to the
-# window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most common first, so
-# that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH best posts.
+# A reader who only reacted (learning) is served as a bandit over topics: how likely each topic is the one
+# they read for, a posterior from a uniform prior over the topics and the evidence of each 👍 and 👎
+# (``user_topic_affinity.evidence``, tempered by TEMPER: the model's probabilities are not that sure), ranks
+# the posts they have shown to like; EXPLORE_SLOTS places (all of them until something is liked at least
+# MIN_LIKE) go to the window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most
+# common first, so that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH
+# best posts.
 RANKING = {"word": 0.3, "beta": 0.02, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
-           "mu": 0.1, "prior": 1.0, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
+           "temper": 0.5, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
 if _tuning := os.environ.get("HNPAL_RANKING"):  # bench experiments only: JSON overrides
     RANKING.update(json.loads(_tuning))
 
@@ -173,24 +176,29 @@ iw AS MATERIALIZED (
 -- each digest's topics: what its user's interests mean (interest_topics: once per distinct phrase) and what
 -- their 👍/👎 taught (user_topic_affinity: net reactions weighted by how much each post was about the topic;
 -- liked topics relative to the most liked one, at most 1; a disliked one down to -:neg)
-ut AS MATERIALIZED (
+ut0 AS MATERIALIZED (
     SELECT digest_id, topic, max(declared) AS declared, sum(learned) AS learned, sum(liked) AS liked,
-           sum(liked + disliked) AS tried,
-           -- the share of likes among the reactions to the topic, from a prior of :mu weighing :prior reactions
-           (sum(liked) + :prior * :mu) / (sum(liked + disliked) + :prior) AS m
+           sum(liked + disliked) AS tried, :temper * sum(evidence) AS evidence
     FROM (
         SELECT p.digest_id, t.topic, t.w::float8 AS declared, 0::float8 AS learned, 0::float8 AS liked,
-               0::float8 AS disliked
+               0::float8 AS disliked, 0::float8 AS evidence
         FROM phrases p JOIN interest_topics it ON it.phrase = p.k
         CROSS JOIN LATERAL unnest(it.topics, it.weights) t(topic, w)
         UNION ALL
         SELECT d.digest_id, a.topic, 0,
                CASE WHEN a.weight > 0 THEN a.weight / GREATEST(max(a.weight) OVER (PARTITION BY d.digest_id), 1)
-                    ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked
+                    ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked, a.evidence
         FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
         WHERE abs(a.weight) >= 0.05 OR a.liked >= 0.05 OR a.disliked >= 0.05
     ) x
     GROUP BY 1, 2
+),
+-- for a reader who only reacted: how likely each topic is the one they read for (m), given their 👍 and 👎
+-- (a uniform prior over the topics, and the evidence of each reaction), relative to the likeliest topic
+-- (1: the posterior's common factor does not change a ranking); m0, a topic their reactions never touched
+ut AS MATERIALIZED (
+    SELECT digest_id, topic, declared, learned, liked, tried, exp(evidence - top) AS m, exp(-top) AS m0
+    FROM (SELECT ut0.*, GREATEST(max(evidence) OVER (PARTITION BY digest_id), 0) AS top FROM ut0) u
 ),
 -- digests whose user has interests or reacted to posts with topics: ranked by relevance first, score second
 profiled AS MATERIALIZED (
@@ -250,7 +258,7 @@ du AS MATERIALIZED (
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
            coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
-           coalesce(utw.m, '{}') AS ut_m, coalesce(utw.tried, '{}') AS ut_tried,
+           coalesce(utw.m, '{}') AS ut_m, coalesce(utw.m0, 0) AS ut_m0, coalesce(utw.tried, '{}') AS ut_tried,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,  -- learning from reactions alone
            d.digest_id IN (SELECT digest_id FROM ut WHERE liked >= :min_like) AS liked_any,
            -- what applies to this user at all: the per-candidate checks below skip the rest
@@ -261,7 +269,8 @@ du AS MATERIALIZED (
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
     FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
     LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights,
-                      array_agg(m) AS m, coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
+                      array_agg(m) AS m, max(m0) AS m0,
+                      coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
@@ -286,7 +295,7 @@ rel_c AS MATERIALIZED (
            CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic AS why,
            ut.weight * pt.w AS rel
     FROM (SELECT digest_id, topic, weight, declared, learned, learning FROM (
-              -- a learning reader's topics weigh their share of likes (what ranks their posts)
+              -- a learning reader's topics weigh how likely each is theirs (what ranks their posts)
               SELECT digest_id, topic, CASE WHEN learning THEN m ELSE declared + learned END AS weight,
                      declared, learned, learning, liked,
                      row_number() OVER (PARTITION BY digest_id ORDER BY declared + learned DESC, topic) AS n

@@ -28,7 +28,7 @@ class InterestTopics(Base):
 class UserTopicAffinity(Base):
     """A user's 👍/👎 per topic, each weighted by the square of how much the reacted post is about it:
     ``liked`` and ``disliked`` apart, ``weight`` their difference (kept by triggers on ``deliveries``,
-    migrations 0009 and 0016)."""
+    migrations 0009, 0016 and 0017)."""
 
     __tablename__ = "user_topic_affinity"
 
@@ -37,3 +37,5 @@ class UserTopicAffinity(Base):
     weight: Mapped[float] = mapped_column(REAL, nullable=False)
     liked: Mapped[float] = mapped_column(REAL, server_default="0", nullable=False)
     disliked: Mapped[float] = mapped_column(REAL, server_default="0", nullable=False)
+    # the log-likelihood ratio that this is the topic the user reads for (migration 0017)
+    evidence: Mapped[float] = mapped_column(REAL, server_default="0", nullable=False)

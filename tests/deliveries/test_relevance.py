@@ -260,3 +260,41 @@ def test_a_reader_who_only_disliked_is_shown_subjects_not_tried_yet(db_session, 
     assert [t for t, _ in ranked(db_session, make.digest(make.user()))][4:7] == sorted(
         databases, key=["SQLite WAL mode in depth", "Query planners explained", "PostgreSQL vacuum tuning"].index
     )
+
+
+def test_reactions_are_evidence_for_the_topic_a_reader_reads_for(db_session, make) -> None:
+    """A like of a post mostly about a topic is strong evidence that the reader reads for it, a dislike
+    evidence against: a reader who only reacted gets that topic's posts before better-scored ones of the
+    topic they disliked, and a changed reaction takes its evidence back."""
+    seed(
+        make,
+        [
+            ("Anatomy of a typosquatting attack", "blog.example", 60),
+            ("SQLite WAL mode in depth", "sqlite.org", 12),
+            ("Query planners explained", "use-the-index-luke.com", 10),
+        ],
+    )
+    user = make.user()
+    reacted = []
+    for title, reaction in (
+        ("Indexing JSON in PostgreSQL", "up"),
+        ("Hardcoded keys found in 5,000 mobile apps", "down"),
+    ):
+        old = make.post(title, domain="x.example", summarized_at=make.epoch - timedelta(days=9))
+        classify_posts(session=db_session)
+        reacted.append(make.delivery(user, old, reaction=reaction))
+
+    def evidence() -> dict[str, float]:
+        rows = db_session.execute(
+            text("SELECT topic, evidence FROM user_topic_affinity WHERE user_id = :u"), {"u": user.id}
+        )
+        return dict(rows.tuples().all())
+
+    before = evidence()
+    assert before["databases"] > 1 and before["security"] < 0
+    titles = [t for t, _ in ranked(db_session, make.digest(user))]
+    assert titles.index("SQLite WAL mode in depth") < titles.index("Anatomy of a typosquatting attack")
+    assert titles.index("Query planners explained") < titles.index("Anatomy of a typosquatting attack")
+    reacted[0].reaction = "down"  # changed their mind
+    db_session.flush()
+    assert evidence()["databases"] < 0
