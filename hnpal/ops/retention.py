@@ -31,3 +31,19 @@ def prune_agent_calls(*, engine: Engine, older_than: timedelta, batch_size: int,
         deleted += count
         if count < batch_size:
             return deleted
+
+
+def prune() -> dict[str, int]:
+    """The daily prune: ``agent_calls`` older than HNPAL_AGENT_CALLS_RETENTION_DAYS, in batches, and the
+    model-call reservations lost workers left (they stopped counting when they expired)."""
+    from config.settings import get_settings
+    from hnpal.db.session import get_engine
+    from hnpal.usage import allowance
+
+    settings = get_settings()
+    deleted = prune_agent_calls(
+        engine=get_engine(),
+        older_than=timedelta(days=settings.agent_calls_retention_days),
+        batch_size=settings.prune_batch_size,
+    )
+    return {"agent_calls": deleted, "llm_reservations": allowance.prune()}

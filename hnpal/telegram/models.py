@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from hnpal.db.base import Base
 
-UPDATE_STATUSES = ("received", "processed", "failed", "quarantined", "deferred")
+UpdateStatus = Literal["received", "processed", "failed", "quarantined", "deferred"]
+UPDATE_STATUSES: tuple[UpdateStatus, ...] = get_args(UpdateStatus)
 
 
 class TelegramUpdate(Base):
@@ -43,7 +44,7 @@ class TelegramUpdate(Base):
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="received")
+    status: Mapped[UpdateStatus] = mapped_column(String(20), nullable=False, server_default="received")
     telegram_user_id: Mapped[int | None] = mapped_column(BigInteger)
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)

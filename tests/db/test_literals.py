@@ -15,6 +15,7 @@ from hnpal.llm.models import ProviderStatus
 from hnpal.memory.models import MemorySource, MemoryType
 from hnpal.posts.models import CrawlStatus, PostType, SummaryStatus
 from hnpal.review.models import QuarantineStatus, ReviewKind, ReviewStatus, SendStatus
+from hnpal.telegram.models import UpdateStatus
 from hnpal.users.models import UserStatus
 
 # (table, constraint name, Literal type)
@@ -33,6 +34,7 @@ CASES: list[tuple[str, str, Any]] = [
     ("review_items", "ck_review_items_status_valid", ReviewStatus),
     ("review_sends", "ck_review_sends_status_valid", SendStatus),
     ("quarantine_messages", "ck_quarantine_messages_status_valid", QuarantineStatus),
+    ("telegram_updates", "ck_telegram_updates_status_valid", UpdateStatus),
 ]
 
 
