@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from config.settings import get_settings
 from hnpal import jobs
-from hnpal.console.app import Ctx, view
+from hnpal.console.pages import Ctx, view
 from hnpal.review import service as review
 from hnpal.review.models import EditTag, ReviewItem
 from hnpal.users.models import User

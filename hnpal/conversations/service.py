@@ -25,14 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, and_, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -40,13 +38,14 @@ from config.settings import Settings, get_settings
 from hnpal.conversations import offline  # noqa: F401  registers the offline "discussion" and "fold" answers
 from hnpal.conversations import window as win
 from hnpal.conversations.context import Context, load, stale
+from hnpal.conversations.messages import append, append_assistant_message
 from hnpal.conversations.models import MAX_MESSAGES, Conversation, EndReason
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
 from hnpal.errors import Busy, HNPalError
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
-from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider, Spend
+from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.posts.models import Post
 from hnpal.review import service as review
 from hnpal.state.service import set_state
@@ -255,10 +254,6 @@ def start(*, session: Session, store: StateStore, user: User, post: Post, settin
 # --- messages ---------------------------------------------------------------------------------------
 
 
-def _append(messages: list[dict[str, Any]]) -> Any:
-    return Conversation.messages.op("||")(literal(messages, JSONB))
-
-
 def check_user_text(text: str) -> None:
     if len(text) > MAX_MESSAGE_CHARS:
         raise Refused(
@@ -281,7 +276,7 @@ def append_user_message(*, session: Session, conversation_id: int, text: str) ->
             Conversation.ended_at.is_(None),
             func.jsonb_array_length(Conversation.messages) + 2 <= MAX_MESSAGES,
         )
-        .values(messages=_append([message]), last_message_at=func.now())
+        .values(messages=append([message]), last_message_at=func.now())
         .returning(func.jsonb_array_length(Conversation.messages))
     ).scalar()
     if length is None:
@@ -360,42 +355,6 @@ def _answered(messages: list[dict[str, Any]], index: int) -> bool:
     return any(
         m.get("role") == "assistant" and isinstance(m.get("reply_to"), int) and m["reply_to"] >= index for m in messages
     )
-
-
-def append_assistant_message(
-    *, conn: Connection, conversation_id: int, text: str, reply_to: int, results: Sequence[Spend]
-) -> bool:
-    """Record an answer with its tokens and cost (and the conversation's totals) in one UPDATE; False
-    when that message was answered already or the conversation is full."""
-    input_tokens = sum(r.input_tokens for r in results)
-    output_tokens = sum(r.output_tokens for r in results)
-    cost = sum((r.cost_usd for r in results), Decimal(0))
-    text = sanitize.clean_text(text, MAX_MESSAGE_CHARS) or "…"  # what was sent is stored, whatever made it
-    message = {
-        **Message(role="assistant", content=text, timestamp=datetime.now(UTC)).model_dump(mode="json"),
-        "reply_to": reply_to,
-        "model": results[-1].model if results else None,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost_usd": str(cost),
-    }
-    done = conn.execute(
-        update(Conversation)
-        .where(
-            Conversation.id == conversation_id,
-            func.jsonb_array_length(Conversation.messages) < MAX_MESSAGES,
-            ~Conversation.messages.contains([{"role": "assistant", "reply_to": reply_to}]),
-        )
-        .values(
-            messages=_append([message]),
-            total_input_tokens=Conversation.total_input_tokens + input_tokens,
-            total_output_tokens=Conversation.total_output_tokens + output_tokens,
-            total_cost_usd=Conversation.total_cost_usd + cost,
-            last_message_at=func.now(),
-        )
-        .returning(Conversation.id)
-    ).scalar()
-    return done is not None
 
 
 # --- context and prompt -----------------------------------------------------------------------------

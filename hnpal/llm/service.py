@@ -28,6 +28,7 @@ from hnpal.llm import health, sanitize
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.offline import OfflineProvider
 from hnpal.usage import allowance
+from hnpal.usage.allowance import cost_usd
 from hnpal.usage.models import AgentCall, UserTokenUsage
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,6 @@ _TOKEN_COLUMN = {
     "memory_extraction": "memory_extraction_tokens",
 }
 _providers: dict[tuple, Provider] = {}
-
-
-def cost_usd(model: str, input_tokens: int, output_tokens: int, settings: Settings | None = None) -> Decimal:
-    """Cost from the price table (USD per 1M tokens). An unknown model costs 0 and logs a warning."""
-    settings = settings or get_settings()
-    price = settings.llm_prices.get(model)
-    if price is None:
-        log.warning("no price for model %r in HNPAL_LLM_PRICES; its calls are recorded at cost 0", model)
-        return Decimal(0)
-    total = (Decimal(input_tokens) * price.input + Decimal(output_tokens) * price.output) / Decimal(1_000_000)
-    return total.quantize(Decimal("0.000001"))
 
 
 def offline_provider() -> Provider:

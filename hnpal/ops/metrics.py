@@ -49,8 +49,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 
 from hnpal.ops import heartbeat
+from hnpal.posts.models import MAX_SUMMARY_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.queues import QUEUES
-from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.users.models import USER_STATUSES
 
 if TYPE_CHECKING:

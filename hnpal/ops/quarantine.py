@@ -41,8 +41,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.errors import HNPalError
+from hnpal.posts.models import MAX_SUMMARY_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.posts.models import Post
-from hnpal.summaries.service import MAX_ATTEMPTS as SUMMARY_ATTEMPTS
 from hnpal.telegram.models import TelegramUpdate
 
 KINDS = ("update", "crawl", "digest", "summary")

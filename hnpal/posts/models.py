@@ -36,6 +36,7 @@ CRAWL_STATUSES: tuple[CrawlStatus, ...] = get_args(CrawlStatus)
 SummaryStatus = Literal["pending", "done", "failed", "skipped", "offline", "held", "rejected"]
 SUMMARY_STATUSES: tuple[SummaryStatus, ...] = get_args(SummaryStatus)
 MAX_CRAWL_ATTEMPTS = 3
+MAX_SUMMARY_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
 # The words of a title (lower case; letters, digits, + and # kept, so "C++" and "C#" survive) and the
 # post's domain: what interests, mutes and learned topics match against. PostgreSQL computes it.
 KEYWORDS_SQL = (
@@ -142,7 +143,7 @@ class Post(Base):
     summary_status: Mapped[SummaryStatus] = mapped_column(String(20), nullable=False, server_default="pending")
     summary_basis: Mapped[str | None] = mapped_column(String(30))
     summary_error: Mapped[str | None] = mapped_column(Text)
-    # failed runs of the default summary; at summaries.service.MAX_ATTEMPTS the sweep stops (hnpal quarantine)
+    # failed runs of the default summary; at MAX_SUMMARY_ATTEMPTS the sweep stops (hnpal quarantine)
     summary_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     # What the post is about (hnpal.relevance): topics with their probabilities, computed once per post;

@@ -250,7 +250,7 @@ class _Spent:
 
 def _record_answer(session: Session, item: ReviewItem, outgoing: str) -> None:
     """What the reader gets goes in the conversation (the next answer's history), with the draft's cost."""
-    from hnpal.conversations.service import append_assistant_message
+    from hnpal.conversations.messages import append_assistant_message
 
     assert item.conversation_id is not None and item.message_index is not None  # the caller checked
     spent = _Spent(item.model or "", item.input_tokens, item.output_tokens, item.cost_usd)

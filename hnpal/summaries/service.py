@@ -35,7 +35,7 @@ from hnpal.llm import health, sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
-from hnpal.posts.models import Post
+from hnpal.posts.models import MAX_SUMMARY_ATTEMPTS, Post
 from hnpal.review import service as review
 from hnpal.summaries.models import SUMMARY_STYLES, Summary
 from hnpal.summaries.plain import plain_text
@@ -51,7 +51,7 @@ PAYWALL = re.compile(
 )
 MIN_ARTICLE_WORDS = 80
 MAP_REDUCE_FACTOR = 3  # articles over this many times the input budget are summarized in parts first
-MAX_ATTEMPTS = 5  # failed runs of a post's default summary after which the sweep stops (hnpal quarantine)
+MAX_ATTEMPTS = MAX_SUMMARY_ATTEMPTS  # failed runs of a post's default summary after which the sweep stops
 
 
 @dataclass

@@ -36,13 +36,22 @@ def midnight() -> datetime:
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def cost_usd(model: str, input_tokens: int, output_tokens: int, settings: Settings | None = None) -> Decimal:
+    """Cost from the price table (USD per 1M tokens). An unknown model costs 0 and logs a warning."""
+    settings = settings or get_settings()
+    price = settings.llm_prices.get(model)
+    if price is None:
+        log.warning("no price for model %r in HNPAL_LLM_PRICES; its calls are recorded at cost 0", model)
+        return Decimal(0)
+    total = (Decimal(input_tokens) * price.input + Decimal(output_tokens) * price.output) / Decimal(1_000_000)
+    return total.quantize(Decimal("0.000001"))
+
+
 def estimate_usd(
     model: str, messages: list[dict[str, Any]], max_tokens: int, settings: Settings | None = None
 ) -> Decimal:
     """A generous estimate of one call's cost, cheap to make: a prompt token per 3 bytes (English runs
     at about 4), and the longest answer allowed."""
-    from hnpal.llm.service import cost_usd
-
     prompt = sum(len(str(m.get("content") or "").encode("utf-8")) // 3 + 4 for m in messages) + 3
     return cost_usd(model, prompt, max_tokens, settings)
 

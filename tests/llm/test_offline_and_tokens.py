@@ -14,8 +14,8 @@ from config.settings import load_settings
 from hnpal.crawl.extract import extract_html
 from hnpal.llm.base import LLMError, LLMRequest
 from hnpal.llm.offline import OfflineProvider, split_sentences, summarize_comments, summarize_text
-from hnpal.llm.service import cost_usd
 from hnpal.llm.tokens import count_messages, count_tokens, split_by_tokens, truncate_to_tokens
+from hnpal.usage.allowance import cost_usd
 
 ARTICLE = (
     "Postgres 18 ships asynchronous I/O for sequential scans. The new io_method setting picks between "
