@@ -139,9 +139,8 @@ def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-unt
                      kids=kids)  # fmt: skip
     # One scheduled list fetch.
     hn.request_log.clear()
-    with session_scope() as session:
-        with jobs.recording():
-            ingest.fetch_lists(session=session, lists=settings.hn_lists, limit=settings.hn_list_limit)
+    with jobs.recording(), session_scope() as session:
+        ingest.fetch_lists(session=session, lists=settings.hn_lists, limit=settings.hn_list_limit)
     paths = [path for _m, path, _s in hn.request_log]
     list_requests = sum(1 for p in paths if p.split("/")[-1].removesuffix(".json").endswith("stories"))
     with session_scope() as session:

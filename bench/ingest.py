@@ -84,9 +84,8 @@ def ours(limit: int) -> tuple[float, dict]:
     from hnpal.ingest import service
 
     started = time.perf_counter()
-    with session_scope() as session:
-        with jobs.recording():
-            report = service.fetch_lists(session=session, lists=["new"], limit=limit)
+    with jobs.recording(), session_scope() as session:
+        report = service.fetch_lists(session=session, lists=["new"], limit=limit)
     return time.perf_counter() - started, report.as_dict()
 
 

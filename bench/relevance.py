@@ -8,11 +8,12 @@ drawn (their id hashes ship with the model), so nothing scored here was seen in 
 reach HN Pal: they only score the result.
 
 Per window (``--window-size`` consecutive stories, ``--windows`` of them at random, ``--seed``), in a fresh
-database: the stories go in as HN items through HN Pal's own ingest (``store_items``: the same upsert and
-topic computation as a fetch; a story without url is a text post), marked summarized; then the real digest
-selection (``hnpal.deliveries.service.prepare``) runs for one user per topic button, one per typed
-interest, one with no interest (the baseline), and the learning users (no declared interest; 👍 the
-relevant and 👎 the rest of three digests through the real reaction service, then a fourth is scored).
+database: the stories go in as HN items through HN Pal's own ingest (``store_items``: the same upsert as a
+fetch, and the topic computation of the job it enqueues; a story without url is a text post), marked
+summarized; then the real digest selection (``hnpal.deliveries.service.prepare``) runs for one user per
+topic button, one per typed interest, one with no interest (the baseline), and the learning users (no
+declared interest; 👍 the relevant and 👎 the rest of three digests through the real reaction service,
+then a fourth is scored).
 
 Last line: ``p10_topics p10_free p10_learned score_quality p10_score_only features_ms_per_post users_per_s``.
 Targets (exit 1 when missed): p10_topics >= 0.80, p10_free >= 0.60, p10_learned >= 0.50,
@@ -79,6 +80,7 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
     from hnpal.deliveries.service import create_manual_digest, prepare, react
     from hnpal.ingest.service import store_items
     from hnpal.relevance.model import PostText, model
+    from hnpal.relevance.service import classify_new
 
     tags_of = {base + n: set(s["tags"]) for n, s in enumerate(window)}
     score_of = {base + n: int(s.get("score") or 0) for n, s in enumerate(window)}
@@ -90,9 +92,11 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
 
     with session_scope() as session:
         session.execute(text("TRUNCATE posts, users, digests, deliveries, interest_topics, memory CASCADE"))
-    with session_scope() as session:
-        with jobs.recording():
-            store_items(session=session, items=hn_items(window, base))
+    with jobs.recording() as sent, session_scope() as session:
+        store_items(session=session, items=hn_items(window, base))
+    for job in sent:  # the new posts' topics, as the fetch's job computes them on a worker
+        if job.name == jobs.RELEVANCE_CLASSIFY:
+            classify_new(post_ids=job.args[0], texts=job.args[1])
     with session_scope() as session:
         session.execute(
             text(

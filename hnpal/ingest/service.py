@@ -25,7 +25,7 @@ from hnpal.ingest.client import HNClient, ItemError
 from hnpal.ingest.items import Skip, parse_item
 from hnpal.posts.models import Post
 from hnpal.posts.schemas import INT_MAX
-from hnpal.relevance.service import classify_posts
+from hnpal.relevance.features import text_start
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -205,11 +205,13 @@ def _upsert_batch(
         if title_only and comment_count > 0 and comments_fetched_at is None:
             threads.append(post_id)
     report.crawl_enqueued.extend(new_crawls)
-    # what each new post is about, once (hnpal.relevance): a second fetch of the post does not redo it
+    # what each new post is about, once (hnpal.relevance), in a job of its own after the commit: the model's
+    # CPU is not spent inside the upsert; a second fetch of the post does not redo it
     new_ids = [row[0] for row in result if row[-1]]
     if new_ids:
-        id_of = {row[1]: row[0] for row in result}
-        classify_posts(session=session, post_ids=new_ids, texts={id_of[h]: t for h, t in texts.items() if h in id_of})
+        id_of = {row[1]: row[0] for row in result if row[-1]}
+        own = {str(id_of[h]): text_start(t) for h, t in texts.items() if h in id_of}
+        jobs.enqueue(session, jobs.RELEVANCE_CLASSIFY, new_ids, own)
     for post_id, hn_id, html, beside_article in new_texts:
         _send_hn_text(session, post_id, hn_id, html, beside_article=beside_article)
         if not beside_article:

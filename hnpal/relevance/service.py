@@ -89,6 +89,16 @@ def classify_posts(
     return done
 
 
+def classify_new(*, post_ids: list[int], texts: dict[str, str] | None = None) -> int:
+    """:func:`classify_posts` for newly fetched posts, in its own transaction (the job ingest enqueues;
+    ``texts``: post id, as JSON keys are, -> the start of its HN text). Returns how many got topics."""
+    from hnpal.db.session import session_scope
+
+    own = {int(k): v for k, v in (texts or {}).items()}
+    with session_scope() as session:
+        return classify_posts(session=session, post_ids=[int(i) for i in post_ids], texts=own)
+
+
 def _pg_array(items: list[str]) -> str:
     return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
 

@@ -141,17 +141,25 @@ def test_the_why_line_is_stored_and_shown(db_session, make) -> None:
 def test_topics_are_computed_once_per_post(db_session) -> None:
     item = {"id": 8_800_001, "type": "story", "title": "SQLite WAL mode in depth", "url": "https://sqlite.org/wal.html",
             "by": "ada", "time": 1_700_000_000, "score": 10, "descendants": 1}  # fmt: skip
-    with jobs.recording():
+    with jobs.recording() as sent:
         store_items(session=db_session, items={item["id"]: item})
+        db_session.commit()
     post = db_session.scalars(select(Post).where(Post.hn_id == item["id"])).one()
+    # the fetch asks for the new post's topics in a job of its own, run here as its worker would
+    (classify,) = [job for job in sent if job.name == jobs.RELEVANCE_CLASSIFY]
+    assert classify.args[0] == [post.id]
+    assert classify_posts(session=db_session, post_ids=classify.args[0]) == 1
+    db_session.refresh(post)
     assert post.topics and post.topics[0] == "databases" and post.topics_model == MODEL_NAME
     assert len(post.topics) == len(post.topic_weights)
     # a mark only this test writes: a second fetch that recomputed would overwrite it
     db_session.execute(
         text("UPDATE posts SET topics = '{marked}', topic_weights = '{1}' WHERE id = :id"), {"id": post.id}
     )
-    with jobs.recording():
+    with jobs.recording() as again:
         store_items(session=db_session, items={item["id"]: {**item, "score": 99}})
+        db_session.commit()
+    assert jobs.RELEVANCE_CLASSIFY not in {job.name for job in again}  # not a new post: nothing to classify
     db_session.expire_all()
     post = db_session.get(Post, post.id)
     assert (post.score, post.topics) == (99, ["marked"])

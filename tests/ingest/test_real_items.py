@@ -125,9 +125,8 @@ def test_comments_task_survives_a_malformed_story(replay) -> None:
 
     story = {**STORY_8863, "id": 9_008_863}
     replay.add_item(story)
-    with session_scope() as session:
-        with jobs.recording():
-            service.fetch_items(session=session, hn_ids=[story["id"]])
+    with jobs.recording(), session_scope() as session:
+        service.fetch_items(session=session, hn_ids=[story["id"]])
     replay.add_item({**story, "kids": 8869, "descendants": "many"})  # the story changed since
     with session_scope() as session:
         post_id = session.scalar(select(Post.id).where(Post.hn_id == story["id"]))

@@ -426,9 +426,8 @@ def run_hn(case: Case, world: World, settings_env) -> None:  # type: ignore[no-u
     if fault:
         world.replay.set_fault(f"/v0/item/{hn_id}", fault)
     try:
-        with session_scope() as session:
-            with jobs.recording():
-                report = service.fetch_items(session=session, hn_ids=[hn_id])
+        with jobs.recording(), session_scope() as session:
+            report = service.fetch_items(session=session, hn_ids=[hn_id])
     finally:
         world.replay.clear_faults()
     stored = rows("SELECT * FROM posts WHERE hn_id = :h", h=hn_id)
