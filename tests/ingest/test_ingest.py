@@ -99,7 +99,15 @@ def test_fetch_lists_upserts_every_type_and_counts_skips(db_session: Session, hn
     assert crawls == sorted(p.id for p in by_status["queued"])
     texts = {job.args[0] for job in sent if job.name == jobs.CONTENT_STORE}
     assert set(report.text_posts) <= texts
-    assert {job.name for job in sent} <= {jobs.CRAWL_POST, jobs.CONTENT_STORE, jobs.INGEST_COMMENTS}
+    # and the topics of every new post, in jobs of their own
+    classified = [i for job in sent if job.name == jobs.RELEVANCE_CLASSIFY for i in job.args[0]]
+    assert sorted(classified) == sorted(p.id for p in posts)
+    assert {job.name for job in sent} <= {
+        jobs.CRAWL_POST,
+        jobs.CONTENT_STORE,
+        jobs.INGEST_COMMENTS,
+        jobs.RELEVANCE_CLASSIFY,
+    }
 
 
 def test_refetch_refreshes_scores_without_duplicates(db_session: Session, hn_settings) -> None:

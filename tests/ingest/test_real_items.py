@@ -157,6 +157,7 @@ def test_a_title_only_post_asks_for_its_thread_once_it_has_comments(db_session: 
     replay.add_item(ask)
     with jobs.recording():
         first = service.fetch_items(session=db_session, hn_ids=[ask["id"]])
+        db_session.commit()
     assert first.inserted == 1 and first.threads == [] and first.text_posts == []
     replay.add_item({**ask, "descendants": 3, "kids": [9_300_002]})
     with jobs.recording() as sent:
