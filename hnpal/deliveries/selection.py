@@ -97,10 +97,11 @@ TOP_K = 100  # the window's best by score each digest looks through first
 # A reader who only reacted (learning) is served as a bandit over topics: how likely each topic is the one
 # they read for, a posterior from a uniform prior over the topics and the evidence of each 👍 and 👎
 # (``user_topic_affinity.evidence``, tempered by TEMPER: the model's probabilities are not that sure), ranks
-# the posts they have shown to like; EXPLORE_SLOTS places (all of them until something is liked at least
+# the posts they have shown to like; up to EXPLORE_SLOTS places (all of them until something is liked at least
 # MIN_LIKE) go to the window's best post of subjects not TRIED yet (reactions to it weighing TRIED), the most
-# common first, so that a reader finds what they like in a few digests. Each subject offers its EXPLORE_DEPTH
-# best posts.
+# common first, so that a reader finds what they like in a few digests. The places shrink as the posterior
+# settles: EXPLORE_SLOTS x (1 - the likeliest topic's probability), rounded (a reader whose 👍 all point one
+# way gets a digest of it). Each subject offers its EXPLORE_DEPTH best posts.
 RANKING = {"word": 0.3, "beta": 0.02, "neg": 0.5, "min_rel": 0.05, "unmissable": 3.0, "min_reason": 0.2,
            "unmissable_window": 50, "per_topic": 5, "topics_joined": 3, "per_topic_learning": 50,
            "temper": 0.5, "tried": 0.8, "min_like": 0.1, "explore_slots": 2, "explore_depth": 3}  # fmt: skip
@@ -261,6 +262,13 @@ du AS MATERIALIZED (
            coalesce(utw.m, '{}') AS ut_m, coalesce(utw.m0, 0) AS ut_m0, coalesce(utw.tried, '{}') AS ut_tried,
            d.digest_id IN (SELECT digest_id FROM exploring) AS exploring,  -- learning from reactions alone
            d.digest_id IN (SELECT digest_id FROM ut WHERE liked >= :min_like) AS liked_any,
+           -- the places a reader learning from reactions keeps for subjects not tried yet: :explore_slots while
+           -- their reactions leave it open which topic they read for, fewer as the posterior settles on one
+           -- (the likeliest topic's probability: 1 over the sum of m, the untouched topics of the window too)
+           CASE WHEN d.digest_id IN (SELECT digest_id FROM exploring) THEN
+               round(:explore_slots * (1 - 1 / GREATEST(utw.m_sum + utw.m0
+                     * GREATEST((SELECT count(DISTINCT t) FROM wp, unnest(wp.topics) t) - utw.touched, 0), 1)))::int
+           END AS explore_n,
            -- what applies to this user at all: the per-candidate checks below skip the rest
            seen.posts IS NOT NULL OR d.mutes <> '{}' OR d.muted_dom <> '{}' OR dom.user_id IS NOT NULL
                OR topic.user_id IS NOT NULL AS particular,
@@ -269,7 +277,7 @@ du AS MATERIALIZED (
            coalesce(topic.liked, '{}') AS liked_topics, coalesce(topic.disliked, '{}') AS disliked_topics
     FROM d LEFT JOIN seen ON seen.user_id = d.user_id LEFT JOIN dom ON dom.user_id = d.user_id
     LEFT JOIN (SELECT digest_id, array_agg(topic) AS topics, array_agg(declared + learned) AS weights,
-                      array_agg(m) AS m, max(m0) AS m0,
+                      array_agg(m) AS m, max(m0) AS m0, sum(m) AS m_sum, count(*) AS touched,
                       coalesce(array_agg(topic) FILTER (WHERE tried >= :tried), '{}') AS tried
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
@@ -418,7 +426,8 @@ candidates AS MATERIALIZED (
     WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
-    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, p.id AS post_id,
+    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, du.explore_n,
+           p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
            du.exploring AND coalesce(p.topics[1] = ANY(du.ut_tried), false) AS tried,
            CASE WHEN x.top_story THEN 1e12 WHEN du.profiled
@@ -457,7 +466,7 @@ picked AS (
     -- common subjects first (where a reader is likeliest to find theirs)
     SELECT digest_id, user_id, batch_id, post_id, rank, reason, max_posts,
            row_number() OVER (PARTITION BY digest_id ORDER BY
-               CASE WHEN liked_any AND best <= max_posts - :explore_slots THEN best ELSE max_posts + varied END,
+               CASE WHEN liked_any AND best <= max_posts - explore_n THEN best ELSE max_posts + varied END,
                rank DESC, post_id DESC)
     FROM (SELECT v.*, row_number() OVER (PARTITION BY digest_id ORDER BY nth, tried, common DESC, rank DESC,
                                                                          post_id DESC) AS varied

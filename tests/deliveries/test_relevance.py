@@ -306,3 +306,55 @@ def test_reactions_are_evidence_for_the_topic_a_reader_reads_for(db_session, mak
     reacted[0].reaction = "down"  # changed their mind
     db_session.flush()
     assert evidence()["databases"] < 0
+
+
+DATABASE_TITLES = [
+    ("SQLite WAL mode in depth", "sqlite.org"),
+    ("Query planners explained", "use-the-index-luke.com"),
+    ("PostgreSQL vacuum tuning", "pg.example"),
+    ("How Postgres MVCC works", "pg2.example"),
+    ("B-tree indexes in SQLite", "sqlite2.example"),
+    ("Sharding PostgreSQL at scale", "pg3.example"),
+    ("MySQL replication lag explained", "mysql.example"),
+    ("Write-ahead logging in database engines", "db.example"),
+    ("Transaction isolation levels in PostgreSQL", "pg4.example"),
+    ("Designing a SQL schema for time series", "tsdb.example"),
+    ("Partitioning large tables in Postgres", "pg5.example"),
+    ("Vacuum and bloat in PostgreSQL tables", "pg6.example"),
+]
+OTHER_SUBJECTS = [
+    ("Anatomy of a typosquatting attack", "blog.example"),
+    ("Rust borrow checker explained", "rust.example"),
+    ("Go generics in practice", "go.example"),
+    ("CSS grid layout tricks", "css.example"),
+    ("Linux kernel 6.1 released", "kernel.example"),
+]
+
+
+def test_exploration_shrinks_as_the_likes_settle_on_a_topic(db_session, make) -> None:
+    """A reader learning from reactions keeps places for subjects not tried while one like leaves it open what
+    they read for; once many likes point at one topic, the whole digest is about it."""
+    for n, (title, domain) in enumerate(DATABASE_TITLES):
+        make.post(title, domain=domain, score=40 - n)
+    for title, domain in OTHER_SUBJECTS:
+        make.post(title, domain=domain, score=100)
+    liked_titles = ["Indexing JSON in PostgreSQL", "MySQL query cache removed", "SQLite is not a toy database",
+                    "Postgres full-text search", "Database migrations without downtime"]  # fmt: skip
+    old = [
+        make.post(title, domain="old.example", summarized_at=make.epoch - timedelta(days=9)) for title in liked_titles
+    ]
+    classify_posts(session=db_session)
+    settled, unsure = make.user(), make.user()
+    for post in old:
+        make.delivery(settled, post, reaction="up")
+    make.delivery(unsure, old[0], reaction="up")
+    others = {title for title, _ in OTHER_SUBJECTS}
+    databases = {title for title, _ in DATABASE_TITLES}
+
+    unsure_picks = [t for t, _ in ranked(db_session, make.digest(unsure))]
+    assert len(unsure_picks) == 10
+    assert set(unsure_picks[:8]) <= databases  # what the one like says, first ...
+    assert set(unsure_picks[8:]) <= others  # ... and two places to try other subjects
+
+    settled_picks = [t for t, _ in ranked(db_session, make.digest(settled))]
+    assert len(settled_picks) == 10 and set(settled_picks) <= databases
