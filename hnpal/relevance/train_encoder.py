@@ -42,8 +42,16 @@ def main() -> int:  # one straight script
     parser.add_argument("--train-tenths", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--pos-weight",
+        type=float,
+        default=0.0,
+        help="weigh a topic's positives by (negatives/positives)^this, at most 10 (0: unweighted)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ONNX)
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
 
     stories = [json.loads(line) for line in args.stories.read_text().splitlines() if line.strip()]
     train = [s for s in stories if story_hash(s["id"]) % 10 < args.train_tenths]
@@ -75,11 +83,12 @@ def main() -> int:  # one straight script
     batch = 32
     steps = args.epochs * math.ceil(len(texts) / batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1, (k + 1) / 100) * max(0.0, 1 - k / steps))
-    loss_of = torch.nn.BCEWithLogitsLoss()
+    pos_weight = ((1 - prior) / prior).pow(args.pos_weight).clamp(max=10.0)
+    loss_of = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     for epoch in range(args.epochs):
         tagger.train()
         order = list(range(len(texts)))
-        random.Random(epoch).shuffle(order)
+        random.Random(args.seed * 1000 + epoch).shuffle(order)
         total = 0.0
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
@@ -103,19 +112,20 @@ def main() -> int:  # one straight script
             dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                           "logits": {0: "batch"}},
         )  # fmt: skip
-        quantize_dynamic(str(full), str(ONNX), weight_type=QuantType.QInt8)
-    exported = onnx.load(str(ONNX))
+        quantize_dynamic(str(full), str(args.out), weight_type=QuantType.QInt8)
+    exported = onnx.load(str(args.out))
     meta = {"topics": json.dumps(topics), "text": "title (host)", "max_tokens": str(MAX_TOKENS),
             "base": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
             "trained": f"{args.stories.name}, stories with story_hash(id) % 10 < {args.train_tenths}, "
-                       f"{args.epochs} epochs, int8 dynamic quantization"}  # fmt: skip
+                       f"{args.epochs} epochs, lr {args.lr}, positives weighted ^{args.pos_weight}, seed {args.seed}, "
+                       "int8 dynamic quantization"}  # fmt: skip
     del exported.metadata_props[:]
     for key, value in meta.items():
         prop = exported.metadata_props.add()
         prop.key, prop.value = key, value
-    onnx.save(exported, str(ONNX))
+    onnx.save(exported, str(args.out))
     shutil.copyfile(args.base / "tokenizer.json", TOKENIZER)
-    print(f"wrote {ONNX} ({ONNX.stat().st_size / 1e6:.1f} MB) and {TOKENIZER.name}")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {TOKENIZER.name}")
     return 0
 
 
