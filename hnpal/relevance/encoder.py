@@ -1,5 +1,5 @@
 """The fine-tuned sentence encoder: a small transformer that reads a post's title and host and gives the
-probability of each topic.
+probability of each topic, and the sentence vector it reads them from.
 
 all-MiniLM-L6-v2 (Apache-2.0), fine-tuned on community-tagged stories by ``hnpal.relevance.train_encoder``
 and quantized to 8 bits: ``topics-encoder.onnx`` (23 MB) and its WordPiece tokenizer ship beside this
@@ -42,15 +42,25 @@ class TopicEncoder:
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.topics: list[str] = json.loads(meta["topics"])
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if "embedding" not in outputs or not isinstance(outputs["embedding"][-1], int):
+            raise RuntimeError(f"{onnx_path.name} has no sentence vector output: export it again (train_encoder)")
+        self.dimensions: int = outputs["embedding"][-1]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()  # the file pads to 128 tokens: batches are padded here, to their longest
         self.tokenizer.enable_truncation(int(meta.get("max_tokens", "48")))
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """texts x topics. Texts of similar length are run together, so that little is padding."""
-        out = np.zeros((len(texts), len(self.topics)), np.float32)
+        """texts x topics."""
+        return self.encode(texts)[0]
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """texts x topics (probabilities), and texts x dimensions (the sentence vectors, unit length).
+        Texts of similar length are run together, so that little is padding."""
+        probs = np.zeros((len(texts), len(self.topics)), np.float32)
+        vectors = np.zeros((len(texts), self.dimensions), np.float32)
         if not texts:
-            return out
+            return probs, vectors
         encoded = self.tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         for start in range(0, len(order), BATCH):
@@ -61,9 +71,10 @@ class TopicEncoder:
             for n, i in enumerate(rows):
                 ids[n, : len(encoded[i].ids)] = encoded[i].ids
                 mask[n, : len(encoded[i].ids)] = 1
-            logits = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            out[rows] = 1.0 / (1.0 + np.exp(-logits))
-        return out
+            logits, vec = self.session.run(["logits", "embedding"], {"input_ids": ids, "attention_mask": mask})
+            probs[rows] = 1.0 / (1.0 + np.exp(-logits))
+            vectors[rows] = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-9)
+        return probs, vectors
 
 
 _lock = threading.Lock()

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from hnpal.relevance.encoder import encoder, encoder_text
+from hnpal.relevance.encoder import ONNX, TopicEncoder, encoder, encoder_text
 from hnpal.relevance.features import embedding_text, text_start, tfidf, tokens
+from hnpal.relevance.neighbours import NEIGHBOURS_FILE, Neighbours, Readings
 
 DATA = Path(__file__).resolve().parent / "topics.npz"
-MODEL_NAME = "wordllama-lr1+minilm-ft1"  # stored with each post's topics: a new model recomputes recent posts
+MODEL_NAME = "wordllama-lr1+minilm-ft2+knn10"  # stored with each post's topics: a new model recomputes recent posts
 MIN_PROB = 0.03  # topics below this are not stored for a post
 MAX_TOPICS = 6
 TEXT_WEIGHT = 0.35  # how much a post's own text moves its embedding, beside the title
@@ -37,7 +38,8 @@ MATCH_MIN = 0.55  # cosine an interest needs with a topic's description to mean 
 MATCH_PROB = 0.35  # or: the probability the classifier gives the topic for the interest read as a title ...
 MATCH_LIFT = 3.0  # ... when that is this many times what it gives an empty title
 SECOND = 0.5  # the weight of a second topic the interest also means (within half the best's probability)
-ENCODER_WEIGHT = 0.5  # a post's topics: this much the encoder's probabilities, the rest the classifier's
+ENCODER_WEIGHT = 0.5  # a post's topics: this much the encoder's probabilities, the rest the classifier's ...
+NEIGHBOURS_WEIGHT = 1 / 3  # ... and that average beside the vote of the encoder's nearest training stories
 
 # HN Pal's own topic buttons that are no topic of the model by name.
 BUTTONS = {
@@ -80,6 +82,7 @@ def normalize_phrase(phrase: str) -> str:
 _lock = threading.Lock()
 _embedder: Any = None
 _model: TopicModel | None = None
+_neighbours: Neighbours | None = None
 
 
 def embedder() -> Any:
@@ -101,6 +104,18 @@ def model() -> TopicModel:
         with _lock:
             _model = _model or loaded
     return _model
+
+
+def neighbours() -> Neighbours:
+    """The training stories the shipped models read (``topics-neighbours.npz``), checked against them."""
+    global _neighbours
+    if _neighbours is None:
+        loaded = Neighbours(NEIGHBOURS_FILE, models=[DATA, ONNX])
+        if loaded.topics != model().topics:
+            raise RuntimeError(f"{NEIGHBOURS_FILE.name} has other topics than topics.npz: rebuild it (train_encoder)")
+        with _lock:
+            _neighbours = _neighbours or loaded
+    return _neighbours
 
 
 @dataclass(frozen=True)
@@ -146,25 +161,34 @@ class TopicModel:
         return emb
 
     def probabilities(self, posts: list[PostText]) -> np.ndarray:
-        """posts x topics: the probability that each post is about each topic (the classifier's and the
-        encoder's, averaged)."""
+        """posts x topics: the probability that each post is about each topic: the classifier's and the
+        encoder's averaged, beside the vote of the post's nearest training stories."""
         if not posts:
             return np.zeros((0, len(self.topics)), np.float32)
-        return (1 - ENCODER_WEIGHT) * self.classifier_probabilities(posts) + ENCODER_WEIGHT * self._encoded(posts)
+        encoded, readings = self.read(posts)
+        models = (1 - ENCODER_WEIGHT) * self._classified(readings) + ENCODER_WEIGHT * encoded
+        return (1 - NEIGHBOURS_WEIGHT) * models + NEIGHBOURS_WEIGHT * neighbours().vote(readings)
+
+    def read(self, posts: list[PostText], enc: TopicEncoder | None = None) -> tuple[np.ndarray, Readings]:
+        """The encoder's probabilities, and the posts as the models read them."""
+        enc = enc or encoder()
+        if enc.topics != self.topics:
+            raise RuntimeError("topics-encoder.onnx was trained for other topics than topics.npz: retrain one")
+        encoded, vectors = enc.encode([encoder_text(p.title, p.url, p.domain) for p in posts])
+        rows = [tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf) for p in posts]
+        return encoded, Readings(vectors=vectors, words=self.embed_posts(posts), tfidf=rows)
 
     def classifier_probabilities(self, posts: list[PostText]) -> np.ndarray:
         """The classifier's part: word embedding and TF-IDF, a logistic regression per topic."""
-        logits = self.embed_posts(posts) @ self.w_emb + self.bias
-        for row, p in enumerate(posts):
-            for col, value in tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf).items():
+        rows = [tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf) for p in posts]
+        return self._classified(Readings(vectors=np.zeros((len(posts), 0)), words=self.embed_posts(posts), tfidf=rows))
+
+    def _classified(self, readings: Readings) -> np.ndarray:
+        logits = readings.words @ self.w_emb + self.bias
+        for row, values in enumerate(readings.tfidf):
+            for col, value in values.items():
                 logits[row] += value * self.w_words[col]
         return 1.0 / (1.0 + np.exp(-logits))
-
-    def _encoded(self, posts: list[PostText]) -> np.ndarray:
-        enc = encoder()
-        if enc.topics != self.topics:
-            raise RuntimeError("topics-encoder.onnx was trained for other topics than topics.npz: retrain one")
-        return enc.probabilities([encoder_text(p.title, p.url, p.domain) for p in posts])
 
     def classify(self, posts: list[PostText]) -> list[dict[str, float]]:
         """Each post's topics worth storing: up to MAX_TOPICS with a probability of at least MIN_PROB."""

@@ -11,7 +11,12 @@ topics are ``topics.npz``'s, in its order. The encoder reads ``encoder_text`` (t
 mean-pools its last layer, and a linear layer gives one logit per topic; binary cross-entropy, AdamW,
 linear decay, 4 epochs (about 25 minutes on two cores). The result is exported to ONNX, quantized to 8
 bits (dynamic, the weights of its matrix products) and written with its topics and text format in the
-file's metadata, beside the WordPiece tokenizer.
+file's metadata, beside the WordPiece tokenizer. The file gives the topics' logits and the sentence vector
+they are read from (``embedding``).
+
+Then the training stories are read by the exported encoder and the classifier and written with their tags
+(``topics-neighbours.npz``, ``hnpal.relevance.neighbours``). ``--neighbours-only`` does only that, for the
+encoder already at ``--out`` (first exposing its sentence vector, if it was exported with logits only).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hnpal.relevance.encoder import ONNX, TOKENIZER, encoder_text
-from hnpal.relevance.model import model, story_hash
+from hnpal.relevance.encoder import ONNX, TOKENIZER, TopicEncoder, encoder_text
+from hnpal.relevance.model import DATA, PostText, model, story_hash
+from hnpal.relevance.neighbours import NEIGHBOURS_FILE, save
 
 MAX_TOKENS = 48
 
@@ -50,6 +56,9 @@ def main() -> int:  # one straight script
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ONNX)
+    parser.add_argument(
+        "--neighbours-only", action="store_true", help="no training: write the neighbours of the encoder at --out"
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -57,6 +66,18 @@ def main() -> int:  # one straight script
     train = [s for s in stories if story_hash(s["id"]) % 10 < args.train_tenths]
     topics = model().topics
     texts = [encoder_text(s["title"], s.get("url")) for s in train]
+
+    def write_neighbours(out: Path) -> None:
+        """The training stories as the classifier and the exported (8-bit) encoder read them, and their tags."""
+        path = NEIGHBOURS_FILE if out == ONNX else out.with_name(f"{out.stem}-neighbours.npz")
+        _, readings = model().read([PostText(s["title"], s.get("url")) for s in train], TopicEncoder(out))
+        save(path, readings=readings, tags=[set(s["tags"]) for s in train], topics=topics, models=[DATA, out])
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+    if args.neighbours_only:
+        expose_embedding(args.out)
+        write_neighbours(args.out)
+        return 0
     labels = torch.tensor([[t in s["tags"] for t in topics] for s in train], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     encoder = AutoModel.from_pretrained(args.base)
@@ -69,12 +90,14 @@ def main() -> int:  # one straight script
             super().__init__()
             self.encoder, self.head = encoder, head
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The topics' logits, and the sentence vector they are read from."""
             out = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
             ).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(out.dtype)
-            return self.head((out * mask).sum(1) / mask.sum(1).clamp(min=1))
+            pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return self.head(pooled), pooled
 
     tagger = Tagger()
     optimizer = torch.optim.AdamW(
@@ -94,7 +117,7 @@ def main() -> int:  # one straight script
             rows = order[start : start + batch]
             enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=MAX_TOKENS,
                             return_tensors="pt")  # fmt: skip
-            loss = loss_of(tagger(enc["input_ids"], enc["attention_mask"]), labels[rows])
+            loss = loss_of(tagger(enc["input_ids"], enc["attention_mask"])[0], labels[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -108,9 +131,9 @@ def main() -> int:  # one straight script
         sample = tokenizer(["A title (example.com)", "Another, longer title"], padding=True, return_tensors="pt")
         torch.onnx.export(
             tagger, (sample["input_ids"], sample["attention_mask"]), str(full),
-            input_names=["input_ids", "attention_mask"], output_names=["logits"], opset_version=17, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                          "logits": {0: "batch"}},
+            input_names=["input_ids", "attention_mask"], output_names=["logits", "embedding"], opset_version=17,
+            dynamo=False, dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                        "logits": {0: "batch"}, "embedding": {0: "batch"}},
         )  # fmt: skip
         quantize_dynamic(str(full), str(args.out), weight_type=QuantType.QInt8)
     exported = onnx.load(str(args.out))
@@ -126,7 +149,34 @@ def main() -> int:  # one straight script
     onnx.save(exported, str(args.out))
     shutil.copyfile(args.base / "tokenizer.json", TOKENIZER)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {TOKENIZER.name}")
+    write_neighbours(args.out)
     return 0
+
+
+def expose_embedding(path: Path) -> None:
+    """An encoder exported with logits only (before the neighbours): give the sentence vector its topic
+    layer reads (the mean pooling's output, which the 8-bit head quantizes) as the output ``embedding``."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    if any(o.name == "embedding" for o in graph.graph.output):
+        return
+    quantize = [n for n in graph.graph.node if n.op_type == "DynamicQuantizeLinear"]
+    pooled = quantize[-1].input[0]  # the last one quantizes the head's input
+    producer = next(n for n in graph.graph.node if pooled in n.output)
+    if producer.op_type != "Div":
+        raise RuntimeError(f"{path.name}: the head's input is not the mean pooling ({producer.op_type})")
+    for node in graph.graph.node:
+        node.input[:] = ["embedding" if i == pooled else i for i in node.input]
+        node.output[:] = ["embedding" if o == pooled else o for o in node.output]
+    # the width: the head's (transposed, quantized) weight is vector x topics
+    dims = next(
+        int(t.dims[0]) for t in graph.graph.initializer if t.name.startswith("head.weight") and len(t.dims) == 2
+    )
+    graph.graph.output.append(onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["batch", dims]))
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    print(f"{path.name}: its sentence vector is now the output 'embedding'")
 
 
 if __name__ == "__main__":

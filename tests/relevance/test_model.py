@@ -5,8 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from hnpal.relevance.model import PostText, model, normalize_phrase
+import numpy as np
+import pytest
+
+from hnpal.relevance.encoder import ONNX, encoder
+from hnpal.relevance.model import (
+    DATA,
+    ENCODER_WEIGHT,
+    NEIGHBOURS_WEIGHT,
+    PostText,
+    model,
+    neighbours,
+    normalize_phrase,
+)
+from hnpal.relevance.neighbours import NEIGHBOURS, NEIGHBOURS_FILE, SHARPNESS, Neighbours, Readings
 
 # Run in a fresh interpreter: every socket refused before anything is imported, then the model loaded and
 # used; prints what it found and the resident memory it added.
@@ -59,3 +73,48 @@ def test_interests_mean_topics_by_name_by_button_or_by_meaning() -> None:
 def test_phrases_are_compared_folded() -> None:
     assert normalize_phrase("  Machine\tLEARNING ") == "machine learning"
     assert normalize_phrase("ﬁle Café") == "file café"
+
+
+def test_the_encoder_reads_like_titles_alike() -> None:
+    _, vectors = encoder().encode(
+        ["How the PostgreSQL query planner picks an index", "SQLite's query optimizer explained", "Rust lifetimes"]
+    )
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.1
+
+
+def test_the_nearest_training_stories_vote_their_tags() -> None:
+    near = neighbours()
+    assert near.topics == model().topics and len(near) > 1000
+    story = int(np.flatnonzero(near.tags.sum(axis=1) >= 2)[0])  # a training story with two tags or more
+    readings = Readings(vectors=near.vectors[[story]], words=np.zeros((1, 256), np.float32), tfidf=[{}])
+    sims = near.similarity(readings)[0]
+    assert sims[story] == pytest.approx(1 / 2, abs=1e-5)  # itself: a cosine of 1, no words given
+    vote = near.vote(readings)[0]
+    # the story is among its own nearest: its tags get at least its share of the vote
+    top = np.sort(sims)[-NEIGHBOURS:]
+    own_share = np.exp(SHARPNESS * sims[story]) / np.exp(SHARPNESS * top).sum()
+    assert own_share > 1 / NEIGHBOURS
+    for t in np.flatnonzero(near.tags[story]):
+        assert vote[t] >= own_share - 1e-5
+    assert np.all(vote >= 0) and vote.max() <= 1 + 1e-5
+
+
+def test_a_post_s_topics_follow_its_neighbours_beside_the_models() -> None:
+    m = model()
+    post = [PostText("Faster Postgres bulk loads with COPY", "https://example.org/postgres-copy")]
+    encoded, readings = m.read(post)
+    vote = neighbours().vote(readings)[0]
+    models = (1 - ENCODER_WEIGHT) * m.classifier_probabilities(post)[0] + ENCODER_WEIGHT * encoded[0]
+    assert vote[m.index["databases"]] > 0.5  # its nearest training stories are mostly about databases
+    assert np.allclose(m.probabilities(post)[0], (1 - NEIGHBOURS_WEIGHT) * models + NEIGHBOURS_WEIGHT * vote, atol=1e-5)
+
+
+def test_neighbours_written_for_other_models_are_refused(tmp_path: Path) -> None:
+    assert len(Neighbours(NEIGHBOURS_FILE, models=[DATA, ONNX])) > 1000
+    with np.load(NEIGHBOURS_FILE) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["models"] = np.array([str(arrays["models"][0]), "topics-encoder.onnx:0123456789abcdef"])
+    np.savez(tmp_path / "stale.npz", **arrays)
+    with pytest.raises(RuntimeError, match="other models"):
+        Neighbours(tmp_path / "stale.npz", models=[DATA, ONNX])
