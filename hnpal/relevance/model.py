@@ -4,8 +4,9 @@ Offline and small, two models averaged: WordLlama's static word embeddings (256 
 the ``wordllama`` package: nothing is downloaded, the weights load from the package folder) and a logistic
 regression per topic over that embedding and the TF-IDF of the title's words, the host and the URL's path
 (``topics.npz``, trained by ``hnpal.relevance.train`` on real community-tagged stories); and a small
-transformer fine-tuned on the same stories (``hnpal.relevance.encoder``). About 2.5 ms of CPU per post;
-the loaded models add about 150 MB to a worker.
+transformer fine-tuned on the same stories (``hnpal.relevance.encoder``). Beside their average, the
+post's nearest training stories vote with their tags (``hnpal.relevance.neighbours``). 2–5 ms of CPU per
+post, by host (docs/performance.md); the loaded models add about 110 MB to a worker.
 
 A typed interest ("distributed systems", "sourdough") is matched to the topics whose name and strongest
 words its embedding is close to; one that is close to none keeps only its words (the selection matches

@@ -83,7 +83,6 @@ class Neighbours:
                 raise RuntimeError(f"{path.name} was written for other models: rebuild it (train_encoder)")
             self.topics: list[str] = [str(t) for t in data["topics"]]
             self.vectors = _unit(data["vectors"])
-            self._by_dimension = np.ascontiguousarray(self.vectors.T)
             self.tags = np.unpackbits(data["tags"], axis=1, count=len(self.topics)).astype(np.float32)
             indptr, indices = data["tfidf_indptr"], data["tfidf_indices"]
             values = data["tfidf_values"].astype(np.float32)
@@ -103,7 +102,7 @@ class Neighbours:
         """posts x training stories: the mean of the two cosines."""
         # one thread, as the encoder runs: a worker's tasks run side by side (and BLAS threads spin)
         with _blas().limit(limits=1, user_api="blas"):
-            sims = readings.vectors.astype(np.float32) @ self._by_dimension
+            sims = readings.vectors.astype(np.float32) @ self.vectors.T
         for row, tfidf in enumerate(readings.tfidf):
             for word, value in tfidf.items():
                 if word in self._postings:

@@ -47,7 +47,7 @@ def test_the_model_loads_and_works_with_the_network_refused() -> None:
     assert next(iter(result["found"][0])) == "security"
     assert result["meant"] == {"distributed": 1.0}
     # what a worker pays for the models (WordLlama's 256-dimension table, its tokenizer, the classifier; the
-    # 8-bit encoder, its tokenizer and onnxruntime): about 150 MB
+    # 8-bit encoder, its tokenizer and onnxruntime; the neighbours' vectors and rows): about 110 MB
     print(f"model loaded: +{result['added_mb']:.0f} MB, worker RSS {result['rss_mb']:.0f} MB")
     assert result["added_mb"] < 200
 
