@@ -44,16 +44,17 @@ NEIGHBOURS_WEIGHT = 1 / 3  # ... and that average beside the vote of the encoder
 
 # HN Pal's own topic buttons that are no topic of the model by name.
 BUTTONS = {
-    "llm": {"ai": 1.0, "ml": 0.5},
+    "llm": {"ai": 1.0},
     "cloud": {"devops": 1.0, "distributed": 0.5, "virtualization": 0.5},
     "space": {"science": 0.5},
     "open source": {},
     "startups": {},
 }
 
-# How topics are shown to readers; the rest are capitalised.
+# How topics are shown to readers; the rest are capitalised. The community's "ml" is the ML family of
+# languages (OCaml, Standard ML), not machine learning, which it files under "ai".
 NAMES = {
-    "ai": "AI", "ml": "Machine learning", "api": "APIs", "a11y": "Accessibility", "c": "C", "c++": "C++",
+    "ai": "AI", "ml": "ML languages", "api": "APIs", "a11y": "Accessibility", "c": "C", "c++": "C++",
     "compsci": "Computer science", "css": "CSS", "devops": "DevOps", "distributed": "Distributed systems",
     "dotnet": ".NET", "formalmethods": "Formal methods", "freebsd": "FreeBSD", "games": "Game development",
     "graphics": "Computer graphics", "historical": "Computing history", "ios": "iOS", "javascript": "JavaScript",

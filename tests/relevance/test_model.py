@@ -19,6 +19,7 @@ from hnpal.relevance.model import (
     model,
     neighbours,
     normalize_phrase,
+    topic_name,
 )
 from hnpal.relevance.neighbours import NEIGHBOURS, NEIGHBOURS_FILE, SHARPNESS, Neighbours, Readings
 
@@ -63,7 +64,12 @@ def test_interests_mean_topics_by_name_by_button_or_by_meaning() -> None:
     m = model()
     assert m.interest_topics("Databases") == {"databases": 1.0}
     assert m.interest_topics("  GO ") == {"go": 1.0}
-    assert m.interest_topics("LLM") == {"ai": 1.0, "ml": 0.5}  # HN Pal's own button
+    assert m.interest_topics("LLM") == {"ai": 1.0}  # HN Pal's own button
+    # the community's "ml" is the ML family of languages: machine learning is AI, OCaml is ML
+    assert m.interest_topics("machine learning") == {"ai": 1.0}
+    assert m.interest_topics("OCaml") == {"ml": 1.0}
+    ocaml = m.classify([PostText("Effect handlers arrive in OCaml 5: a practical tour", "https://ocaml.org/news")])[0]
+    assert next(iter(ocaml)) == "ml" and topic_name("ml") == "ML languages"
     assert next(iter(m.interest_topics("computer networking"))) == "networking"
     assert next(iter(m.interest_topics("game development"))) == "games"
     assert m.interest_topics("sourdough") == {}
