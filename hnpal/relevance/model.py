@@ -168,7 +168,7 @@ class TopicModel:
         if not posts:
             return np.zeros((0, len(self.topics)), np.float32)
         encoded, readings = self.read(posts)
-        models = (1 - ENCODER_WEIGHT) * self._classified(readings) + ENCODER_WEIGHT * encoded
+        models = (1 - ENCODER_WEIGHT) * self._classified(readings.words, readings.tfidf) + ENCODER_WEIGHT * encoded
         return (1 - NEIGHBOURS_WEIGHT) * models + NEIGHBOURS_WEIGHT * neighbours().vote(readings)
 
     def read(self, posts: list[PostText], enc: TopicEncoder | None = None) -> tuple[np.ndarray, Readings]:
@@ -177,17 +177,19 @@ class TopicModel:
         if enc.topics != self.topics:
             raise RuntimeError("topics-encoder.onnx was trained for other topics than topics.npz: retrain one")
         encoded, vectors = enc.encode([encoder_text(p.title, p.url, p.domain) for p in posts])
-        rows = [tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf) for p in posts]
-        return encoded, Readings(vectors=vectors, words=self.embed_posts(posts), tfidf=rows)
+        return encoded, Readings(vectors=vectors, words=self.embed_posts(posts), tfidf=self._tfidf_rows(posts))
 
     def classifier_probabilities(self, posts: list[PostText]) -> np.ndarray:
         """The classifier's part: word embedding and TF-IDF, a logistic regression per topic."""
-        rows = [tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf) for p in posts]
-        return self._classified(Readings(vectors=np.zeros((len(posts), 0)), words=self.embed_posts(posts), tfidf=rows))
+        return self._classified(self.embed_posts(posts), self._tfidf_rows(posts))
 
-    def _classified(self, readings: Readings) -> np.ndarray:
-        logits = readings.words @ self.w_emb + self.bias
-        for row, values in enumerate(readings.tfidf):
+    def _tfidf_rows(self, posts: list[PostText]) -> list[dict[int, float]]:
+        return [tfidf(tokens(p.title, p.url, p.domain), self.vocab, self.idf) for p in posts]
+
+    def _classified(self, words: np.ndarray, rows: list[dict[int, float]]) -> np.ndarray:
+        """The logistic regressions over the word embeddings and the TF-IDF rows."""
+        logits = words @ self.w_emb + self.bias
+        for row, values in enumerate(rows):
             for col, value in values.items():
                 logits[row] += value * self.w_words[col]
         return 1.0 / (1.0 + np.exp(-logits))
@@ -215,12 +217,11 @@ class TopicModel:
 
     def _phrase_probabilities(self, phrases: list[str]) -> np.ndarray:
         """The classifier's probabilities for phrases read as titles (their words only: no host, no URL)."""
-        logits = embedder().embed(phrases, norm=True) @ self.w_emb + self.bias
-        for row, phrase in enumerate(phrases):
-            words = [w for w in tokens(phrase, None) if not w.startswith("D:")]
-            for col, value in tfidf(words, self.vocab, self.idf).items():
-                logits[row] += value * self.w_words[col]
-        return 1.0 / (1.0 + np.exp(-logits))
+        rows = [
+            tfidf([w for w in tokens(phrase, None) if not w.startswith("D:")], self.vocab, self.idf)
+            for phrase in phrases
+        ]
+        return self._classified(embedder().embed(phrases, norm=True), rows)
 
     @cached_property
     def _prior(self) -> np.ndarray:
