@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hnpal.relevance.features import host_of
+from hnpal.relevance.glossary import plain
 
 HERE = Path(__file__).resolve().parent
 ONNX = HERE / "topics-encoder.onnx"
@@ -28,7 +29,7 @@ BATCH = 32
 def encoder_text(title: str, url: str | None, domain: str | None = None) -> str:
     """What the encoder reads: the title, and the host in brackets when there is one."""
     host = host_of(url, domain)
-    return f"{title} ({host})" if host else title
+    return f"{plain(title)} ({host})" if host else plain(title)
 
 
 class TopicEncoder:

@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from urllib.parse import urlsplit
 
+from hnpal.relevance.glossary import plain
+
 WORD = re.compile(r"[a-z0-9+#]+")
 PATH_WORDS = 12
 TEXT_WORDS = 60  # words of a post's own text (HN text or article) its embedding reads
@@ -30,7 +32,7 @@ def host_of(url: str | None, domain: str | None = None) -> str:
 def tokens(title: str, url: str | None, domain: str | None = None) -> list[str]:
     """The post's tokens: title words, then ``D:`` host and its last two labels, ``H:`` host labels and
     ``P:`` URL path words. A post without a URL is ``D:self``."""
-    out = WORD.findall(title.lower())
+    out = WORD.findall(plain(title).lower())
     host = host_of(url, domain)
     if host:
         out.append("D:" + host)
@@ -51,14 +53,14 @@ def tokens(title: str, url: str | None, domain: str | None = None) -> list[str]:
 
 def embedding_text(title: str, url: str | None, domain: str | None = None) -> str:
     """What the sentence embedding reads: the title and the words of the host."""
-    return f"{title} {re.sub(r'[.-]', ' ', host_of(url, domain))}".strip()
+    return f"{plain(title)} {re.sub(r'[.-]', ' ', host_of(url, domain))}".strip()
 
 
 def text_start(text: str | None) -> str:
     """The first words of a post's own text (HN text or article), read beside the title when there is one;
     HN's HTML (tags and entities) is reduced to its words."""
-    plain = html.unescape(re.sub(r"<[^>]*>", " ", (text or "")[:4000]))
-    return " ".join(plain.split()[:TEXT_WORDS])
+    words = html.unescape(re.sub(r"<[^>]*>", " ", (text or "")[:4000]))
+    return plain(" ".join(words.split()[:TEXT_WORDS]))
 
 
 def tfidf(toks: list[str], vocab: dict[str, int], idf: list[float] | None = None) -> dict[int, float]:

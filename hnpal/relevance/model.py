@@ -28,10 +28,12 @@ import numpy as np
 
 from hnpal.relevance.encoder import ONNX, TopicEncoder, encoder, encoder_text
 from hnpal.relevance.features import embedding_text, text_start, tfidf, tokens
+from hnpal.relevance.glossary import plain
 from hnpal.relevance.neighbours import NEIGHBOURS_FILE, Neighbours, Readings
 
 DATA = Path(__file__).resolve().parent / "topics.npz"
-MODEL_NAME = "wordllama-lr1+minilm-ft2+knn10"  # stored with each post's topics: a new model recomputes recent posts
+# stored with each post's topics: a new model recomputes recent posts
+MODEL_NAME = "wordllama-lr1+minilm-ft2+knn10+glossary1"
 MIN_PROB = 0.03  # topics below this are not stored for a post
 MAX_TOPICS = 6
 TEXT_WEIGHT = 0.35  # how much a post's own text moves its embedding, beside the title
@@ -221,7 +223,7 @@ class TopicModel:
             tfidf([w for w in tokens(phrase, None) if not w.startswith("D:")], self.vocab, self.idf)
             for phrase in phrases
         ]
-        return self._classified(embedder().embed(phrases, norm=True), rows)
+        return self._classified(embedder().embed([plain(phrase) for phrase in phrases], norm=True), rows)
 
     @cached_property
     def _prior(self) -> np.ndarray:
@@ -242,7 +244,7 @@ class TopicModel:
         if key in self._aliases:
             return {self._aliases[key]: 1.0}
         probs = self._phrase_probabilities([key])[0]
-        sims = self._descriptions @ embedder().embed([key], norm=True)[0]
+        sims = self._descriptions @ embedder().embed([plain(key)], norm=True)[0]
         meant = (probs >= MATCH_PROB) & (probs >= MATCH_LIFT * self._prior)
         strength = np.where(meant, probs, 0.0) + np.where(sims >= MATCH_MIN, sims, 0.0)
         best = float(strength.max())

@@ -37,11 +37,6 @@ MAX_TOKENS = 48
 
 
 def main() -> int:  # one straight script
-    import onnx  # training only
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel, AutoTokenizer
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--stories", type=Path, required=True)
@@ -60,7 +55,6 @@ def main() -> int:  # one straight script
         "--neighbours-only", action="store_true", help="no training: write the neighbours of the encoder at --out"
     )
     args = parser.parse_args()
-    torch.manual_seed(args.seed)
 
     stories = [json.loads(line) for line in args.stories.read_text().splitlines() if line.strip()]
     train = [s for s in stories if story_hash(s["id"]) % 10 < args.train_tenths]
@@ -78,6 +72,13 @@ def main() -> int:  # one straight script
         expose_embedding(args.out)
         write_neighbours(args.out)
         return 0
+
+    import onnx  # training only: rebuilding the neighbours needs none of these but onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(args.seed)
     labels = torch.tensor([[t in s["tags"] for t in topics] for s in train], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     encoder = AutoModel.from_pretrained(args.base)

@@ -67,6 +67,31 @@ def test_a_topic_meets_posts_about_it_in_other_words(db_session, make) -> None:
     assert not any("database" in t.lower() or "security" in t.lower() for t, _ in databases[:2] + security[:2])
 
 
+def test_words_newer_than_the_model_meet_their_topic(db_session, make) -> None:
+    # the training stories end in 2022: "LLM" read much as "LLVM" did, and these came out as compilers posts
+    seed(
+        make,
+        [
+            ("Why LLMs hallucinate", "research.example", 20),
+            ("What we learned from a year of building with LLMs", "oreilly.com", 15),
+            ("Running Claude 3.5 Sonnet and Ollama side by side", "blog.example", 12),
+            ("LLVM 18.1.0 released", "discourse.llvm.org", 45),
+            ("Clang 17 release notes", "releases.llvm.org", 35),
+        ],
+    )
+    ai = ranked(db_session, make.digest(make.user(interests=["AI"])))
+    assert {t for t, _ in ai[:3]} == {
+        "Why LLMs hallucinate",
+        "What we learned from a year of building with LLMs",
+        "Running Claude 3.5 Sonnet and Ollama side by side",
+    }
+    assert {reason for _, reason in ai[:3]} == {"topic:ai"}
+    compilers = ranked(db_session, make.digest(make.user(interests=["compilers"])))
+    assert {t for t, _ in compilers[:2]} == {"LLVM 18.1.0 released", "Clang 17 release notes"}
+    # what the reader sees is the title as it came
+    assert "Why LLMs hallucinate" in dict(db_session.execute(select(Post.title, Post.id)).all())
+
+
 def test_typed_interests_mean_topics_or_else_their_words(db_session, make) -> None:
     seed(
         make,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hnpal.relevance.encoder import ONNX, encoder
+from hnpal.relevance.glossary import plain
 from hnpal.relevance.model import (
     DATA,
     ENCODER_WEIGHT,
@@ -74,6 +75,27 @@ def test_interests_mean_topics_by_name_by_button_or_by_meaning() -> None:
     assert next(iter(m.interest_topics("game development"))) == "games"
     assert m.interest_topics("sourdough") == {}
     assert m.interest_topics("") == {}
+
+
+def test_the_glossary_says_newer_words_as_the_training_stories_did() -> None:
+    assert plain("Why LLMs hallucinate") == "Why AI language models AI hallucination"
+    assert plain("gpt-4o-mini is cheap") == "GPT AI model is cheap"
+    assert plain("Llama-3.1 405B on one GPU") == "AI language model 405B on one GPU"
+    # ambiguous names stay what they are, and so do terms inside other names
+    for title in (
+        "Claude Shannon's master's thesis",
+        "Llama - a terminal file manager",
+        "The Gemini protocol",
+        "LoRa mesh networking",
+        "LLM.int8(): 8-bit matrix multiplication",
+        "my-llm-tool",
+        "LLVM 18",
+    ):
+        assert plain(title) == title
+    m = model()
+    assert m.interest_topics("LLM inference")["ai"] == 1.0
+    posts = [PostText("How do you evaluate LLM features"), PostText("Why LLMs hallucinate")]
+    assert all(next(iter(found)) == "ai" for found in m.classify(posts))
 
 
 def test_phrases_are_compared_folded() -> None:
