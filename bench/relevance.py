@@ -5,7 +5,8 @@
 Stories: a JSON-lines file of community-tagged stories (``../shared/fixtures/stories/`` by default; any
 file of that format). Stories the shipped topic model was trained on are left out before the windows are
 drawn (their id hashes ship with the model), so nothing scored here was seen in training. Tags never
-reach HN Pal: they only score the result.
+reach HN Pal: they only score the result. A file with fewer stories than a window is measured as one
+window of all of them (at least 100).
 
 Per window (``--window-size`` consecutive stories, ``--windows`` of them at random, ``--seed``), in a fresh
 database: the stories go in as HN items through HN Pal's own ingest (``store_items``: the same upsert as a
@@ -43,6 +44,7 @@ FREE = {"distributed systems": "distributed", "compilers": "compilers", "cryptog
         "formal methods": "formalmethods", "operating system development": "osdev"}  # fmt: skip
 TARGETS = {"p10_topics": 0.80, "p10_free": 0.60, "p10_learned": 0.50, "score_quality": 0.50}
 MAX_FEATURES_MS = 5.0
+MIN_WINDOW = 100  # a window needs this many stories for ten picks per interest to mean anything
 POSTS = 10
 
 
@@ -214,9 +216,12 @@ def main() -> int:
     pool = [s for s in stories if not model().trained_on(str(s.get("id")))]
     print(f"{len(stories)} stories, {len(stories) - len(pool)} left out (the topic model was trained on them), "
           f"{len(pool)} to draw windows from")  # fmt: skip
-    if len(pool) < args.window_size:
-        print("not enough stories for one window")
+    if len(pool) < MIN_WINDOW:
+        print(f"{len(pool)} stories to draw windows from: too few to measure (at least {MIN_WINDOW})")
         return 1
+    if len(pool) < args.window_size:  # a small file: one window of all of it, however often it is drawn
+        print(f"fewer stories than --window-size {args.window_size}: windows of {len(pool)}")
+        args.window_size = len(pool)
     rng = random.Random(args.seed)
     starts = [rng.randrange(0, len(pool) - args.window_size + 1) for _ in range(args.windows)]
     stats: dict = {k: [] for k in ("topics", "free", "learned", "quality", "score_only")}

@@ -10,7 +10,7 @@ inference budget goes" is still about performance as well.
 Only unambiguous terms are listed: a bare "Llama" is also a file manager and "Gemini" also a protocol
 (both are in the training stories), so they count only with what names the model ("Llama 3",
 "Gemini 1.5"); "Claude" counts unless it is Claude Shannon; LoRa is also a radio. Every listed term was
-checked against the 11,459 training-era stories: the 20 it rewrites are all tagged ``ai``. Retraining on
+checked against the 11,459 training-era stories: the 9 it rewrites are all tagged ``ai``. Retraining on
 newer tagged stories is the lasting fix; until then a term the models miss goes here, with a test.
 """
 
@@ -54,10 +54,17 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     (r"embeddings", "machine learning embeddings"),
     (r"hallucinat(?:es?|ions?|ing)", "AI hallucination"),
     (r"midjourney", "AI image generation"),
+    (r"gemma(?:[- ]?\d(?:\.\d)?)?", "AI language model"),
+    (r"phi-\d(?:\.\d)?", "AI language model"),
+    (r"gguf", "AI model weights"),
+    (r"safetensors", "machine learning model weights"),
+    (r"hugging\s?face", "machine learning models"),
 )  # fmt: skip
 
 _TERMS = re.compile(
-    "|".join(f"(?P<t{i}>(?<![\\w.-]){pattern}(?![\\w-]|\\.\\w))" for i, (pattern, _) in enumerate(GLOSSARY)),
+    r"(?<![\w.-])(?:"
+    + "|".join(f"(?P<t{i}>{pattern})" for i, (pattern, _) in enumerate(GLOSSARY))
+    + r")(?![\w-]|\.\w)",
     re.IGNORECASE,
 )
 
