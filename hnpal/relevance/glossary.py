@@ -4,8 +4,8 @@ The topic models learned from stories of July 2021 to December 2022, before the 
 era were common: none of them knows "LLM" (the encoder reads it much as it reads "LLVM", so "Why LLMs
 hallucinate" came out as a compilers story), "Claude", "Ollama" or "RAG". Each such term is rewritten, in
 what the models read (never in what a reader sees), into the words the training stories used for the same
-thing ("AI language model"); the rest of the title is read as it is, so "The KV cache is where your LLM
-inference budget goes" is still about performance as well.
+thing ("LLMs" are "AI models": not "language models", which the training stories also used for
+programming languages); the rest of the title is read as it is.
 
 Only unambiguous terms are listed: a bare "Llama" is also a file manager and "Gemini" also a protocol
 (both are in the training stories), so they count only with what names the model ("Llama 3",
@@ -21,20 +21,20 @@ import re
 # (pattern, as said), the more specific first where two share a start; patterns are matched case-insensitively,
 # on word boundaries (a term inside a longer word or a dotted or hyphenated name is not rewritten)
 GLOSSARY: tuple[tuple[str, str], ...] = (
-    (r"llms", "AI language models"),
-    (r"llm", "AI language model"),
-    (r"(?:large|small) language models", "AI language models"),
-    (r"(?:large|small) language model", "AI language model"),
+    (r"llms", "AI models"),
+    (r"llm", "AI model"),
+    (r"(?:large|small) language models", "AI models"),
+    (r"(?:large|small) language model", "AI model"),
     (r"gpt-?[4-9](?:\.\d)?(?:o|-turbo|-mini|-nano)*", "GPT AI model"),
     (r"claude code", "AI coding assistant"),
     (r"claude(?!\s+shannon)(?:\s+(?:\d(?:\.\d)?|sonnet|opus|haiku|instant|pro))*", "AI chatbot"),
     (r"anthropic", "AI lab"),
-    (r"deepseek(?:-[a-z0-9.]+)?", "AI language model"),
-    (r"qwen[0-9.]*", "AI language model"),
-    (r"mistral(?:\s+\d+b)?", "AI language model"),
-    (r"mixtral", "AI language model"),
+    (r"deepseek(?:-[a-z0-9.]+)?", "AI model"),
+    (r"qwen[0-9.]*", "AI model"),
+    (r"mistral(?:\s+\d+b)?", "AI model"),
+    (r"mixtral", "AI model"),
     (r"llama\.cpp", "AI model runtime"),
-    (r"code\s+llama|llama[- ]?[1-9](?:\.\d)?", "AI language model"),
+    (r"code\s+llama|llama[- ]?[1-9](?:\.\d)?", "AI model"),
     (r"ollama", "AI model runtime"),
     (r"vllm", "AI model serving"),
     (r"(?:google\s+)?gemini\s+(?:\d(?:\.\d)?|pro|ultra|flash|nano|advanced)(?:\s+(?:pro|ultra|flash))?", "AI chatbot"),
@@ -54,8 +54,8 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     (r"embeddings", "machine learning embeddings"),
     (r"hallucinat(?:es?|ions?|ing)", "AI hallucination"),
     (r"midjourney", "AI image generation"),
-    (r"gemma(?:[- ]?\d(?:\.\d)?)?", "AI language model"),
-    (r"phi-\d(?:\.\d)?", "AI language model"),
+    (r"gemma(?:[- ]?\d(?:\.\d)?)?", "AI model"),
+    (r"phi-\d(?:\.\d)?", "AI model"),
     (r"gguf", "AI model weights"),
     (r"safetensors", "machine learning model weights"),
     (r"hugging\s?face", "machine learning models"),

@@ -424,6 +424,12 @@ def test_shutdown_kills_a_child_that_ignores_sigterm_and_says_so(tmp_path: Path)
     for p in sup.procs:
         sup._start(p, now)
     crasher.proc.wait(timeout=30)
+    # SIGTERM before the stubborn child ignores it would stop it: wait until it said so (a loaded machine
+    # starts Python slowly)
+    deadline = time.monotonic() + 60
+    while "ready." not in (tmp_path / "stubborn.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "ready." in (tmp_path / "stubborn.log").read_text()
     sup.tick(time.monotonic())  # the crasher now waits out its back-off: nothing to stop
     assert sup.procs[1].state == "backoff"
     assert sup.shutdown() is False  # the stubborn one had to be killed
