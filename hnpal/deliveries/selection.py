@@ -254,8 +254,22 @@ topic AS (
     WHERE kind = 'topic' AND key <> '' AND key <> ALL(:stopwords) AND key !~ '^[0-9]+$' AND position('.' in key) = 0
     GROUP BY user_id
 ),
+-- the windows the digests read start at different times (each since its reader's last digest: a day ago for
+-- one, a week for another), so each topic's best posts are ranked per window: at most nine of them (the
+-- digests' since at as many quantiles), each starting at the earliest since within its hour; a digest reads
+-- the latest that starts no later than its own (otherwise a daily reader prepared beside a weekly one looked
+-- for the day's posts among the week's best, and got a short digest)
+tiers AS MATERIALIZED (
+    SELECT min(since) AS start FROM d
+    WHERE date_trunc('hour', since) IN (
+        SELECT date_trunc('hour', q) FROM unnest((
+            SELECT percentile_disc(ARRAY[0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1])
+                   WITHIN GROUP (ORDER BY since) FROM d)) q)
+    GROUP BY date_trunc('hour', since)
+),
 du AS MATERIALIZED (
     SELECT d.*, coalesce(seen.posts, '{}') AS seen,
+           (SELECT max(t.start) FROM tiers t WHERE t.start <= d.since) AS tier,
            d.digest_id IN (SELECT digest_id FROM profiled) AS profiled,
            -- the digest's topics and their weights (negative ones too), for the relevance of each candidate
            coalesce(utw.topics, '{}') AS ut_topics, coalesce(utw.weights, '{}') AS ut_weights,
@@ -282,16 +296,17 @@ du AS MATERIALIZED (
                FROM ut GROUP BY 1) utw ON utw.digest_id = d.digest_id
     LEFT JOIN topic ON topic.user_id = d.user_id
 ),
--- each topic's posts of the window most about it, the largest digest's places and :per_topic more
+-- each topic's posts of each window (tiers) most about it, the largest digest's places and :per_topic more
 -- (:per_topic_learning more for a reader who only reacted: their topics are a guess, and they may have seen
 -- the first ones)
 -- (once per statement, not per digest): where a digest ranked by relevance finds its candidates (a post
 -- further down a topic's list ranks below them, unless most of those are not for this reader)
 pt_top AS MATERIALIZED (
-    SELECT topic, post_id, score, w, n FROM (
-        SELECT t.topic, wp.id AS post_id, wp.score, t.w,
-               row_number() OVER (PARTITION BY t.topic ORDER BY t.w DESC, wp.score DESC, wp.id DESC) AS n
+    SELECT tier, topic, post_id, score, w, n, summarized_at FROM (
+        SELECT tr.start AS tier, t.topic, wp.id AS post_id, wp.score, t.w, wp.summarized_at,
+               row_number() OVER (PARTITION BY tr.start, t.topic ORDER BY t.w DESC, wp.score DESC, wp.id DESC) AS n
         FROM wp CROSS JOIN LATERAL unnest(wp.topics, wp.topic_weights) t(topic, w)
+        JOIN tiers tr ON wp.summarized_at > tr.start
         WHERE t.w >= :min_rel
     ) x
     WHERE n <= (SELECT max(max_posts) FROM d) + :per_topic_learning
@@ -310,7 +325,8 @@ rel_c AS MATERIALIZED (
               FROM (SELECT ut.*, max(declared) OVER (PARTITION BY digest_id) = 0 AS learning FROM ut) u
               WHERE declared + learned > 0 OR (learning AND liked >= :min_like)) x
           WHERE (n <= :topics_joined AND NOT learning) OR (learning AND liked >= :min_like)) ut
-    JOIN pt_top pt ON pt.topic = ut.topic
+    JOIN du ON du.digest_id = ut.digest_id
+    JOIN pt_top pt ON pt.tier = du.tier AND pt.topic = ut.topic AND pt.summarized_at > du.since
                   AND pt.n <= (SELECT max(max_posts) FROM d)
                               + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
 ),

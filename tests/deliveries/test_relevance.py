@@ -92,6 +92,30 @@ def test_words_newer_than_the_model_meet_their_topic(db_session, make) -> None:
     assert "Why LLMs hallucinate" in dict(db_session.execute(select(Post.title, Post.id)).all())
 
 
+def test_readers_of_different_windows_prepared_together_each_get_their_own(db_session, make) -> None:
+    # a weekly reader's window holds posts a daily reader's does not: prepared in one statement, each digest
+    # ranks a topic's posts among those of its own window (a daily reader got 4 posts of 10 here before)
+    weekly = make.user(interests=["Databases"], prefs={"frequency": "weekly"})
+    daily = make.user(interests=["Databases"])
+    older = [
+        make.post(f"PostgreSQL index internals, part {n}", score=500 - n, summarized_at=make.epoch - timedelta(days=3))
+        for n in range(20)
+    ]
+    today = [make.post(f"PostgreSQL index internals, part {20 + n}", score=100 - n) for n in range(10)]
+    for n in range(30):
+        make.post(f"Cooking pasta at home, take {n}", score=50)
+    digests = [make.digest(weekly), make.digest(daily)]
+    classify_posts(session=db_session)
+    map_interests(session=db_session, digest_ids=[g.id for g in digests])
+    together = select_posts(session=db_session, digest_ids=[g.id for g in digests], lookback=LOOKBACK)
+    for digest in digests:
+        alone = select_posts(session=db_session, digest_ids=[digest.id], lookback=LOOKBACK)[digest.id]
+        assert [p.post_id for p in together[digest.id]] == [p.post_id for p in alone]
+    assert {p.post_id for p in together[digests[1].id]} == {p.id for p in today}
+    # the weekly reader's come from the whole week
+    assert {p.post_id for p in together[digests[0].id]} & {p.id for p in older}
+
+
 def test_typed_interests_mean_topics_or_else_their_words(db_session, make) -> None:
     seed(
         make,
