@@ -377,23 +377,28 @@ bounds AS MATERIALIZED (
          ON t.digest_id = du.digest_id
 ),
 wk AS (SELECT wp.id AS post_id, wp.score, k FROM wp, unnest(wp.keywords) k),
--- the window's story everyone should see: its best by score, when that is :unmissable times its tenth best
+-- each window's story everyone should see: its best by score, when that is :unmissable times its tenth best
 -- (in a window of :unmissable_window posts or more: among a handful, the best is no event)
 unmissable AS MATERIALIZED (
-    SELECT id, score FROM (SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n,
-                           min(score) OVER () AS tenth
-                    FROM (SELECT id, score FROM wp ORDER BY score DESC, id DESC LIMIT 10) b) t
-    WHERE n = 1 AND score >= :unmissable * tenth AND (SELECT count(*) FROM wp) >= :unmissable_window
+    SELECT tr.start AS tier, b.id, b.score
+    FROM tiers tr CROSS JOIN LATERAL (
+        SELECT id, score, row_number() OVER (ORDER BY score DESC, id DESC) AS n, min(score) OVER () AS tenth
+        FROM (SELECT id, score FROM wp WHERE wp.summarized_at > tr.start ORDER BY score DESC, id DESC LIMIT 10) t
+    ) b
+    WHERE b.n = 1 AND b.score >= :unmissable * b.tenth
+      AND (SELECT count(*) FROM wp WHERE wp.summarized_at > tr.start) >= :unmissable_window
 ),
 -- each subject's (a post's dominant topic) best posts, by how sure the model is and their score, and how many
--- posts the window has on it: what a reader learning from reactions is shown to explore
+-- posts the window has on it (per window): what a reader learning from reactions is shown to explore
 dom_best AS MATERIALIZED (
-    SELECT id, score, dominant, common FROM (
-        SELECT wp.id, wp.score, wp.topics[1] AS dominant, count(*) OVER (PARTITION BY wp.topics[1]) AS common,
-               row_number() OVER (PARTITION BY wp.topics[1]
+    SELECT tier, id, score, dominant, common FROM (
+        SELECT tr.start AS tier, wp.id, wp.score, wp.topics[1] AS dominant,
+               count(*) OVER (PARTITION BY tr.start, wp.topics[1]) AS common,
+               row_number() OVER (PARTITION BY tr.start, wp.topics[1]
                                   ORDER BY wp.topic_weights[1] * (1 + :beta * ln(1 + wp.score::float8)) DESC,
                                            wp.id DESC) AS n
-        FROM wp WHERE wp.topics[1] IS NOT NULL AND (SELECT count(*) FROM exploring) > 0) x
+        FROM wp JOIN tiers tr ON wp.summarized_at > tr.start
+        WHERE wp.topics[1] IS NOT NULL AND (SELECT count(*) FROM exploring) > 0) x
     WHERE n <= :explore_depth
 ),
 -- candidate (digest, post) pairs with their interest hits: title words met by interest words or reacted
@@ -422,7 +427,8 @@ cagg AS MATERIALIZED (
         UNION ALL
         SELECT digest_id, post_id, score, 0, 5, NULL, NULL, NULL FROM top
         UNION ALL
-        SELECT du.digest_id, b.id, b.score, 0, 5, NULL, NULL, NULL FROM du JOIN dom_best b ON du.exploring
+        SELECT du.digest_id, b.id, b.score, 0, 5, NULL, NULL, NULL FROM du
+        JOIN dom_best b ON du.exploring AND b.tier = du.tier
         UNION ALL
         SELECT du.digest_id, wp.id, wp.score, 0, 5, dw.weight, NULL, NULL
         FROM du CROSS JOIN unnest(du.domain_names, du.domain_weights) dw(name, weight)
@@ -431,7 +437,8 @@ cagg AS MATERIALIZED (
         SELECT digest_id, post_id, score, 0, 4, NULL, why, rel FROM rel_c
         UNION ALL
         -- the day's unmissable story, for a digest ranked by relevance (one ranked by score has it in top)
-        SELECT du.digest_id, u.id, u.score, 0, 5, NULL, NULL, NULL FROM du JOIN unmissable u ON du.profiled
+        SELECT du.digest_id, u.id, u.score, 0, 5, NULL, NULL, NULL FROM du
+        JOIN unmissable u ON du.profiled AND u.tier = du.tier
     ) c
     GROUP BY 1, 2, 3
 ),
@@ -442,7 +449,7 @@ candidates AS MATERIALIZED (
     WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
 ),
 ranked AS (
-    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, du.explore_n,
+    SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, du.explore_n, du.tier,
            p.id AS post_id,
            coalesce(p.topics[1], '') AS dominant,
            du.exploring AND coalesce(p.topics[1] = ANY(du.ut_tried), false) AS tried,
@@ -489,7 +496,8 @@ picked AS (
           FROM (SELECT ranked.*,
                        row_number() OVER (PARTITION BY digest_id ORDER BY rank DESC, post_id DESC) AS best,
                        row_number() OVER (PARTITION BY digest_id, dominant ORDER BY rank DESC, post_id DESC) AS nth,
-                       coalesce((SELECT max(b.common) FROM dom_best b WHERE b.dominant = ranked.dominant), 0)
+                       coalesce((SELECT max(b.common) FROM dom_best b
+                                 WHERE b.dominant = ranked.dominant AND b.tier = ranked.tier), 0)
                            AS common
                 FROM ranked WHERE exploring) v) r
 ) t
@@ -501,7 +509,10 @@ ORDER BY digest_id, position
     .replace("{phrase_mutes}", PHRASE_MUTES)
     .replace("{phrase}", phrase_sql("i"))
     .replace("{rel}", REL)
-    .replace("{top_story}", "(du.profiled AND du.max_posts >= 5 AND c.post_id IN (SELECT id FROM unmissable))")
+    .replace(
+        "{top_story}",
+        "(du.profiled AND du.max_posts >= 5 AND c.post_id IN (SELECT u.id FROM unmissable u WHERE u.tier = du.tier))",
+    )
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),

@@ -116,6 +116,30 @@ def test_readers_of_different_windows_prepared_together_each_get_their_own(db_se
     assert {p.post_id for p in together[digests[0].id]} & {p.id for p in older}
 
 
+def test_each_window_has_its_own_unmissable_story_and_subjects_to_explore(db_session, make) -> None:
+    weekly = make.user(interests=["Databases"], prefs={"frequency": "weekly"})
+    daily = make.user(interests=["Databases"])
+    learner = make.user()  # no interest: learns from its reactions
+    liked = make.post("SQLite internals", domain="sqlite.org", summarized_at=make.epoch - timedelta(days=9))
+    make.post("The week's biggest story", score=9000, summarized_at=make.epoch - timedelta(days=3))
+    for n in range(15):
+        make.post(f"Rust borrow checker notes, part {n}", score=400, summarized_at=make.epoch - timedelta(days=3))
+    make.post("Today's biggest story", score=3000)
+    for n in range(60):
+        make.post(f"PostgreSQL index internals, part {n}" if n % 3 else f"Go generics in practice, {n}", score=90)
+    classify_posts(session=db_session)
+    make.delivery(learner, liked, reaction="up")
+    digests = [make.digest(weekly), make.digest(daily), make.digest(learner)]
+    map_interests(session=db_session, digest_ids=[g.id for g in digests])
+    together = select_posts(session=db_session, digest_ids=[g.id for g in digests], lookback=LOOKBACK)
+    for digest in digests[1:]:
+        alone = select_posts(session=db_session, digest_ids=[digest.id], lookback=LOOKBACK)[digest.id]
+        assert [(p.post_id, p.reason) for p in together[digest.id]] == [(p.post_id, p.reason) for p in alone]
+    title = dict(db_session.execute(select(Post.id, Post.title)).all())
+    assert [title[p.post_id] for p in together[digests[1].id] if p.reason == "top"] == ["Today's biggest story"]
+    assert [title[p.post_id] for p in together[digests[0].id] if p.reason == "top"] == ["The week's biggest story"]
+
+
 def test_typed_interests_mean_topics_or_else_their_words(db_session, make) -> None:
     seed(
         make,
