@@ -92,6 +92,17 @@ def test_words_newer_than_the_model_meet_their_topic(db_session, make) -> None:
     assert "Why LLMs hallucinate" in dict(db_session.execute(select(Post.title, Post.id)).all())
 
 
+def prepared_together(session, digests, *, alike) -> dict:
+    """The picks of ``digests`` selected in one statement, after checking that each of ``alike`` gets the
+    same posts, with the same reasons, as when it is selected alone."""
+    map_interests(session=session, digest_ids=[g.id for g in digests])
+    together = select_posts(session=session, digest_ids=[g.id for g in digests], lookback=LOOKBACK)
+    for digest in alike:
+        alone = select_posts(session=session, digest_ids=[digest.id], lookback=LOOKBACK)[digest.id]
+        assert [(p.post_id, p.reason) for p in together[digest.id]] == [(p.post_id, p.reason) for p in alone]
+    return together
+
+
 def test_readers_of_different_windows_prepared_together_each_get_their_own(db_session, make) -> None:
     # a weekly reader's window holds posts a daily reader's does not: prepared in one statement, each digest
     # ranks a topic's posts among those of its own window (a daily reader got 4 posts of 10 here before)
@@ -106,11 +117,7 @@ def test_readers_of_different_windows_prepared_together_each_get_their_own(db_se
         make.post(f"Cooking pasta at home, take {n}", score=50)
     digests = [make.digest(weekly), make.digest(daily)]
     classify_posts(session=db_session)
-    map_interests(session=db_session, digest_ids=[g.id for g in digests])
-    together = select_posts(session=db_session, digest_ids=[g.id for g in digests], lookback=LOOKBACK)
-    for digest in digests:
-        alone = select_posts(session=db_session, digest_ids=[digest.id], lookback=LOOKBACK)[digest.id]
-        assert [p.post_id for p in together[digest.id]] == [p.post_id for p in alone]
+    together = prepared_together(db_session, digests, alike=digests)
     assert {p.post_id for p in together[digests[1].id]} == {p.id for p in today}
     # the weekly reader's come from the whole week
     assert {p.post_id for p in together[digests[0].id]} & {p.id for p in older}
@@ -130,11 +137,7 @@ def test_each_window_has_its_own_unmissable_story_and_subjects_to_explore(db_ses
     classify_posts(session=db_session)
     make.delivery(learner, liked, reaction="up")
     digests = [make.digest(weekly), make.digest(daily), make.digest(learner)]
-    map_interests(session=db_session, digest_ids=[g.id for g in digests])
-    together = select_posts(session=db_session, digest_ids=[g.id for g in digests], lookback=LOOKBACK)
-    for digest in digests[1:]:
-        alone = select_posts(session=db_session, digest_ids=[digest.id], lookback=LOOKBACK)[digest.id]
-        assert [(p.post_id, p.reason) for p in together[digest.id]] == [(p.post_id, p.reason) for p in alone]
+    together = prepared_together(db_session, digests, alike=digests[1:])
     title = dict(db_session.execute(select(Post.id, Post.title)).all())
     assert [title[p.post_id] for p in together[digests[1].id] if p.reason == "top"] == ["Today's biggest story"]
     assert [title[p.post_id] for p in together[digests[0].id] if p.reason == "top"] == ["The week's biggest story"]
