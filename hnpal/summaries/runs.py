@@ -36,6 +36,8 @@ def summarize(*, post_id: int, style: str | None, interests: list[str] | None, u
         if style == default:
             service.mark_failed(post_id=post_id, error=exc, upgrade=upgrade)
         raise
+    if style == default and outcome.status == "skipped":
+        service.mark_skipped(post_id=post_id)
     if upgrade and style == default and outcome.status == "upgraded":
         for other in service.offline_styles(post_id=post_id):
             jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id, other, None, True)

@@ -472,6 +472,17 @@ def mark_failed(*, post_id: int, error: Exception, upgrade: bool = False) -> Non
         )
 
 
+def mark_skipped(*, post_id: int) -> None:
+    """The post has nothing to summarize (no title, text or comments): ``skipped``, which the sweep does not
+    ask again (otherwise it stays ``pending`` and is enqueued at every sweep, for ever)."""
+    with session_scope() as session:
+        session.execute(
+            Post.__table__.update()
+            .where(Post.id == post_id, Post.summary_status.in_(("pending", "failed")))
+            .values(summary_status="skipped", summary_error="nothing to summarize: no title, text or comments")
+        )
+
+
 def due_for_sweep(*, session: Session, limit: int) -> list[int]:
     """Posts with content whose default summary failed transiently (fewer than MAX_ATTEMPTS times) or
     never ran."""

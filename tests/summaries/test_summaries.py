@@ -309,6 +309,20 @@ def test_a_summary_that_keeps_failing_stops_being_asked_and_is_quarantined(
     assert len(paid.requests) == calls + 1
 
 
+def test_a_post_with_nothing_to_summarize_is_skipped_once_not_swept_for_ever(make_post, via_task) -> None:
+    """No title, no text, no comments (a dead or emptied HN item that crawled "successfully"): the task says
+    skipped, and the post leaves the sweep's list instead of being enqueued at every sweep."""
+    post_id = make_post(hn_id=7_100_103, url=None, text=None, title="")
+    with session_scope() as session:
+        assert post_id in service.due_for_sweep(session=session, limit=100_000)
+    assert via_task(post_id)["status"] == "skipped"
+    assert (post(post_id).summary_status, post(post_id).summary) == ("skipped", None)
+    assert "nothing to summarize" in (post(post_id).summary_error or "")
+    with session_scope() as session:
+        assert post_id not in service.due_for_sweep(session=session, limit=100_000)
+    assert rows(post_id) == []
+
+
 def test_a_summary_with_nul_and_control_characters_is_cleaned_and_stored(paid, make_post, via_task) -> None:
     post_id = make_post(hn_id=7_100_102, score=500)
     paid.set_responder(lambda body: "Batching\u0000 fsync\u001b cuts commit latency.\u0007")
