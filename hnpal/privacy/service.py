@@ -35,6 +35,7 @@ from hnpal.db.session import rowcount
 from hnpal.deliveries.models import Delivery, Digest
 from hnpal.memory.models import Memory
 from hnpal.posts.models import Post
+from hnpal.review.models import QuarantinedMessage, ReviewItem, UserProtocol
 from hnpal.state.store import StateStore
 from hnpal.telegram.models import TelegramUpdate
 from hnpal.usage.models import UserTokenUsage
@@ -276,7 +277,17 @@ def collect(*, session: Session, user: User) -> dict[str, Any]:
     conversations = session.scalars(
         select(Conversation).where(Conversation.user_id == user.id).order_by(Conversation.started_at, Conversation.id)
     ).all()
-    missing = {c.post_id for c in conversations} - set(posts_by_id)
+    # answers a person read before they went out (or instead), and messages kept while the user was silenced
+    reviewed = session.scalars(
+        select(ReviewItem).where(ReviewItem.user_id == user.id).order_by(ReviewItem.created_at, ReviewItem.id)
+    ).all()
+    quarantined = session.scalars(
+        select(QuarantinedMessage)
+        .where(QuarantinedMessage.user_id == user.id)
+        .order_by(QuarantinedMessage.received_at, QuarantinedMessage.id)
+    ).all()
+    protocol = session.get(UserProtocol, user.id)
+    missing = ({c.post_id for c in conversations} | {r.post_id for r in reviewed if r.post_id}) - set(posts_by_id)
     if missing:
         posts_by_id.update({p.id: p for p in session.scalars(select(Post).where(Post.id.in_(missing)))})
     memory = session.scalars(select(Memory).where(Memory.user_id == user.id).order_by(Memory.created_at, Memory.id))
@@ -345,6 +356,38 @@ def collect(*, session: Session, user: User) -> dict[str, Any]:
             }
             for m in memory
         ],
+        "reviewed_answers": [
+            {
+                "post": post_ref(r.post_id) if r.post_id else None,
+                "question": r.question,
+                "draft": r.draft,  # what the model wrote
+                "held_because": r.reason,
+                "status": r.status,  # pending, approved, edited or rejected
+                "sent": r.final_text,  # what went out once a person decided
+                "held_at": _iso(r.created_at),
+                "decided_at": _iso(r.decided_at),
+            }
+            for r in reviewed
+        ],
+        "quarantined_messages": [
+            {
+                "text": q.text,
+                "received_at": _iso(q.received_at),
+                "status": q.status,  # held, processed, dropped or expired
+                "expires_at": _iso(q.expires_at),
+                "decided_at": _iso(q.decided_at),
+            }
+            for q in quarantined
+        ],
+        "protocol": None
+        if protocol is None
+        else {
+            "under_review": protocol.under_review,
+            "review_reason": protocol.review_reason,
+            "silenced": protocol.silenced,
+            "silence_reason": protocol.silence_reason,
+            "silenced_until": _iso(protocol.silenced_until),
+        },
         "llm_usage": [
             {
                 "date": u.date.isoformat(),
@@ -413,6 +456,22 @@ def render_markdown(data: dict[str, Any]) -> str:
     for m in data["memory"]:
         state = "" if m["active"] else " (forgotten)"
         lines.append(f"- {m['type']} (from {m['source'] or '—'}, {_md(m['created_at'])}){state}: {_md(m['content'])}")
+    lines += ["", f"## Answers a person reviewed ({len(data['reviewed_answers'])})", ""]
+    for r in data["reviewed_answers"]:
+        lines += [
+            f"### {_md_post(r['post']) if r['post'] else 'An answer'}, held {_md(r['held_at'])} ({_md(r['status'])})",
+            "",
+            f"- **You**: {_md(r['question'])}",
+            f"- **The model's draft**: {_md(r['draft'])}",
+            f"- **Held because**: {_md(r['held_because'])}",
+            f"- **Sent**: {_md(r['sent'])}",
+            "",
+        ]
+    lines += [f"## Messages kept while you were silenced ({len(data['quarantined_messages'])})", ""]
+    lines += [f"- {_md(q['received_at'])} ({_md(q['status'])}): {_md(q['text'])}" for q in data["quarantined_messages"]]
+    if data["protocol"]:
+        lines += ["", "## Review and silence", ""]
+        lines += [f"- {key.replace('_', ' ')}: {_md(value)}" for key, value in data["protocol"].items()]
     lines += ["", "## LLM usage per day", ""]
     lines += [
         f"- {u['date']}: {u['input_tokens']} input + {u['output_tokens']} output tokens, ${u['cost_usd']}"
@@ -448,7 +507,10 @@ def export(
         details={
             "format": fmt,
             "bytes": len(body),
-            **{key: len(data[key]) for key in ("deliveries", "conversations", "memory")},
+            **{
+                key: len(data[key])
+                for key in ("deliveries", "conversations", "memory", "reviewed_answers", "quarantined_messages")
+            },
         },
     )
     return filename, body

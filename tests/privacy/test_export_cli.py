@@ -59,3 +59,50 @@ def test_user_export_refuses_bad_input(make: Factory, tmp_path: Path) -> None:
     nowhere = hnpal("user", "export", str(user["telegram_id"]), "--output", str(tmp_path / "no" / "such.json"))
     assert nowhere.returncode == 2 and b"does not exist" in nowhere.stderr
     assert rows("SELECT id FROM audit_log WHERE subject_user_id = :u", u=user["id"]) == []
+
+
+def test_user_export_includes_reviewed_answers_kept_messages_and_the_protocol(make: Factory, tmp_path: Path) -> None:
+    """What a person held for review and what was kept while the user was silenced are the user's data too."""
+    from hnpal.db.session import get_engine, session_scope
+    from hnpal.review import service as review
+    from hnpal.users.models import User
+
+    user = make.user()
+    post = make.post("Postgres internals")
+    with session_scope() as session:
+        review.set_review(session, user_id=user["id"], operator="ops", on=True, reason="new account")
+        review.silence(session, user_id=user["id"], operator="ops", reason="flooding")
+        account = session.get(User, user["id"])
+        assert account is not None
+        review.quarantine(session, user=account, update_id=None, message={"text": "are you there?"})
+    with get_engine().begin() as conn:
+        review.hold_answer(
+            conn, user_id=user["id"], chat_id=user["telegram_id"], reason="under review: new account",
+            draft="MVCC keeps row versions.", question="How does MVCC work?", prompt=[], results=[],
+            post_id=post["id"],
+        )  # fmt: skip
+
+    result = hnpal("user", "export", str(user["telegram_id"]))
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(result.stdout)
+    [held] = data["reviewed_answers"]
+    assert (held["question"], held["draft"], held["status"], held["sent"]) == (
+        "How does MVCC work?", "MVCC keeps row versions.", "pending", None,
+    )  # fmt: skip
+    assert held["post"]["hn_id"] == post["hn_id"] and held["held_because"] == "under review: new account"
+    [kept] = data["quarantined_messages"]
+    assert (kept["text"], kept["status"]) == ("are you there?", "held")
+    assert data["protocol"]["silenced"] is True and data["protocol"]["silence_reason"] == "flooding"
+    assert data["protocol"]["under_review"] is True
+
+    result = hnpal("user", "export", str(user["telegram_id"]), "--format", "md", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    [written] = list(tmp_path.iterdir())
+    text = written.read_text()
+    assert "## Answers a person reviewed (1)" in text and "- **The model's draft**: MVCC keeps row versions." in text
+    assert "## Messages kept while you were silenced (1)" in text and "(held): are you there?" in text
+    assert "- silence reason: flooding" in text
+    audit = rows(
+        "SELECT details FROM audit_log WHERE subject_user_id = :u AND action = 'data.export' ORDER BY id", u=user["id"]
+    )
+    assert [(a["details"]["reviewed_answers"], a["details"]["quarantined_messages"]) for a in audit] == [(1, 1)] * 2
