@@ -41,12 +41,14 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, TEXT
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hnpal.relevance.model import MUTE_MIN, mute_aliases
 from hnpal.relevance.service import phrase_sql
 
 # Words too common to say anything about a user's taste.
@@ -61,7 +63,7 @@ STOPWORDS = sorted(
 ELIGIBLE = """(p.summarized_at > du.since AND p.score >= du.min_score
           AND (NOT du.particular OR (p.id <> ALL(du.seen)
                AND NOT (p.keywords && du.muted_kw)
-               AND {phrase_mutes}
+               AND {phrase_mutes} AND {topic_mutes}
                AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
                AND NOT (coalesce(p.domain, '') = ANY(du.disliked_domains))
                AND NOT (p.keywords && du.disliked_topics)))
@@ -85,6 +87,11 @@ PHRASE_MUTES = """((du.muted_seq = '{}' OR NOT EXISTS (
                     WHERE position(m IN ' ' || regexp_replace(lower(p.title), '[^a-z0-9+#]+', ' ', 'g') || ' ') > 0))
                AND (du.muted_text = '{}' OR NOT EXISTS (
                     SELECT 1 FROM unnest(du.muted_text) m WHERE position(m IN lower(normalize(p.title, NFKC))) > 0)))"""
+# Whether post p is about none of the digest's muted topics (muted keywords that name one: "rust" also mutes
+# "Announcing Tokio 1.0"), at :mute_min or more (checked only for users who have any).
+TOPIC_MUTES = """(NOT (p.topics && du.muted_topics) OR NOT EXISTS (
+                    SELECT 1 FROM unnest(p.topics, p.topic_weights) t(topic, w)
+                    WHERE t.w >= :mute_min AND t.topic = ANY(du.muted_topics)))"""
 TOP_K = 100  # the window's best by score each digest looks through first
 
 # How a digest with interests (declared, typed or learned) ranks its posts: (relevance + WORD x interest words
@@ -125,6 +132,10 @@ WITH d AS MATERIALIZED (
            ARRAY(SELECT ' ' || btrim(regexp_replace(x, '[^a-z0-9+#]+', ' ', 'g')) || ' ' FROM unnest(g.mutes) x
                  WHERE x !~ '^[a-z0-9+#]+$' AND x !~ '[^\x01-\x7f]' AND x ~ '[a-z0-9+#]') AS muted_seq,
            ARRAY(SELECT x FROM unnest(g.mutes) x WHERE x ~ '[^\x01-\x7f]') AS muted_text, g.mutes,
+           -- the topics the muted keywords name (model.mute_aliases: "rust", "llm"), muted by meaning too
+           CASE WHEN g.mutes = '{}' THEN '{}' ELSE ARRAY(
+               SELECT a.topic FROM unnest(:mute_phrases, :mute_topics) a(phrase, topic)
+               WHERE a.phrase = ANY(g.mutes)) END AS muted_topics,
            ARRAY(SELECT lower(x) FROM jsonb_array_elements_text(
                  CASE WHEN jsonb_typeof(g.digest_preferences->'muted_domains') = 'array'
                       THEN g.digest_preferences->'muted_domains' ELSE '[]'::jsonb END) x
@@ -346,7 +357,7 @@ by_score AS MATERIALIZED (
 -- however many posts the table holds); a digest that cannot fill its places there looks through the whole
 -- window (top_more). Either way they are exactly its best eligible posts by (score, id).
 wtop AS MATERIALIZED (
-    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, title FROM wp
+    SELECT id, score, domain, keywords, repost_of_post_id, summarized_at, title, topics, topic_weights FROM wp
     ORDER BY score DESC, id DESC LIMIT :top_k
 ),
 top_first AS MATERIALIZED (
@@ -472,7 +483,7 @@ ranked AS (
     WHERE p.summarized_at > du.since
       AND p.score >= du.min_score
       AND (NOT du.particular OR (p.id <> ALL(du.seen) AND NOT (coalesce(p.domain, '') = ANY(du.muted_dom))
-                                 AND {phrase_mutes}))
+                                 AND {phrase_mutes} AND {topic_mutes}))
       AND (p.repost_of_post_id IS NULL OR (
             p.repost_of_post_id <> ALL(du.seen)
             AND NOT EXISTS (SELECT 1 FROM posts o WHERE o.id = p.repost_of_post_id AND o.summarized_at > du.since)))
@@ -507,6 +518,7 @@ SELECT digest_id, user_id, batch_id, post_id, rank, position, reason FROM picked
 ORDER BY digest_id, position
 """.replace("{eligible}", ELIGIBLE)
     .replace("{phrase_mutes}", PHRASE_MUTES)
+    .replace("{topic_mutes}", TOPIC_MUTES)
     .replace("{phrase}", phrase_sql("i"))
     .replace("{rel}", REL)
     .replace(
@@ -516,6 +528,8 @@ ORDER BY digest_id, position
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),
+    bindparam("mute_phrases", type_=ARRAY(TEXT)),
+    bindparam("mute_topics", type_=ARRAY(TEXT)),
 )
 
 
@@ -542,6 +556,8 @@ RETURNING digests.id, digests.post_count
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),
+    bindparam("mute_phrases", type_=ARRAY(TEXT)),
+    bindparam("mute_topics", type_=ARRAY(TEXT)),
 )
 
 
@@ -569,6 +585,8 @@ RETURNING digests.id, digests.post_count
 ).bindparams(
     bindparam("digest_ids", type_=ARRAY(INTEGER)),
     bindparam("stopwords", type_=ARRAY(TEXT)),
+    bindparam("mute_phrases", type_=ARRAY(TEXT)),
+    bindparam("mute_topics", type_=ARRAY(TEXT)),
 )
 UNIQUE_VIOLATION = "23505"
 
@@ -586,6 +604,14 @@ def _plan_settings(session: Session) -> None:
     )
 
 
+def statement_params(digest_ids: list[int], lookback: timedelta) -> dict[str, Any]:
+    """The selection's parameters: the digests, the ranking's constants, and the names that mute a topic."""
+    aliases = mute_aliases()
+    return {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
+            "top_k": TOP_K, "mute_phrases": list(aliases), "mute_topics": list(aliases.values()),
+            "mute_min": MUTE_MIN, **RANKING}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Pick:
     digest_id: int
@@ -601,16 +627,7 @@ def select_posts(*, session: Session, digest_ids: list[int], lookback: timedelta
     if not digest_ids:
         return {}
     _plan_settings(session)
-    rows = session.execute(
-        SELECT_SQL,
-        {
-            "digest_ids": list(digest_ids),
-            "stopwords": STOPWORDS,
-            "lookback": lookback.total_seconds(),
-            "top_k": TOP_K,
-            **RANKING,
-        },
-    )
+    rows = session.execute(SELECT_SQL, statement_params(digest_ids, lookback))
     picks: dict[int, list[Pick]] = {}
     for row in rows:
         picks.setdefault(row.digest_id, []).append(
@@ -625,8 +642,7 @@ def reserve_posts(*, session: Session, digest_ids: list[int], lookback: timedelt
     if not digest_ids:
         return {}
     _plan_settings(session)
-    params = {"digest_ids": list(digest_ids), "stopwords": STOPWORDS, "lookback": lookback.total_seconds(),
-              "top_k": TOP_K, **RANKING}  # fmt: skip
+    params = statement_params(digest_ids, lookback)
     try:
         with session.begin_nested():
             rows = session.execute(RESERVE_FAST_SQL, params).all()

@@ -20,7 +20,7 @@ import json
 import threading
 import unicodedata
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,38 @@ def topic_name(topic: str) -> str:
 def normalize_phrase(phrase: str) -> str:
     """How interests and mutes are compared: NFKC, case-folded, single spaces."""
     return " ".join(unicodedata.normalize("NFKC", phrase).casefold().split())
+
+
+# A muted keyword that names a topic mutes the posts about it too (MUTE_MIN: a post at least that likely to be
+# about the topic), beside the titles with the word. Only an unambiguous name does: "ml" is the community's
+# ML languages, but a reader who mutes "ML" most likely means machine learning (the word still mutes titles).
+MUTE_MIN = 0.5
+AMBIGUOUS_NAMES = frozenset({"ml"})
+
+
+@lru_cache(maxsize=1)
+def topic_names() -> tuple[str, ...]:
+    """The model's topics, read alone from topics.npz (no model is loaded: a settings view can ask)."""
+    with np.load(DATA, allow_pickle=False) as data:
+        return tuple(str(t) for t in data["topics"])
+
+
+@lru_cache(maxsize=1)
+def mute_aliases() -> dict[str, str]:
+    """The phrases that name a topic for a mute: its tag and its shown name (unless ambiguous), and HN Pal's
+    buttons that mean one topic alone ("llm"). Phrase (as normalize_phrase gives it) -> topic."""
+    aliases = {
+        key: t for t in topic_names() for key in (normalize_phrase(t), normalize_phrase(topic_name(t)))
+        if key not in AMBIGUOUS_NAMES
+    }  # fmt: skip
+    aliases.update({key: next(iter(m)) for key, m in BUTTONS.items() if list(m.values()) == [1.0]})
+    return aliases
+
+
+def muted_topics(mutes: list[str]) -> list[str]:
+    """The topics these muted keywords mute by meaning, in their order."""
+    aliases = mute_aliases()
+    return list(dict.fromkeys(aliases[k] for k in map(normalize_phrase, mutes) if k in aliases))
 
 
 _lock = threading.Lock()

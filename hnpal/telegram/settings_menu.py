@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from hnpal.deliveries import service as deliveries
 from hnpal.deliveries.schedule import next_delivery
 from hnpal.memory.models import Memory
+from hnpal.relevance.model import muted_topics, topic_name
 from hnpal.relevance.service import interests_in_use, map_phrases
 from hnpal.state.store import BotState, FsmState
 from hnpal.telegram import render
@@ -57,6 +58,7 @@ def settings_view(ctx: Ctx, user: User) -> tuple[str, dict]:
             f"Posts per digest: <b>{prefs.max_posts}</b> · minimum score: <b>{prefs.min_score}</b>",
             *_interests_lines(ctx, user),
             f"Muted keywords{_count(prefs.muted_keywords)}: {esc(_listed(prefs.muted_keywords))}",
+            *_muted_topics_line(prefs.muted_keywords),
             f"Muted domains{_count(prefs.muted_domains)}: {esc(_listed(prefs.muted_domains))}",
             f"Status: <b>{user.status}</b> · next digest {upcoming:%a %d %b %H:%M}",
         ]
@@ -89,6 +91,12 @@ def _interests_lines(ctx: Ctx, user: User) -> list[str]:
 # Telegram's whole 4096 (the count says how many there are); with the interests' lines the view stays
 # within one message.
 LIST_CHARS = 1000
+
+
+def _muted_topics_line(mutes: list[str]) -> list[str]:
+    """The topics the muted keywords name, whose posts are muted too (not only the titles with the word)."""
+    names = [topic_name(t) for t in muted_topics(mutes)]
+    return [f"Muted topics (by meaning): {esc(', '.join(names))}"] if names else []
 
 
 def _listed(items: list[str]) -> str:

@@ -30,7 +30,8 @@ PROMPTS = {
     "min_score": "Only posts with at least this many points: send a number (0 for all).",
     "interests": "Send what you want to read about, separated by commas, for example: distributed systems, "
     "compilers, sourdough (send - to clear). They replace your interests; /start picks topic buttons.",
-    "muted_keywords": "Send keywords to mute, separated by commas (send - to clear).",
+    "muted_keywords": "Send keywords to mute, separated by commas (send - to clear). A topic's name (rust, "
+    "javascript, llm) also mutes the posts about it, whatever their titles say.",
     "muted_domains": "Send domains to mute, separated by commas, e.g. example.com (send - to clear).",
 }
 GROUP_NOTICE = "HN Pal works in private chats only: open a chat with me and send /start."

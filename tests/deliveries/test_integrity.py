@@ -159,8 +159,7 @@ def test_the_floor_never_changes_a_digest(db_session, make) -> None:
     filter_ = "c.score * (1 + c.interest_hits) * b.most >= b.floor"
     assert filter_ in pruned.text
     unpruned = text(pruned.text.replace(filter_, "true")).bindparams(*pruned._bindparams.values())
-    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds(),
-              "top_k": selection.TOP_K, **selection.RANKING}  # fmt: skip
+    params = selection.statement_params(digest_ids, LOOKBACK)
     with_floor = db_session.execute(pruned, params).all()
     without = db_session.execute(unpruned, params).all()
     assert len(with_floor) > 200
@@ -186,8 +185,7 @@ def test_the_windows_best_by_score_shortcut_never_changes_a_digest(db_session, m
     scores (a long history) are outside the window either way."""
     digest_ids = random_digests(make, random.Random(11), users=50, window=120)
 
-    params = {"digest_ids": digest_ids, "stopwords": selection.STOPWORDS, "lookback": LOOKBACK.total_seconds(),
-              **selection.RANKING}  # fmt: skip
+    params = selection.statement_params(digest_ids, LOOKBACK)
 
     def picks(top_k: int) -> list[tuple[int, int, int]]:
         rows = db_session.execute(selection.SELECT_SQL, {**params, "top_k": top_k}).all()

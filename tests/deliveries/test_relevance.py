@@ -277,6 +277,50 @@ def test_mutes_match_phrases_in_any_script(db_session, make) -> None:
     assert {p.title for p in kept} <= set(titles)
 
 
+def test_a_muted_topic_mutes_the_posts_about_it(db_session, make) -> None:
+    """A muted keyword that names a topic ("rust") mutes the posts about it whatever their titles say; one that
+    names no topic of the model ("crypto") or names one ambiguously ("ml": ML languages or machine learning?)
+    mutes only the titles with the word."""
+    from hnpal.users.schemas import DigestPreferences
+
+    seed(
+        make,
+        [
+            ("Announcing Tokio 1.0", "tokio.rs", 60),
+            ("Rust 1.70.0 released", "blog.rust-lang.org", 55),
+            ("Writing a Python extension with PyO3", "pyo3.example", 50),
+            ("Effect handlers arrive in OCaml 5", "ocaml.org", 45),
+            ("Cryptography engineering for developers", "blog.example", 40),
+            ("Why I left crypto", "blog.example", 35),
+            ("SQLite WAL mode in depth", "sqlite.org", 30),
+        ],
+    )
+    prefs = DigestPreferences(muted_keywords=["Rust", "crypto", "ML"]).model_dump()
+    picks = {t for t, _ in ranked(db_session, make.digest(make.user(prefs=prefs)))}
+    assert not {"Announcing Tokio 1.0", "Rust 1.70.0 released", "Why I left crypto"} & picks
+    assert {
+        "Writing a Python extension with PyO3",
+        "Effect handlers arrive in OCaml 5",
+        "Cryptography engineering for developers",
+        "SQLite WAL mode in depth",
+    } <= picks
+    # the mute wins over an interest in the same topic; the reader's other interests rank as before
+    fan = ranked(db_session, make.digest(make.user(interests=["Rust", "Databases"], prefs=prefs)))
+    assert fan[0] == ("SQLite WAL mode in depth", "topic:databases")
+    assert not {"Announcing Tokio 1.0", "Rust 1.70.0 released"} & {t for t, _ in fan}
+    # without the mute, the same reader gets them first
+    unmuted = ranked(db_session, make.digest(make.user(interests=["Rust", "Databases"])))
+    assert {t for t, _ in unmuted[:3]} == {"Announcing Tokio 1.0", "Rust 1.70.0 released", "SQLite WAL mode in depth"}
+
+
+def test_which_muted_keywords_name_a_topic() -> None:
+    from hnpal.relevance.model import muted_topics
+
+    assert muted_topics(["Rust", " LLM ", "rust", "Programming language theory"]) == ["rust", "ai", "plt"]
+    # no topic by that name, an ambiguous one, a phrase that is no name
+    assert muted_topics(["crypto", "ml", "machine learning", "sourdough"]) == []
+
+
 def test_the_days_unmissable_story_keeps_a_place(db_session, make) -> None:
     for n in range(60):
         make.post(f"Story number {n} of the day", domain=f"site{n}.example", score=20 + n)

@@ -635,6 +635,11 @@ def test_settings_muted_lists(tg: Stack) -> None:
     reply = answer(tg, uid, "Crypto, NFT ,crypto, <script>")
     assert "Muted keywords (3): crypto, nft, <script>" in reply  # lower-cased, deduplicated, escaped for HTML
     assert prefs(uid)["muted_keywords"] == ["crypto", "nft", "<script>"]
+    assert "Muted topics" not in reply  # none of them names a topic
+    ask(tg, uid, menu, "Muted keywords", "muted_keywords")
+    reply = answer(tg, uid, "Rust, llm, nft")
+    assert "Muted keywords (3): rust, llm, nft" in reply
+    assert "Muted topics (by meaning): Rust, AI" in reply
 
     ask(tg, uid, menu, "Muted domains", "muted_domains")
     reply = answer(tg, uid, "www.Example.com, foo.org, https://en.wikipedia.org/wiki/X")
