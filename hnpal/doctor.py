@@ -183,9 +183,10 @@ def _check_content(settings: Settings) -> Check:
 
 def _check_migrations() -> Check:
     from hnpal.db import migrate
+    from hnpal.runtime import database_url
 
     try:
-        current, head = migrate.current_revision(), migrate.head_revision()
+        current, head = migrate.current_revision(database_url()), migrate.head_revision()
     except Exception as exc:  # noqa: BLE001 - any failure is what the check reports
         return Check("migrations", "fail", _one_line(exc), "run `hnpal db upgrade`")
     if current == head:

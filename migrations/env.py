@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from hnpal.db.session import normalize_url
+from hnpal.db.urls import normalize_url
 from hnpal.models import Base
 
 config = context.config

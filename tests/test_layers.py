@@ -5,7 +5,8 @@ included):
   reverse, and follow-up work is enqueued by name through ``hnpal.jobs``);
 - ``hnpal.llm`` imports no domain (the domains use it and register with it);
 - no ``_private`` name is imported across packages;
-- every task name given to ``hnpal.jobs`` is a registered task.
+- every task name given to ``hnpal.jobs`` is a registered task;
+- no modules of ``hnpal`` import each other in a circle (a lower layer reaches up only by what it is given).
 """
 
 from __future__ import annotations
@@ -140,6 +141,63 @@ def test_every_job_names_a_registered_task() -> None:
     assert len(named) >= 15
     unknown = [f"{where}: {name}" for where, name in named if name not in app.tasks]
     assert not unknown, "\n".join(unknown)
+
+
+def _module_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (``from a import b``: ``a.b`` when that is a module)."""
+    modules = {_module_name(p) for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for i in imports(package):
+        targets = [f"{i.target}.{n}" for n in i.names if f"{i.target}.{n}" in modules] or [i.target]
+        graph[i.module].update(t for t in targets if t in modules and t != i.module)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    circles = _circles(_module_graph("hnpal"))
+    assert not circles, "modules that import each other (function-local imports count):\n" + "\n".join(
+        " <-> ".join(c) for c in circles
+    )
+
+
+def test_a_circle_is_found() -> None:
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_scan_sees_imports_inside_functions_and_relative_ones(tmp_path, monkeypatch) -> None:

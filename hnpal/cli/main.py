@@ -44,30 +44,33 @@ def _root(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from hnpal import runtime
     from hnpal.db import migrate
 
     announce_embedded()
     migrate.upgrade(revision=revision)
-    typer.echo(f"database at {migrate.current_revision() or 'base'}")
+    typer.echo(f"database at {migrate.current_revision(runtime.database_url()) or 'base'}")
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, or 'base'.")] = "-1") -> None:
     """Revert migrations down to REVISION (default: one step; 'base' reverts all)."""
+    from hnpal import runtime
     from hnpal.db import migrate
 
     announce_embedded()
     migrate.downgrade(revision=revision)
-    typer.echo(f"database at {migrate.current_revision() or 'base'}")
+    typer.echo(f"database at {migrate.current_revision(runtime.database_url()) or 'base'}")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's revision and the code's head."""
+    from hnpal import runtime
     from hnpal.db import migrate
 
     announce_embedded()
-    current, head = migrate.current_revision(), migrate.head_revision()
+    current, head = migrate.current_revision(runtime.database_url()), migrate.head_revision()
     state = "up to date" if current == head else "behind: run `hnpal db upgrade`"
     typer.echo(f"current={current or 'base'} head={head} ({state})")
 

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, pool
 
 import config as config_pkg
 import migrations as migrations_pkg
-from hnpal.db.session import normalize_url
+from hnpal.db.urls import normalize_url
 
 ALEMBIC_INI = Path(config_pkg.__file__).with_name("alembic.ini")
 SCRIPT_LOCATION = Path(migrations_pkg.__file__).parent
@@ -39,12 +39,8 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def current_revision(url: str | None = None) -> str | None:
-    """The revision the database is at (None: no migration applied)."""
-    if url is None:
-        from hnpal.runtime import database_url
-
-        url = database_url()
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at (None: no migration applied)."""
     engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:

@@ -12,6 +12,8 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hnpal.db.urls import normalize_url
+
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _makers: dict[int, sessionmaker[Session]] = {}
@@ -23,13 +25,6 @@ min_pool_size = 0
 # path check out three to five connections each. If the server went away within that second, the
 # statement fails with a disconnect error, SQLAlchemy drops the whole pool, and the task retries.
 PING_IDLE_SECONDS = 1.0
-
-
-def normalize_url(url: str) -> str:
-    """Use the psycopg2 driver for a plain postgresql:// URL."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
-    return url
 
 
 def get_engine(url: str | None = None) -> Engine:

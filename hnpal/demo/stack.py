@@ -80,7 +80,8 @@ def _run_demo(console: Console, *, timeout: float, keep_data: bool) -> int:
         from hnpal.db import migrate
 
         migrate.upgrade()
-        console.print(f"database at revision {migrate.current_revision()}; content store {settings.content_dir}")
+        revision = migrate.current_revision(runtime.database_url(settings))
+        console.print(f"database at revision {revision}; content store {settings.content_dir}")
         first_update_id, users = fresh_start()
         # Telegram's flood control: 30 messages a second overall, one a second per chat.
         tg = TelegramServer(enforce_limits=True, global_rate=30, per_chat_rate=1, first_update_id=first_update_id)
