@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from hnpal import queues
 from hnpal.celery import app
-from hnpal.errors import Retry
+from hnpal.errors import Retry, WorkFailed
 from hnpal.telegram import answers
 
 
 # Idempotent: an answered message is not answered again (see hnpal.conversations.service.reply).
 @app.task(name="hnpal.discussions.reply", queue=queues.LLM, bind=True, acks_late=True, reject_on_worker_lost=True,
-          max_retries=None)  # fmt: skip
+          max_retries=None, throws=(WorkFailed,))  # fmt: skip
 def reply(self, conversation_id: int, message_index: int) -> str:
     """Answer one user message of a conversation. Returns what happened."""
     try:
@@ -22,7 +22,7 @@ def reply(self, conversation_id: int, message_index: int) -> str:
 
 # Idempotent: a redelivered message finds its update processed and answers only an answer lost with its worker.
 @app.task(name="hnpal.discussions.message", queue=queues.LLM, bind=True, acks_late=True, reject_on_worker_lost=True,
-          max_retries=None)  # fmt: skip
+          max_retries=None, throws=(WorkFailed,))  # fmt: skip
 def message(self, update_id: int) -> str:
     """A stored update in a discussion, handled and answered in this one task. Returns its status."""
     try:

@@ -42,7 +42,7 @@ from hnpal.conversations.messages import append, append_assistant_message
 from hnpal.conversations.models import MAX_MESSAGES, Conversation, EndReason
 from hnpal.conversations.schemas import MAX_MESSAGE_CHARS, Message
 from hnpal.db.session import get_engine
-from hnpal.errors import Busy, HNPalError
+from hnpal.errors import Busy, HNPalError, WorkFailed
 from hnpal.llm import sanitize
 from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
@@ -419,14 +419,26 @@ def prompt_for(
     )
 
 
-def _complete(request: LLMRequest, *, provider: Provider, conn: Connection | None, **account: Any) -> LLMResult:
-    """One discussion call; when the paid model finally fails, the offline provider answers instead."""
+class AnsweredOffline(WorkFailed):
+    """The model failed for good on a discussion answer (its retries spent; the failed calls are in
+    ``agent_calls``), and the offline answer went out instead: the reader has an answer, and the task ends
+    in FAILURE so that Flower and the task log count the model's failure. Nothing retries it."""
+
+
+def _complete(
+    request: LLMRequest, *, provider: Provider, conn: Connection | None, failures: list[str] | None = None,
+    **account: Any,
+) -> LLMResult:  # fmt: skip
+    """One discussion call; when the paid model finally fails, the offline provider answers instead (and
+    ``failures``, when given, gets what went wrong)."""
     try:
         return llm.call(request, provider=provider, agent_type="discussion", connection=conn, **account)
     except LLMError as exc:
         if provider.name == "offline":
             raise
         log.warning("discussion call failed (%s); the offline provider answers instead", exc)
+        if failures is not None:
+            failures.append(f"{type(exc).__name__}: {exc}")
         return llm.call(request, provider=llm.offline_provider(), agent_type="discussion", connection=conn, **account)
 
 
@@ -568,7 +580,8 @@ def _answer(
         hints={"task": "discussion", "question": question, "title": post.title, "article": context.article,
                "comments": context.comments},
     )  # fmt: skip
-    result = _complete(request, provider=provider, conn=conn, purpose="reply", **account)
+    failures: list[str] = []
+    result = _complete(request, provider=provider, conn=conn, failures=failures, purpose="reply", **account)
     results.append(result)
     text = result.text.strip()[:MAX_MESSAGE_CHARS]
     reason = review.answer_hold_reason(conn, user.id, settings)
@@ -594,6 +607,11 @@ def _answer(
     if ahead > summarized:
         _fold_ahead(conn, conversation.id, post.title, summary, summarized, messages[summarized:ahead], provider,
                     settings, account)  # fmt: skip
+    if failures:  # answered, but not by the model: counted as the failure it is
+        raise AnsweredOffline(
+            f"conversation {conversation.id}, message {new_index}: the model failed ({failures[-1]}); "
+            "the offline answer went out instead"
+        )
     return "answered"
 
 

@@ -32,7 +32,8 @@ def reply(conversation_id: int, message_index: int, *, retries: int = 0) -> str:
     """Answer one user message of a conversation (``retries``: how many times its task has run before).
     Returns what happened; raises :class:`~hnpal.errors.Retry` while another worker answers in this
     conversation or a transient failure may pass, and the failure itself after
-    :data:`MAX_TRANSIENT_RETRIES`."""
+    :data:`MAX_TRANSIENT_RETRIES`; :class:`~hnpal.conversations.service.AnsweredOffline` when the model
+    failed and the offline answer went out instead."""
     try:
         return service.reply(conversation_id=conversation_id, message_index=message_index)
     except Forbidden as exc:
@@ -53,19 +54,30 @@ def message(update_id: int, *, retries: int = 0) -> str:
     ``hnpal.telegram.handle`` handles any update, and its answer made in this same call instead of a
     ``hnpal.discussions.reply`` task after it. Idempotent: a redelivered message finds its update
     processed and only answers the user's message if the answer was lost with the worker. Returns the
-    update's status."""
-    status, handled = updates.handle(update_id, retries=retries, inline={jobs.DISCUSSIONS_REPLY: answer_now})
+    update's status; raises :class:`~hnpal.conversations.service.AnsweredOffline` once everything is
+    done when the model failed and the offline answer went out instead."""
+    offline: list[service.AnsweredOffline] = []
+
+    def answer(conversation_id: int, message_index: int) -> bool:
+        return answer_now(conversation_id, message_index, offline=offline)
+
+    status, handled = updates.handle(update_id, retries=retries, inline={jobs.DISCUSSIONS_REPLY: answer})
     if not handled and status == "processed":
-        _resume(update_id)
+        _resume(update_id, offline)
+    if offline:
+        raise offline[0]
     return status
 
 
-def answer_now(conversation_id: int, message_index: int) -> bool:
+def answer_now(conversation_id: int, message_index: int, *, offline: list[service.AnsweredOffline]) -> bool:
     """Answer now, in this task. False (the caller enqueues ``hnpal.discussions.reply``, which waits and
     retries) when another worker is answering in this conversation or the answer failed for a reason a
-    retry may cure."""
+    retry may cure. An answer the offline provider made because the model failed is sent, and its
+    failure added to ``offline`` (the caller raises it after the rest of its work)."""
     try:
         service.reply(conversation_id=conversation_id, message_index=message_index)
+    except service.AnsweredOffline as exc:
+        offline.append(exc)
     except Forbidden as exc:
         _refused(conversation_id, exc)
     except service.Busy:
@@ -82,7 +94,7 @@ def _refused(conversation_id: int, exc: Forbidden) -> None:
     log.info("answer in conversation %s refused (%s); user marked blocked", conversation_id, exc)
 
 
-def _resume(update_id: int) -> None:
+def _resume(update_id: int, offline: list[service.AnsweredOffline]) -> None:
     """The update was handled by an earlier delivery of this task: if the sender's last discussion
     message still has no answer (that worker died while answering), answer it."""
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -92,7 +104,7 @@ def _resume(update_id: int) -> None:
         pending = service.unanswered(conn=conn, telegram_id=sender) if sender is not None else None
     if pending is not None:
         log.info("update %s: answering message %s of conversation %s again", update_id, pending[1], pending[0])
-        if not answer_now(*pending):
+        if not answer_now(*pending, offline=offline):
             jobs.enqueue(None, jobs.DISCUSSIONS_REPLY, *pending)
 
 

@@ -517,6 +517,15 @@ def test_offline_provider_answers_when_the_model_fails(ds: DiscussionStack) -> N
     assert conversation["messages"][1]["model"] == "offline-extractive"
     calls = rows("SELECT model, success FROM agent_calls WHERE conversation_id = :c ORDER BY id", c=conversation["id"])
     assert [c["success"] for c in calls] == [False, False, True] and calls[-1]["model"] == "offline-extractive"
+    # the reader has an answer, and the task that made it is a FAILURE (what Flower and the task log count),
+    # naming the model's error; it is not retried: one answer went out
+    ds.wait_until(
+        lambda: "task=hnpal.discussions.message" in ds.worker.log() and "AnsweredOffline" in ds.worker.log(),
+        what="the failed task's line",
+    )
+    [line] = [x for x in ds.worker.log().splitlines() if "AnsweredOffline" in x and "state=" in x]
+    assert "state=FAILURE" in line and "503" in line and "the offline answer went out instead" in line
+    assert len(conversations(uid)[0]["messages"]) == 2
 
 
 def test_answer_task_is_idempotent(ds: DiscussionStack) -> None:
