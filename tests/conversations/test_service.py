@@ -48,14 +48,14 @@ def _setup(telegram_id: int, hn_id: int) -> tuple[int, int]:
 
 def test_offline_discussion_folds_and_ends(store: StateStore, settings_env) -> None:  # type: ignore[no-untyped-def]
     settings_env(discussion_window_messages=4)
-    uid, pid = _setup(8_200_001, 950_000_001)
+    uid, pid = _setup(8_200_001, 953_000_001)
     with session_scope() as session:
         user, post = session.get(User, uid), session.get(Post, pid)
         started = service.start(session=session, store=store, user=user, post=post)
         assert "📖 Discussing: <b>Offline talk</b>" in started.header
         conversation_id = started.conversation_id
-    assert store.get_fsm(8_200_001).data == {"active_post_id": 950_000_001}
-    assert store.get_context(8_200_001, 950_000_001)["title"] == "Offline talk"
+    assert store.get_fsm(8_200_001).data == {"active_post_id": 953_000_001}
+    assert store.get_context(8_200_001, 953_000_001)["title"] == "Offline talk"
 
     outbox = RecordingOutbox()
     for n in range(6):
@@ -108,8 +108,8 @@ def _stats(telegram_id: int) -> dict[str, Any]:
 
 
 def test_sweep_closes_only_silent_discussions(store: StateStore) -> None:
-    quiet_uid, quiet_pid = _setup(8_200_002, 950_000_002)
-    busy_uid, busy_pid = _setup(8_200_003, 950_000_003)
+    quiet_uid, quiet_pid = _setup(8_200_002, 953_000_002)
+    busy_uid, busy_pid = _setup(8_200_003, 953_000_003)
     with session_scope() as session:
         for uid, pid in ((quiet_uid, quiet_pid), (busy_uid, busy_pid)):
             service.start(session=session, store=store, user=session.get(User, uid), post=session.get(Post, pid))
@@ -125,7 +125,7 @@ def test_sweep_closes_only_silent_discussions(store: StateStore) -> None:
     assert [e.user_id for e in ended if e.user_id in (quiet_uid, busy_uid)] == [quiet_uid]
     with session_scope() as session:
         assert session.get(User, quiet_uid).active_discussion_post_id is None
-        assert session.get(User, busy_uid).active_discussion_post_id == 950_000_003
+        assert session.get(User, busy_uid).active_discussion_post_id == 953_000_003
         assert service.active_conversation(session=session, user_id=busy_uid) is not None
-    service.clear_fsm_if(store, 8_200_002, 950_000_002)
+    service.clear_fsm_if(store, 8_200_002, 953_000_002)
     assert store.get_fsm(8_200_002) is None
