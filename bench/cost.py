@@ -16,13 +16,15 @@ default schedule and by the volume of Hacker News:
 HN's volume is not something a sandbox can measure, so it is an input, stated in the output:
 ``--stories-per-day`` (default 1,300 new stories a day), ``--listed`` (distinct ids a fetch of the six
 default lists reads, default 450 of the 600 it may take) and ``--paid-share`` (share of new posts that
-already have HNPAL_LLM_PAID_MIN_SCORE points when they are summarized; a post is summarized once, right
-after its crawl, so in steady state few do: default 0.05). The snapshot's own posts (a first start reads
-them all at once, as the real lists would on a fresh install) are summarized and priced as measured.
+reach HNPAL_LLM_PAID_MIN_SCORE points within the digest look-back: a few have them when they are first
+summarized, right after their crawl; the summary sweep makes the others' summaries again with the model
+once they rise to it; default 0.10, about the stories a day that reach HN's front page). The snapshot's
+own posts (a first start reads them all at once, as the real lists would on a fresh install) are
+summarized and priced as measured.
 
 Target: the default day's model spend stays under the default daily budget (HNPAL_LLM_DAILY_BUDGET_USD).
 
-    .venv/bin/python bench/cost.py [--stories-per-day 1300] [--listed 450] [--paid-share 0.05]
+    .venv/bin/python bench/cost.py [--stories-per-day 1300] [--listed 450] [--paid-share 0.10]
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stories-per-day", type=int, default=1300)
     parser.add_argument("--listed", type=int, default=450)
-    parser.add_argument("--paid-share", type=float, default=0.05)
+    parser.add_argument("--paid-share", type=float, default=0.10)
     args = parser.parse_args()
 
     from hnpal.sandbox.hn_replay import HNReplayServer
@@ -95,7 +97,7 @@ def main() -> int:
     )
     print(
         f"a default day at {args.stories_per_day} new stories, {args.listed} ids per list fetch, "
-        f"{args.paid_share:.0%} of posts at {settings.llm_paid_min_score}+ points when summarized: "
+        f"{args.paid_share:.0%} of posts reaching {settings.llm_paid_min_score}+ points: "
         f"{hn_day:,.0f} HN requests, {pages_day:,.0f} page requests, {calls_day:,.0f} model calls, "
         f"${usd_day:.2f} (budget ${budget:.2f})"
     )

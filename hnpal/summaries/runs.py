@@ -44,20 +44,26 @@ def summarize(*, post_id: int, style: str | None, interests: list[str] | None, u
     return {"post_id": post_id, "style": style, "status": outcome.status, "summary_id": outcome.summary_id}
 
 
+RISEN_PER_SWEEP = 100  # posts that rose to the paid tier, made again with the model per sweep (best first)
+
+
 def sweep() -> int:
-    """Retry summaries that failed transiently or never ran (their message was lost); and, once the
-    model accepts the key again (re-checked with one cheap request, see hnpal.llm.health), make the
-    summaries written offline meanwhile again with the model. Returns the number of jobs enqueued."""
+    """Retry summaries that failed transiently or never ran (their message was lost); once the model
+    accepts the key again (re-checked with one cheap request, see hnpal.llm.health), make the summaries
+    written offline meanwhile again with the model; and make again with the model the offline summaries of
+    posts that have risen to the paid tier since (within the day's budget). Returns the jobs enqueued."""
+    settings = get_settings()
     with session_scope() as session:
         ids = service.due_for_sweep(session=session, limit=500)
         offline = service.offline_due(session=session, limit=500)
+        risen = service.risen_due(session=session, settings=settings, limit=RISEN_PER_SWEEP)
     for post_id in ids:
         jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id)
     if offline and health.recheck():
-        for post_id in offline:
-            jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id, None, None, True)
-        return len(ids) + len(offline)
-    return len(ids)
+        risen = [*offline, *risen]
+    for post_id in risen:
+        jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id, None, None, True)
+    return len(ids) + len(risen)
 
 
 def refresh_comments() -> int:

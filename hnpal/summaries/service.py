@@ -19,7 +19,7 @@ import logging
 import re
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -453,7 +453,8 @@ def mark_failed(*, post_id: int, error: Exception, upgrade: bool = False) -> Non
     (kind ``summary``) and the model is not asked again.
 
     ``upgrade``: the run was re-making an offline summary with the model; the post keeps its offline
-    summary (and its ``offline`` status) while the count grows."""
+    summary (and its status: ``offline``, or ``done`` for a post that rose to the paid tier) while the
+    count grows, so that the sweep stops asking after :data:`MAX_ATTEMPTS`."""
     transient = error.transient if isinstance(error, LLMError) else True
     reason = str(error) if isinstance(error, LLMError) else f"{type(error).__name__}: {error}"
     attempts = Post.summary_attempts + 1 if transient else func.greatest(Post.summary_attempts + 1, MAX_ATTEMPTS)
@@ -461,7 +462,7 @@ def mark_failed(*, post_id: int, error: Exception, upgrade: bool = False) -> Non
         if upgrade:
             session.execute(
                 Post.__table__.update()
-                .where(Post.id == post_id, Post.summary_status == "offline")
+                .where(Post.id == post_id, Post.summary_status.in_(("offline", "done")))
                 .values(summary_error=reason[:2000], summary_attempts=attempts)
             )
             return
@@ -492,6 +493,27 @@ def due_for_sweep(*, session: Session, limit: int) -> list[int]:
             .where(Post.is_crawl_success, Post.summary_status.in_(("pending", "failed")))
             .where(Post.summary_attempts < MAX_ATTEMPTS)
             .order_by(Post.id)
+            .limit(limit)
+        )
+    )
+
+
+def risen_due(*, session: Session, settings: Settings, limit: int) -> list[int]:
+    """Posts summarized offline because their score was below the paid tier, which have risen to it since
+    (most posts are summarized minutes after they appear, long before they reach the front page), and that
+    digests may still pick (summarized within the digest look-back): to be made again with the model, the
+    best first. Empty when no paid model can be asked now (no key, the key refused, the day's budget
+    spent): nothing is enqueued that would only be made offline again."""
+    if llm.paid_provider(settings) is None or not health.usable(settings) or not llm.budget_left(settings):
+        return []
+    since = datetime.now(UTC) - timedelta(hours=settings.digest_lookback_hours)
+    return list(
+        session.scalars(
+            select(Post.id)
+            .where(Post.summary_status == "done", Post.summary_model == llm.offline_provider().model)
+            .where(Post.score >= settings.llm_paid_min_score, Post.summarized_at > since)
+            .where(Post.summary_attempts < MAX_ATTEMPTS)
+            .order_by(Post.score.desc(), Post.id)
             .limit(limit)
         )
     )

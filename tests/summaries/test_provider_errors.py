@@ -222,3 +222,37 @@ def run_task_upgrade(post_id: int) -> dict:
     from tasks.summaries import summarize
 
     return summarize.apply(args=[post_id, None, None, True]).get()
+
+
+def test_a_post_that_rises_to_the_paid_tier_is_summarized_again_with_the_model(model, content, settings_env) -> None:
+    """Summarized offline minutes after it appeared (its score below the paid tier), a post that reaches the
+    tier later is made again with the model by the sweep: once, keeping its place in digests, and only while
+    the day's budget lasts."""
+    from hnpal import jobs
+    from hnpal.summaries.runs import sweep
+
+    def swept() -> list[tuple]:
+        with jobs.recording() as sent:
+            sweep()
+        return [tuple(j.args) for j in sent if j.name == jobs.SUMMARIES_SUMMARIZE and j.args[0] == post_id]
+
+    configure(settings_env, model, RIGHT_KEY)
+    post_id = make_post(content, "Timer coalescing, a week later")
+    with session_scope() as session:
+        session.execute(text("UPDATE posts SET score = 3 WHERE id = :p"), {"p": post_id})
+    assert run_task(post_id)["status"] == "generated"
+    first = post(post_id)
+    assert (first.summary_model, first.summary_status, chat_calls(model)) == ("offline-extractive", "done", 0)
+    assert swept() == []  # below the tier: nothing to do
+
+    with session_scope() as session:
+        session.execute(text("UPDATE posts SET score = 120 WHERE id = :p"), {"p": post_id})
+    settings_env(llm_daily_budget_usd="0")
+    assert swept() == []  # no budget left today: not asked (it would only be made offline again)
+    settings_env(llm_daily_budget_usd="5")
+    assert swept() == [(post_id, None, None, True)]
+    assert run_task_upgrade(post_id)["status"] == "upgraded"
+    now = post(post_id)
+    assert (now.summary_model, now.summary_status, chat_calls(model)) == ("sandbox-model", "done", 1)
+    assert now.summarized_at == first.summarized_at  # its place in digests kept: no second delivery
+    assert swept() == []  # made with the model: done
