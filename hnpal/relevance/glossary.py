@@ -7,11 +7,14 @@ what the models read (never in what a reader sees), into the words the training 
 thing ("LLMs" are "AI models": not "language models", which the training stories also used for
 programming languages); the rest of the title is read as it is.
 
-Only unambiguous terms are listed: a bare "Llama" is also a file manager and "Gemini" also a protocol
-(both are in the training stories), so they count only with what names the model ("Llama 3",
-"Gemini 1.5"); "Claude" counts unless it is Claude Shannon; LoRa is also a radio. Every listed term was
-checked against the 11,459 training-era stories: the 9 it rewrites are all tagged ``ai``. Retraining on
-newer tagged stories is the lasting fix; until then a term the models miss goes here, with a test.
+A few names the training stories met too seldom to learn ("Vite", "Svelte", "Valkey", "Bun") are said with
+what they are, beside the name. Only unambiguous terms are listed: a bare "Llama" is also a file manager and
+"Gemini" also a protocol (both are in the training stories), so they count only with what names the model
+("Llama 3", "Gemini 1.5"); "Claude" counts unless it is Claude Shannon; LoRa is also a radio; "vite" is
+French. Every listed term was checked against the 11,459 training-era stories: of the 20 it rewrites, the 9
+with a term of the language-model era are all tagged ``ai``, and 8 of the 11 with a name (Svelte, Vite)
+``javascript`` or ``web``. Retraining on newer tagged stories is the lasting fix; until then a term the
+models miss goes here, with a test.
 """
 
 from __future__ import annotations
@@ -60,6 +63,14 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     (r"gguf", "AI model weights"),
     (r"safetensors", "machine learning model weights"),
     (r"hugging\s?face", "machine learning models"),
+    # names the training stories met too seldom to learn (a few each, tagged like the words given here)
+    (r"valkey", "Valkey Redis database fork"),
+    (r"bun(?:\.js|\s+v?\d+(?:\.\d+)*)", "Bun JavaScript runtime"),
+    (r"(?-i:Vite)(?:js)?|vitejs", "Vite JavaScript build tool"),  # capitalised: "vite" is French for quickly
+    (r"svelte(?:kit)?", "Svelte JavaScript web framework"),
+    (r"crowdstrike", "CrowdStrike security vendor"),
+    (r"(?:apple\s+)?vision\s?pro|visionos", "Apple VR headset"),
+    (r"bluesky", "Bluesky decentralized social network"),
 )  # fmt: skip
 
 _TERMS = re.compile(

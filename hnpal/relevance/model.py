@@ -33,7 +33,7 @@ from hnpal.relevance.neighbours import NEIGHBOURS_FILE, Neighbours, Readings
 
 DATA = Path(__file__).resolve().parent / "topics.npz"
 # stored with each post's topics: a new model recomputes recent posts
-MODEL_NAME = "wordllama-lr1+minilm-ft2+knn10+glossary1"
+MODEL_NAME = "wordllama-lr1+minilm-ft2+knn10+glossary2"
 MIN_PROB = 0.03  # topics below this are not stored for a post
 MAX_TOPICS = 6
 TEXT_WEIGHT = 0.35  # how much a post's own text moves its embedding, beside the title

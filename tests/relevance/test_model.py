@@ -99,6 +99,30 @@ def test_the_glossary_says_newer_words_as_the_training_stories_did() -> None:
     assert all(next(iter(found)) == "ai" for found in m.classify(posts))
 
 
+def test_names_the_training_stories_met_too_seldom_are_said_with_what_they_are() -> None:
+    assert plain("Moving from webpack to Vite") == "Moving from webpack to Vite JavaScript build tool"
+    assert plain("Bun 1.1 adds Windows support") == "Bun JavaScript runtime adds Windows support"
+    for title in ("C'est vite fait", "I baked a bun", "svelte.config.js explained", "Visionary leaders"):
+        assert plain(title) == title
+    m = model()
+    found = m.classify(
+        [
+            PostText("Valkey 8.0 released", "https://valkey.io/blog/8"),
+            PostText("Bun 1.0", "https://bun.sh/blog/bun-v1.0"),
+            PostText("Vite 5.0 is out", "https://vitejs.dev/blog/announcing-vite5"),
+            PostText("CrowdStrike update bricks Windows machines worldwide", "https://www.theverge.com/x"),
+            PostText("Apple Vision Pro teardown", "https://www.ifixit.com/News/x"),
+        ]
+    )
+    assert [max(f, key=f.__getitem__) for f in found] == [
+        "databases",
+        "javascript",
+        "javascript",
+        "security",
+        "hardware",
+    ]
+
+
 def test_phrases_are_compared_folded() -> None:
     assert normalize_phrase("  Machine\tLEARNING ") == "machine learning"
     assert normalize_phrase("ﬁle Café") == "file café"
