@@ -20,6 +20,7 @@ from hnpal.db.retry import DB_TRANSIENT
 from hnpal.db.session import session_scope
 from hnpal.errors import Retry, WorkFailed
 from hnpal.posts.models import Post
+from hnpal.summaries.models import THREAD_BASES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ def store_payload(*, session: Session, store: ContentStore, post_id: int, payloa
             summarize_styles.append("comments")
         if post.url is None and post.summary_status != "done":
             # Ask/Show HN: summarized from the post text and the discussion, once the thread is here.
+            summarize_styles.append(settings.summary_default_style)
+        elif post.summary_status == "done" and post.summary_basis in THREAD_BASES:
+            # its summary read the thread: made again once the thread has grown by half (the task decides)
             summarize_styles.append(settings.summary_default_style)
     if {"html", "text", "markdown"} & set(kinds):
         post.has_html = post.has_html or "html" in kinds

@@ -11,6 +11,9 @@ SUMMARY_STYLES = ("basic", "technical", "business", "concise", "personalized", "
 # What a summary was made from: the article, the post's own text (Ask/Show HN...), or only the title and
 # the comments (content missing, paywalled or unusable: the summary says so).
 SUMMARY_BASES = ("article", "post_text", "title_and_comments", "comments")
+# Summaries read from the thread besides a comment summary: any style made for a post with no readable article
+# (an Ask HN's text beside its thread, or the title and the thread). They are made again as the thread grows.
+THREAD_BASES = ("title_and_comments", "post_text")
 
 
 class Summary(Base):

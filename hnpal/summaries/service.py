@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Executable, and_, case, false, func, select
+from sqlalchemy import ColumnElement, Connection, Executable, and_, case, false, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -37,7 +37,7 @@ from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import MAX_SUMMARY_ATTEMPTS, Post
 from hnpal.review import service as review
-from hnpal.summaries.models import SUMMARY_STYLES, Summary
+from hnpal.summaries.models import SUMMARY_STYLES, THREAD_BASES, Summary
 from hnpal.summaries.plain import plain_text
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,15 @@ def _generate(
     return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens
 
 
+def _thread_grown() -> ColumnElement[bool]:
+    """In SQL, what :func:`_needs_comment_refresh` says of a summary that read the thread."""
+    count = select(Post.comment_count).where(Post.id == Summary.post_id).scalar_subquery()
+    base = func.coalesce(Summary.source_comment_count, 0)
+    return and_(Summary.basis.in_(THREAD_BASES), Summary.refresh_count < 3, base > 0, count >= base * 1.5)
+
+
 def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
+    """The thread has grown by half since the summary read it (at most three times)."""
     base = summary.source_comment_count or 0
     return summary.refresh_count < 3 and base > 0 and post.comment_count >= base * 1.5
 
@@ -298,6 +306,8 @@ def summarize(
     existing_row = select(Summary.id).where(*match)
     lock: ColumnElement[Any] = func.pg_try_advisory_lock(*key)
     if style != "comments" and not upgrade:  # a comment summary may need a refresh: it always locks
+        # the summary as it stands, unless it read the thread and the thread has grown by half since
+        existing_row = existing_row.where(~_thread_grown())
         lock = case((~existing_row.exists(), lock), else_=false())
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         existing_id, locked = conn.execute(select(existing_row.scalar_subquery(), lock)).one()
@@ -341,7 +351,7 @@ def _summarize_locked(
                 return Outcome(post_id, style, variant, "existing", existing.id)
             if not health.usable(settings):  # still refused: the sweep asks again once it works
                 return Outcome(post_id, style, variant, "existing", existing.id, "offline")
-        elif style != "comments" or not _needs_comment_refresh(existing, post):
+        elif not ((style == "comments" or existing.basis in THREAD_BASES) and _needs_comment_refresh(existing, post)):
             return Outcome(post_id, style, variant, "existing", existing.id)
         refreshing = True
     if store is None:
@@ -380,7 +390,7 @@ def _summarize_locked(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "basis": material.basis,
-        "source_comment_count": post.comment_count if style == "comments" else None,
+        "source_comment_count": post.comment_count if style == "comments" or material.basis in THREAD_BASES else None,
     }
     stmt = insert(Summary).values(values)
     if refreshing and upgrade:
@@ -419,7 +429,7 @@ def _summarize_locked(
             "summary_status": "held" if hold else "offline" if offline_meanwhile else "done",
             "summary_error": f"summarized offline: {_refusal(settings)}"[:2000] if offline_meanwhile else None,
         }
-        if not upgrade:  # a re-made summary keeps the post's place in digests (no second delivery)
+        if not upgrade and not refreshing:  # a re-made summary keeps the post's place in digests
             columns["summarized_at"] = None if hold else datetime.now(UTC)
         else:
             columns["summary_attempts"] = 0
@@ -547,16 +557,18 @@ def offline_styles(*, post_id: int, settings: Settings | None = None) -> list[st
 
 
 def comment_refresh_due(*, session: Session, limit: int) -> list[int]:
-    """Posts whose comment count grew by 50% since their comment summary (at most 3 refreshes)."""
+    """Posts whose comment count grew by 50% since a summary read their thread (their comment summary, or
+    their summary when they have no readable article; at most 3 refreshes each)."""
     return list(
         session.scalars(
             select(Summary.post_id)
             .join(Post, Post.id == Summary.post_id)
             .where(
-                Summary.style == "comments",
+                or_(Summary.style == "comments", Summary.basis.in_(THREAD_BASES)),
                 Summary.refresh_count < 3,
                 Post.comment_count >= Summary.source_comment_count * 1.5,
             )
+            .distinct()
             .limit(limit)
         )
     )

@@ -203,6 +203,65 @@ def test_comment_summary_cites_ids_and_refreshes_on_growth(store, make_post) -> 
     assert row.refresh_count == 3  # refreshed at 18, 27 and 41, never more
 
 
+def test_a_summary_read_from_the_thread_is_made_again_as_the_thread_grows(store, make_post) -> None:
+    """A post with no readable article is summarized from its title and thread; once the thread has grown by
+    half, its summary is made again (at most three times), keeping the post's place in digests. A summary of
+    an article is not."""
+
+    def thread(n: int) -> list[dict]:
+        return [{"id": 300 + i, "depth": 0, "text": f"Reply {i}: we moved the fsync to a group commit in release {i}."}
+                for i in range(n)]  # fmt: skip
+
+    def stored_thread_asks(post_id: int, hn_id: int) -> list[str]:
+        """The default-style summaries a newly stored thread asks for (as the content writer stores it)."""
+        from hnpal import jobs
+        from hnpal.content.payload import encode_payload
+        from hnpal.content.service import store_payload
+
+        payload = encode_payload(comments=json.dumps({"hn_id": hn_id, "comments": thread(10)}))
+        with jobs.recording() as sent, session_scope() as session:
+            store_payload(session=session, store=store, post_id=post_id, payload=payload)
+        return [j.args[1] for j in sent if j.name == jobs.SUMMARIES_SUMMARIZE and j.args[1] != "comments"]
+
+    def grow(hn_id: int, post_id: int, n: int) -> None:
+        store.put(hn_id, comments=json.dumps({"hn_id": hn_id, "comments": thread(n)}))
+        with session_scope() as session:
+            session.execute(Post.__table__.update().where(Post.id == post_id).values(comment_count=n))
+
+    post_id = make_post(hn_id=7_100_120, text=None, comments=thread(10), comment_count=10)
+    assert service.summarize(post_id=post_id, style="basic", store=store).status == "generated"
+    [row] = rows(post_id)
+    assert (row.basis, row.source_comment_count) == ("title_and_comments", 10)
+    placed = post(post_id).summarized_at
+    assert stored_thread_asks(post_id, 7_100_120) == ["basic"]  # each new thread asks; the task decides
+    grow(7_100_120, post_id, 14)  # not by half yet
+    assert service.summarize(post_id=post_id, style="basic", store=store).status == "existing"
+    with session_scope() as session:
+        assert post_id not in service.comment_refresh_due(session=session, limit=100_000)
+    grow(7_100_120, post_id, 15)
+    with session_scope() as session:
+        assert post_id in service.comment_refresh_due(session=session, limit=100_000)
+    assert service.summarize(post_id=post_id, style="basic", store=store).status == "refreshed"
+    [row] = rows(post_id)
+    assert (row.refresh_count, row.source_comment_count) == (1, 15)
+    assert post(post_id).summary == row.text and post(post_id).summarized_at == placed  # no second delivery
+    for n in (23, 35, 53):
+        grow(7_100_120, post_id, n)
+        service.summarize(post_id=post_id, style="basic", store=store)
+    [row] = rows(post_id)
+    assert row.refresh_count == 3  # at 15, 23 and 35, never more
+    with session_scope() as session:
+        assert post_id not in service.comment_refresh_due(session=session, limit=100_000)
+
+    article = make_post(hn_id=7_100_121, comments=thread(10), comment_count=10)
+    assert service.summarize(post_id=article, style="basic", store=store).status == "generated"
+    assert stored_thread_asks(article, 7_100_121) == []
+    grow(7_100_121, article, 40)
+    assert service.summarize(post_id=article, style="basic", store=store).status == "existing"
+    with session_scope() as session:
+        assert article not in service.comment_refresh_due(session=session, limit=100_000)
+
+
 def test_few_comments_get_no_comment_summary(store, make_post) -> None:
     post_id = make_post(hn_id=7_100_012, comments=[{"id": 1, "text": "Nice write-up about batching."}], comment_count=1)
     assert service.summarize(post_id=post_id, style="comments", store=store).status == "skipped"
