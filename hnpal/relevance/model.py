@@ -19,6 +19,7 @@ import hashlib
 import json
 import threading
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -90,6 +91,11 @@ MUTE_MIN = 0.5
 AMBIGUOUS_NAMES = frozenset({"ml"})
 
 
+def topic_aliases(topics: Iterable[str]) -> dict[str, str]:
+    """Each topic by its tag and by its shown name (as normalize_phrase gives them) -> the topic."""
+    return {key: t for t in topics for key in (normalize_phrase(t), normalize_phrase(topic_name(t)))}
+
+
 @lru_cache(maxsize=1)
 def topic_names() -> tuple[str, ...]:
     """The model's topics, read alone from topics.npz (no model is loaded: a settings view can ask)."""
@@ -101,10 +107,7 @@ def topic_names() -> tuple[str, ...]:
 def mute_aliases() -> dict[str, str]:
     """The phrases that name a topic for a mute: its tag and its shown name (unless ambiguous), and HN Pal's
     buttons that mean one topic alone ("llm"). Phrase (as normalize_phrase gives it) -> topic."""
-    aliases = {
-        key: t for t in topic_names() for key in (normalize_phrase(t), normalize_phrase(topic_name(t)))
-        if key not in AMBIGUOUS_NAMES
-    }  # fmt: skip
+    aliases = {key: t for key, t in topic_aliases(topic_names()).items() if key not in AMBIGUOUS_NAMES}
     aliases.update({key: next(iter(m)) for key, m in BUTTONS.items() if list(m.values()) == [1.0]})
     return aliases
 
@@ -245,9 +248,7 @@ class TopicModel:
 
     @cached_property
     def _aliases(self) -> dict[str, str]:
-        aliases = {normalize_phrase(t): t for t in self.topics}
-        aliases.update({normalize_phrase(topic_name(t)): t for t in self.topics})
-        return aliases
+        return topic_aliases(self.topics)
 
     def _phrase_probabilities(self, phrases: list[str]) -> np.ndarray:
         """The classifier's probabilities for phrases read as titles (their words only: no host, no URL)."""

@@ -56,14 +56,14 @@ def sweep() -> int:
     with session_scope() as session:
         ids = service.due_for_sweep(session=session, limit=500)
         offline = service.offline_due(session=session, limit=500)
-        risen = service.risen_due(session=session, settings=settings, limit=RISEN_PER_SWEEP)
+        upgrades = service.risen_due(session=session, settings=settings, limit=RISEN_PER_SWEEP)
     for post_id in ids:
         jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id)
     if offline and health.recheck():
-        risen = [*offline, *risen]
-    for post_id in risen:
+        upgrades = [*offline, *upgrades]
+    for post_id in upgrades:
         jobs.enqueue(None, jobs.SUMMARIES_SUMMARIZE, post_id, None, None, True)
-    return len(ids) + len(risen)
+    return len(ids) + len(upgrades)
 
 
 def refresh_comments() -> int:

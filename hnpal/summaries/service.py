@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Executable, and_, case, false, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from config.settings import Settings, get_settings
 from hnpal.db.session import get_engine, session_scope
@@ -262,17 +262,28 @@ def _generate(
     return result, input_tokens + result.input_tokens, output_tokens + result.output_tokens
 
 
-def _thread_grown() -> ColumnElement[bool]:
-    """In SQL, what :func:`_needs_comment_refresh` says of a summary that read the thread."""
-    count = select(Post.comment_count).where(Post.id == Summary.post_id).scalar_subquery()
-    base = func.coalesce(Summary.source_comment_count, 0)
-    return and_(Summary.basis.in_(THREAD_BASES), Summary.refresh_count < 3, base > 0, count >= base * 1.5)
+# A summary that read the thread (a comment summary, or one of THREAD_BASES) is made again once the thread
+# has grown by this factor since, at most MAX_REFRESHES times.
+THREAD_GROWTH = 1.5
+MAX_REFRESHES = 3
 
 
 def _needs_comment_refresh(summary: Summary, post: Post) -> bool:
-    """The thread has grown by half since the summary read it (at most three times)."""
+    """The summary read the thread, and the thread has grown by half since (at most three times)."""
     base = summary.source_comment_count or 0
-    return summary.refresh_count < 3 and base > 0 and post.comment_count >= base * 1.5
+    follows = summary.style == "comments" or summary.basis in THREAD_BASES
+    return follows and summary.refresh_count < MAX_REFRESHES and base > 0 and post.comment_count >= base * THREAD_GROWTH
+
+
+def _thread_grown(comment_count: ColumnElement[int] | InstrumentedAttribute[int]) -> ColumnElement[bool]:
+    """:func:`_needs_comment_refresh` in SQL, for a Summary row and its post's ``comment_count``."""
+    base = func.coalesce(Summary.source_comment_count, 0)
+    return and_(
+        or_(Summary.style == "comments", Summary.basis.in_(THREAD_BASES)),
+        Summary.refresh_count < MAX_REFRESHES,
+        base > 0,
+        comment_count >= base * THREAD_GROWTH,
+    )
 
 
 def summarize(
@@ -307,7 +318,8 @@ def summarize(
     lock: ColumnElement[Any] = func.pg_try_advisory_lock(*key)
     if style != "comments" and not upgrade:  # a comment summary may need a refresh: it always locks
         # the summary as it stands, unless it read the thread and the thread has grown by half since
-        existing_row = existing_row.where(~_thread_grown())
+        count = select(Post.comment_count).where(Post.id == Summary.post_id).scalar_subquery()
+        existing_row = existing_row.where(~_thread_grown(count))
         lock = case((~existing_row.exists(), lock), else_=false())
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         existing_id, locked = conn.execute(select(existing_row.scalar_subquery(), lock)).one()
@@ -351,7 +363,7 @@ def _summarize_locked(
                 return Outcome(post_id, style, variant, "existing", existing.id)
             if not health.usable(settings):  # still refused: the sweep asks again once it works
                 return Outcome(post_id, style, variant, "existing", existing.id, "offline")
-        elif not ((style == "comments" or existing.basis in THREAD_BASES) and _needs_comment_refresh(existing, post)):
+        elif not _needs_comment_refresh(existing, post):
             return Outcome(post_id, style, variant, "existing", existing.id)
         refreshing = True
     if store is None:
@@ -563,11 +575,7 @@ def comment_refresh_due(*, session: Session, limit: int) -> list[int]:
         session.scalars(
             select(Summary.post_id)
             .join(Post, Post.id == Summary.post_id)
-            .where(
-                or_(Summary.style == "comments", Summary.basis.in_(THREAD_BASES)),
-                Summary.refresh_count < 3,
-                Post.comment_count >= Summary.source_comment_count * 1.5,
-            )
+            .where(_thread_grown(Post.comment_count))
             .distinct()
             .limit(limit)
         )
