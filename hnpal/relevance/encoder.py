@@ -26,6 +26,9 @@ TOKENIZER = HERE / "topics-encoder-tokenizer.json"
 BATCH = 32
 
 
+TEXT_FORMAT = "title (host)"  # what encoder_text gives, in the file's metadata: checked at load
+
+
 def encoder_text(title: str, url: str | None, domain: str | None = None) -> str:
     """What the encoder reads: the title, and the host in brackets when there is one."""
     host = host_of(url, domain)
@@ -43,6 +46,11 @@ class TopicEncoder:
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.topics: list[str] = json.loads(meta["topics"])
+        if meta.get("text") != TEXT_FORMAT:  # a model trained on other text would misread every post
+            raise RuntimeError(
+                f"{onnx_path.name} was trained on {meta.get('text')!r}, not on what encoder_text gives "
+                f"({TEXT_FORMAT!r}): retrain it (train_encoder)"
+            )
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if "embedding" not in outputs or not isinstance(outputs["embedding"][-1], int):
             raise RuntimeError(f"{onnx_path.name} has no sentence vector output: export it again (train_encoder)")

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hnpal.relevance.encoder import ONNX, TOKENIZER, TopicEncoder, encoder_text
+from hnpal.relevance.encoder import ONNX, TEXT_FORMAT, TOKENIZER, TopicEncoder, encoder_text
 from hnpal.relevance.model import DATA, PostText, model, story_hash
 from hnpal.relevance.neighbours import NEIGHBOURS_FILE, save
 
@@ -138,7 +138,7 @@ def main() -> int:  # one straight script
         )  # fmt: skip
         quantize_dynamic(str(full), str(args.out), weight_type=QuantType.QInt8)
     exported = onnx.load(str(args.out))
-    meta = {"topics": json.dumps(topics), "text": "title (host)", "max_tokens": str(MAX_TOKENS),
+    meta = {"topics": json.dumps(topics), "text": TEXT_FORMAT, "max_tokens": str(MAX_TOKENS),
             "base": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
             "trained": f"{args.stories.name}, stories with story_hash(id) % 10 < {args.train_tenths}, "
                        f"{args.epochs} epochs, lr {args.lr}, positives weighted ^{args.pos_weight}, seed {args.seed}, "

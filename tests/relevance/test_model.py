@@ -171,3 +171,14 @@ def test_neighbours_written_for_other_models_are_refused(tmp_path: Path) -> None
     np.savez(tmp_path / "stale.npz", **arrays)
     with pytest.raises(RuntimeError, match="other models"):
         Neighbours(tmp_path / "stale.npz", models=[DATA, ONNX])
+
+
+def test_an_encoder_trained_on_other_text_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file says what text it was trained on; an encoder_text that gives something else (a changed format
+    without a retrained model) would misread every post, so the encoder does not load."""
+    from hnpal.relevance import encoder as encoder_module
+
+    assert encoder_module.TopicEncoder().topics == model().topics  # the shipped file matches
+    monkeypatch.setattr(encoder_module, "TEXT_FORMAT", "title (site)")
+    with pytest.raises(RuntimeError, match="trained on 'title \\(host\\)'"):
+        encoder_module.TopicEncoder()
