@@ -93,7 +93,10 @@ def test_redis_restart_mid_pipeline(pipeline: Pipeline) -> None:
         assert store.get(f"fsm:{uid}:state") is None  # the restart lost every key
 
         tg.send_user_message(uid, "Still there?")
-        [_, answer] = tg.wait_for_messages(uid, 2, timeout=60)
+        try:
+            [_, answer] = tg.wait_for_messages(uid, 2, timeout=60)
+        except TimeoutError as exc:  # what the bot and the workers did meanwhile, to tell why
+            raise AssertionError(f"{exc}\n{stack.logs()}") from None
         answered_in = time.monotonic() - back
         assert answer.text == "Answer to «Still there?»", answer.text  # the discussion, rebuilt from PostgreSQL
         assert '"DISCUSSION"' in (store.get(f"fsm:{uid}:state") or "")
