@@ -22,7 +22,8 @@ cannot beat them: ties go to the higher post id, as in the final order. Those be
 floor: the digest's last place ranks at least at the lowest of their scores, so a candidate whose rank
 cannot reach it is dropped before the ranking's joins and sort. A digest ranked by relevance takes each of
 its topics' best posts (computed once per statement), the word and domain matches, and its best by score
-only when its topics have few posts it was not sent.
+only when its topics have few posts it was not sent; of the posts only its topics brought, it ranks the
+``max_posts`` + ``per_topic`` best before affinities (only an affinity, which they lack, reorders them).
 
 Per candidate row the statement does little: each user's exclusions (posts already delivered among
 those in reach, mutes, reacted domains and topics) are small arrays on the digest's row, checked only
@@ -201,7 +202,9 @@ ut0 AS MATERIALIZED (
                CASE WHEN a.weight > 0 THEN a.weight / GREATEST(max(a.weight) OVER (PARTITION BY d.digest_id), 1)
                     ELSE GREATEST(a.weight, -1) * :neg END, a.liked, a.disliked, a.evidence
         FROM d JOIN user_topic_affinity a ON a.user_id = d.user_id
-        WHERE abs(a.weight) >= 0.05 OR a.liked >= 0.05 OR a.disliked >= 0.05
+        -- the chunk's users by the primary key (the planner otherwise hashes a scan of every user's rows)
+        WHERE a.user_id = ANY(ARRAY(SELECT user_id FROM d))
+          AND (abs(a.weight) >= 0.05 OR a.liked >= 0.05 OR a.disliked >= 0.05)
     ) x
     GROUP BY 1, 2
 ),
@@ -323,7 +326,7 @@ pt_top AS MATERIALIZED (
     WHERE n <= (SELECT max(max_posts) FROM d) + :per_topic_learning
 ),
 -- the posts most about each relevance-ranked digest's topics (its chosen or typed ones first, :topics_joined of
--- them; every liked one for a reader learning from reactions), with what each is worth to it
+-- them; every liked one for a reader learning from reactions) that it was not sent, with what each is worth to it
 rel_c AS MATERIALIZED (
     SELECT ut.digest_id, pt.post_id, pt.score,
            CASE WHEN ut.learning OR ut.learned > ut.declared THEN 'learned:' ELSE 'topic:' END || ut.topic AS why,
@@ -340,6 +343,7 @@ rel_c AS MATERIALIZED (
     JOIN pt_top pt ON pt.tier = du.tier AND pt.topic = ut.topic AND pt.summarized_at > du.since
                   AND pt.n <= (SELECT max(max_posts) FROM d)
                               + CASE WHEN ut.learning THEN :per_topic_learning ELSE :per_topic END
+    WHERE pt.post_id <> ALL(du.seen)  -- what it was sent already takes no candidate's place
 ),
 -- the digests that need their best by score: those ranked by score, those learning from reactions, and those
 -- ranked by relevance that have few posts about their topics they were not sent yet (fewer than their places
@@ -347,8 +351,7 @@ rel_c AS MATERIALIZED (
 -- topics anyway
 by_score AS MATERIALIZED (
     SELECT du.digest_id FROM du
-    LEFT JOIN (SELECT r.digest_id, count(*) AS n FROM rel_c r JOIN du ON du.digest_id = r.digest_id
-               WHERE r.post_id <> ALL(du.seen) GROUP BY 1) r ON r.digest_id = du.digest_id
+    LEFT JOIN (SELECT digest_id, count(*) AS n FROM rel_c GROUP BY 1) r ON r.digest_id = du.digest_id
     WHERE NOT du.profiled OR du.exploring OR coalesce(r.n, 0) < du.max_posts + :per_topic
 ),
 -- each digest's best by score that no dislike demotes (every eligibility rule here too, so muted posts and
@@ -378,7 +381,7 @@ top AS MATERIALIZED (SELECT * FROM top_first UNION SELECT * FROM top_more),
 -- the digest), and the most a post's rank can exceed score x (1 + interest hits) by (most: the user's best
 -- domain weight and a liked topic)
 bounds AS MATERIALIZED (
-    SELECT du.digest_id,
+    SELECT du.digest_id, du.max_posts, du.profiled AND NOT du.exploring AS cut,
            -- a digest ranked by relevance has no such floor: every post about its topics is a candidate
            CASE WHEN t.n >= du.max_posts AND NOT du.profiled THEN t.floor ELSE 0 END AS floor,
            CASE WHEN NOT du.particular THEN 1 ELSE
@@ -422,6 +425,7 @@ cagg AS MATERIALIZED (
            -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain), and the
            -- first interest word met
            bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
+           bool_or(kind = 6) AS unmissable,
            max(weight) AS domain_weight, min(why) FILTER (WHERE kind = 0) AS word,
            -- relevance: the digest's liked or chosen topics' weights times how much the post is about each,
            -- and the one that counts most (why the post is there; "<rel, 12 digits>:<topic:...>")
@@ -448,16 +452,26 @@ cagg AS MATERIALIZED (
         SELECT digest_id, post_id, score, 0, 4, NULL, why, rel FROM rel_c
         UNION ALL
         -- the day's unmissable story, for a digest ranked by relevance (one ranked by score has it in top)
-        SELECT du.digest_id, u.id, u.score, 0, 5, NULL, NULL, NULL FROM du
+        SELECT du.digest_id, u.id, u.score, 0, 6, NULL, NULL, NULL FROM du
         JOIN unmissable u ON du.profiled AND u.tier = du.tier
     ) c
     GROUP BY 1, 2, 3
 ),
--- a candidate whose rank cannot reach the floor is dropped before the ranking
+-- a candidate whose rank cannot reach the floor is dropped before the ranking; so is, in a digest ranked by
+-- relevance (not learning), a post no liked or disliked word or domain touches (its rank is at most this order's
+-- key: the ranking below without its affinities) below the first max_posts + :per_topic by that key. Those
+-- outrank it unless more than :per_topic of them are muted, reposts or demoted by a dislike: the same margin the
+-- topics' lists keep. The ranking's rows halve.
 candidates AS MATERIALIZED (
-    SELECT c.*
-    FROM cagg c JOIN bounds b ON b.digest_id = c.digest_id
-    WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor
+    SELECT * FROM (
+        SELECT c.*, b.cut, b.max_posts,
+               CASE WHEN b.cut THEN row_number() OVER (
+                   PARTITION BY c.digest_id ORDER BY (GREATEST(c.rel, -1) + :word * LEAST(c.interest_hits, 2) + 0.01)
+                                                     * (1 + :beta * ln(1 + c.score::float8)) DESC, c.post_id DESC)
+               END AS n
+        FROM cagg c JOIN bounds b ON b.digest_id = c.digest_id
+        WHERE NOT c.muted AND c.score * (1 + c.interest_hits) * b.most >= b.floor) x
+    WHERE NOT cut OR n <= max_posts + :per_topic OR liked OR disliked OR domain_weight IS NOT NULL OR unmissable
 ),
 ranked AS (
     SELECT du.digest_id, du.user_id, du.batch_id, du.max_posts, du.exploring, du.liked_any, du.explore_n, du.tier,

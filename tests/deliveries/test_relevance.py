@@ -337,6 +337,32 @@ def test_the_days_unmissable_story_keeps_a_place(db_session, make) -> None:
     assert plain[0] == ("Everyone is talking about this", None)
 
 
+def about(session, post: Post, topics: dict[str, float]) -> None:
+    """Say what a post is about, as the model would have stored it."""
+    session.execute(
+        text("UPDATE posts SET topics = :t, topic_weights = :w, topics_model = :m WHERE id = :id"),
+        {"t": list(topics), "w": list(topics.values()), "m": MODEL_NAME, "id": post.id},
+    )
+
+
+def test_a_liked_domain_lifts_a_post_from_below_the_topics_first_places(db_session, make) -> None:
+    # two topics of the reader with twelve posts each, all more about them than the post of the liked domain:
+    # the selection ranks only a digest's first max_posts + per_topic posts by relevance, and must keep this one
+    user = make.user(interests=["Databases", "Security"])
+    for n in range(12):
+        about(db_session, make.post(f"Storage engine notes {n}", domain=f"db{n}.example"), {"databases": 0.6})
+        about(db_session, make.post(f"Threat model notes {n}", domain=f"sec{n}.example"), {"security": 0.6})
+    lifted = make.post("Index internals", domain="liked.example")
+    about(db_session, lifted, {"databases": 0.45})
+    for title in ("Btree pages", "Vacuum tuning"):  # two 👍 to the domain: x1.5
+        old = make.post(title, domain="liked.example", summarized_at=make.epoch - timedelta(days=9))
+        about(db_session, old, {"programming": 0.5})
+        make.delivery(user, old, reaction="up")
+    picks = ranked(db_session, make.digest(user))
+    assert picks[0] == ("Index internals", "topic:databases")
+    assert len(picks) == 10
+
+
 def test_likes_and_dislikes_of_a_topic_are_kept_apart(db_session, make) -> None:
     """One like against two dislikes is not one like alone: both sums are kept, and a changed reaction moves
     its weight from one to the other."""
