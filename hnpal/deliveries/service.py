@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, insert
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, get_settings
@@ -100,18 +100,20 @@ def create_manual_digest(*, session: Session, user_id: int, now: datetime | None
 # --- 2. select and reserve --------------------------------------------------------------------------
 
 
+# Each digest by primary key (OFFSET 0: not flattened into a scan of every pending digest, which the planner
+# chose while a batch's digests were new to its statistics: each chunk of a large batch read all of them).
+_PENDING = text(
+    "SELECT g.id FROM unnest(:ids) r(id) CROSS JOIN LATERAL ("
+    "SELECT id FROM digests WHERE id = r.id AND status = 'pending' OFFSET 0 FOR UPDATE SKIP LOCKED) g"
+).bindparams(bindparam("ids", type_=ARRAY(INTEGER)))
+
+
 def prepare(*, session: Session, digest_ids: list[int], settings: Settings | None = None) -> dict[int, int]:
     """Select and reserve the posts of pending digests (set-based). Returns digest id -> posts reserved.
 
     Digests already past ``pending`` are left alone (a re-run reserves nothing twice)."""
     settings = settings or get_settings()
-    pending = list(
-        session.scalars(
-            select(Digest.id)
-            .where(Digest.id.in_(digest_ids), Digest.status == "pending")
-            .with_for_update(skip_locked=True)
-        )
-    )
+    pending = list(session.scalars(_PENDING, {"ids": sorted(set(digest_ids))}))
     if not pending:
         return {}
     # what the posts are about and what the interests mean, where not known yet: once per post (posts of
@@ -143,10 +145,10 @@ def digest_cards(
         .order_by(Delivery.id)
     ).all()
     cards, missing = [], []
-    for n, (delivery, post, text, says) in enumerate(rows, start=1):
-        if text is None and style != default_style:
+    for n, (delivery, post, styled_text, says) in enumerate(rows, start=1):
+        if styled_text is None and style != default_style:
             missing.append(post.id)
-        cards.append(make_card(delivery, post, text, position=n, total=len(rows), hn_says=says))
+        cards.append(make_card(delivery, post, styled_text, position=n, total=len(rows), hn_says=says))
     return cards, missing
 
 

@@ -105,16 +105,19 @@ def _pg_array(items: list[str]) -> str:
 
 _MISSING_PHRASES = text(
     f"""
+    WITH g AS MATERIALIZED (  -- each digest's user by primary keys (not a scan of every digest and user)
+        SELECT g.user_id, u.interests FROM unnest(:digest_ids) r(id)
+        CROSS JOIN LATERAL (SELECT g.user_id FROM digests g WHERE g.id = r.id OFFSET 0) g
+        CROSS JOIN LATERAL (SELECT u.interests FROM users u WHERE u.id = g.user_id OFFSET 0) u
+    )
     SELECT DISTINCT k FROM (
         SELECT {phrase_sql("i")} AS k
-        FROM digests g JOIN users u ON u.id = g.user_id
-        CROSS JOIN LATERAL jsonb_array_elements_text(
-            CASE WHEN jsonb_typeof(u.interests) = 'array' THEN u.interests ELSE '[]'::jsonb END) i
-        WHERE g.id = ANY(:digest_ids)
+        FROM g CROSS JOIN LATERAL jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(g.interests) = 'array' THEN g.interests ELSE '[]'::jsonb END) i
         UNION ALL
         SELECT {phrase_sql("m.content")}
-        FROM digests g JOIN memory m ON m.user_id = g.user_id AND m.active AND m.type = 'interest'
-        WHERE g.id = ANY(:digest_ids)
+        FROM g CROSS JOIN LATERAL (
+            SELECT m.content FROM memory m WHERE m.user_id = g.user_id AND m.active AND m.type = 'interest' OFFSET 0) m
     ) x
     WHERE k <> '' AND NOT EXISTS (SELECT 1 FROM interest_topics t WHERE t.phrase = x.k AND t.model = :model)
     """  # noqa: S608 - this module's constant SQL only
