@@ -210,7 +210,7 @@ def main() -> int:
         print(f"stories file {args.stories} is absent (../shared not here): nothing to measure")
         return 1
 
-    from hnpal.relevance.model import model
+    from hnpal.relevance.model import PostText, model
 
     stories = load_stories(args.stories)
     pool = [s for s in stories if not model().trained_on(str(s.get("id")))]
@@ -222,6 +222,9 @@ def main() -> int:
     if len(pool) < args.window_size:  # a small file: one window of all of it, however often it is drawn
         print(f"fewer stories than --window-size {args.window_size}: windows of {len(pool)}")
         args.window_size = len(pool)
+    # the models load once per worker process (their memory is measured by the tests), not once per post: loaded
+    # before the first window's CPU is measured (it otherwise carried about 1.5 s of loading here)
+    model().classify([PostText("Warm-up", "https://example.com/")])
     rng = random.Random(args.seed)
     starts = [rng.randrange(0, len(pool) - args.window_size + 1) for _ in range(args.windows)]
     stats: dict = {k: [] for k in ("topics", "free", "learned", "quality", "score_only")}

@@ -14,6 +14,11 @@ bits (dynamic, the weights of its matrix products) and written with its topics a
 file's metadata, beside the WordPiece tokenizer. The file gives the topics' logits and the sentence vector
 they are read from (``embedding``).
 
+``--layers N`` keeps the base's first N transformer layers (a smaller, faster encoder) and ``--teacher FILE``
+makes it also learn an exported encoder's probabilities (distillation, ``--distill`` their share of the
+target); measured and not shipped: 4 layers distilled from the shipped encoder cost a quarter less CPU per
+post and lost on every figure of the relevance bench (docs/performance.md).
+
 Then the training stories are read by the exported encoder and the classifier and written with their tags
 (``topics-neighbours.npz``, ``hnpal.relevance.neighbours``). ``--neighbours-only`` does only that, for the
 encoder already at ``--out`` (first exposing its sentence vector, if it was exported with logits only).
@@ -50,6 +55,14 @@ def main() -> int:  # one straight script
         help="weigh a topic's positives by (negatives/positives)^this, at most 10 (0: unweighted)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=0, help="keep the base's first N transformer layers (0: all)")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="an exported encoder whose probabilities the new one also learns (distillation), beside the tags",
+    )
+    parser.add_argument("--distill", type=float, default=0.5, help="the teacher's share of the target")
     parser.add_argument("--out", type=Path, default=ONNX)
     parser.add_argument(
         "--neighbours-only", action="store_true", help="no training: write the neighbours of the encoder at --out"
@@ -82,6 +95,12 @@ def main() -> int:  # one straight script
     labels = torch.tensor([[t in s["tags"] for t in topics] for s in train], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     encoder = AutoModel.from_pretrained(args.base)
+    if args.layers:
+        encoder.encoder.layer = encoder.encoder.layer[: args.layers]
+        encoder.config.num_hidden_layers = args.layers
+    if args.teacher:  # soft targets: the teacher's probabilities, mixed with the tags
+        taught = torch.tensor(TopicEncoder(args.teacher).probabilities(texts), dtype=torch.float32)
+        labels = (1 - args.distill) * labels + args.distill * taught
     head = torch.nn.Linear(encoder.config.hidden_size, len(topics))
     prior = labels.mean(0).clamp(1e-4, 1 - 1e-4)
     head.bias.data = torch.log(prior / (1 - prior))
@@ -142,6 +161,8 @@ def main() -> int:  # one straight script
             "base": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
             "trained": f"{args.stories.name}, stories with story_hash(id) % 10 < {args.train_tenths}, "
                        f"{args.epochs} epochs, lr {args.lr}, positives weighted ^{args.pos_weight}, seed {args.seed}, "
+                       f"{encoder.config.num_hidden_layers} layers, "
+                       + (f"distilled from {args.teacher.name} at {args.distill}, " if args.teacher else "") +
                        "int8 dynamic quantization"}  # fmt: skip
     del exported.metadata_props[:]
     for key, value in meta.items():
