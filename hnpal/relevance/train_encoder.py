@@ -16,8 +16,8 @@ they are read from (``embedding``).
 
 ``--layers N`` keeps the base's first N transformer layers (a smaller, faster encoder) and ``--teacher FILE``
 makes it also learn an exported encoder's probabilities (distillation, ``--distill`` their share of the
-target); measured and not shipped: 4 layers distilled from the shipped encoder cost a quarter less CPU per
-post and lost on every figure of the relevance bench (docs/performance.md).
+target); measured and not shipped: 4 or 5 layers distilled from the shipped encoder cost a quarter or a
+sixth less CPU per post and lost on every figure of the relevance bench (docs/performance.md).
 
 Then the training stories are read by the exported encoder and the classifier and written with their tags
 (``topics-neighbours.npz``, ``hnpal.relevance.neighbours``). ``--neighbours-only`` does only that, for the
