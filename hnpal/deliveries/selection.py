@@ -425,7 +425,7 @@ cagg AS MATERIALIZED (
            -- disliked topic, a muted keyword, the domain's weight (NULL: no reaction to the domain), and the
            -- first interest word met
            bool_or(kind = 1) AS liked, bool_or(kind = 2) AS disliked, bool_or(kind = 3) AS muted,
-           bool_or(kind = 6) AS unmissable,
+           bool_or(kind = 6) AS unmissable,  -- the day's unmissable story: never cut from the candidates
            max(weight) AS domain_weight, min(why) FILTER (WHERE kind = 0) AS word,
            -- relevance: the digest's liked or chosen topics' weights times how much the post is about each,
            -- and the one that counts most (why the post is there; "<rel, 12 digits>:<topic:...>")

@@ -106,9 +106,8 @@ def _pg_array(items: list[str]) -> str:
 _MISSING_PHRASES = text(
     f"""
     WITH g AS MATERIALIZED (  -- each digest's user by primary keys (not a scan of every digest and user)
-        SELECT g.user_id, u.interests FROM unnest(:digest_ids) r(id)
-        CROSS JOIN LATERAL (SELECT g.user_id FROM digests g WHERE g.id = r.id OFFSET 0) g
-        CROSS JOIN LATERAL (SELECT u.interests FROM users u WHERE u.id = g.user_id OFFSET 0) u
+        SELECT g.user_id, g.interests FROM unnest(:digest_ids) r(id) CROSS JOIN LATERAL (
+            SELECT g.user_id, u.interests FROM digests g JOIN users u ON u.id = g.user_id WHERE g.id = r.id OFFSET 0) g
     )
     SELECT DISTINCT k FROM (
         SELECT {phrase_sql("i")} AS k
