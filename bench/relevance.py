@@ -163,6 +163,9 @@ def run_window(window: list[dict], base: int, stats: dict) -> None:
                 stats["score_only"].append(sum(t in tags_of[h] for h in picks) / POSTS)
             continue
         stats[kind].append(sum(tag in tags_of[h] for h in picks) / POSTS)
+        # the interest's p10 beside its ceiling (every tagged story of the window, at most ten)
+        ceiling = min(POSTS, sum(tag in tags for tags in tags_of.values())) / POSTS
+        stats.setdefault("by_interest", {}).setdefault((kind, tag), []).append((stats[kind][-1], ceiling))
         best = best_relevant(tag)
         if best:
             stats["quality"].append(statistics.mean(score_of[h] for h in picks) / best if picks else 0.0)
@@ -259,6 +262,15 @@ def main() -> int:
         missed.append("features_ms_per_post")
     if missed:
         print(f"missed targets: {', '.join(missed)}")
+    by_interest = stats.get("by_interest", {})
+    for kind in ("topics", "free"):  # what a digest of every tagged story of the window would score
+        ceilings = [c for (k, _), got in by_interest.items() if k == kind for _, c in got]
+        print(f"  ceiling of p10_{kind}: {statistics.mean(ceilings):.3f}")
+    for (kind, tag), got in sorted(by_interest.items()):  # where each interest stands
+        print(
+            f"  {kind} {tag}: p10 {statistics.mean(p for p, _ in got):.2f} of a ceiling of "
+            f"{statistics.mean(c for _, c in got):.2f}"
+        )
     for tag, got in sorted(stats.get("by_tag", {}).items()):  # where the learning stands, topic by topic
         print(
             f"  learners of {tag}: {sum(1 for n, _ in got if n == 0)}/{len(got)} never liked anything, "
