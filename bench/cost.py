@@ -9,9 +9,10 @@ default schedule and by the volume of Hacker News:
   HNPAL_COMMENTS_MAX) per post with comments;
 * pages: each story with a URL is fetched once (``hnpal.crawl.fetch.Fetcher``; redirects counted);
 * the model: each post's default summary through ``hnpal.summaries.service.summarize`` with the paid
-  provider (the sandbox model answering as ``HNPAL_OPENAI_MODEL``, priced by the default table), and a
-  comment summary for threads of HNPAL_COMMENTS_SUMMARY_MIN comments or more: tokens and dollars from
-  the agent_calls rows.
+  provider (the sandbox model answering as ``HNPAL_OPENAI_MODEL``, priced by the default table), the
+  question of what each such post is about that comes with it (``hnpal.relevance.labels``, HNPAL_LLM_TOPICS),
+  and a comment summary for threads of HNPAL_COMMENTS_SUMMARY_MIN comments or more: tokens and dollars
+  from the agent_calls rows.
 
 HN's volume is not something a sandbox can measure, so it is an input, stated in the output:
 ``--stories-per-day`` (default 1,300 new stories a day), ``--listed`` (distinct ids a fetch of the six
@@ -79,8 +80,10 @@ def main() -> int:
     pages_day = args.stories_per_day * figures["url_share"] * figures["requests_per_page"]
     paid_posts = args.stories_per_day * args.paid_share
     # a post at the paid tier has a lively thread too: its comment summary is paid as well
-    calls_day = paid_posts * (figures["calls_per_summary"] + figures["calls_per_comment_summary"])
-    usd_day = paid_posts * (figures["usd_per_summary"] + figures["usd_per_comment_summary"])
+    calls_day = paid_posts * (
+        figures["calls_per_summary"] + figures["calls_per_label"] + figures["calls_per_comment_summary"]
+    )
+    usd_day = paid_posts * (figures["usd_per_summary"] + figures["usd_per_label"] + figures["usd_per_comment_summary"])
     budget = float(settings.llm_daily_budget_usd)
     print(
         f"measured on the sandbox ({figures['posts']} snapshot posts, {settings.openai_model} prices): "
@@ -88,7 +91,8 @@ def main() -> int:
         f"{figures['requests_per_thread']:.1f} requests per comment thread; "
         f"{figures['requests_per_page']:.2f} requests per page; a paid summary "
         f"{figures['calls_per_summary']:.1f} calls, {figures['tokens_per_summary']:.0f} tokens, "
-        f"${figures['usd_per_summary']:.5f}; a comment summary "
+        f"${figures['usd_per_summary']:.5f}; what a post is about {figures['calls_per_label']:.1f} calls, "
+        f"{figures['tokens_per_label']:.0f} tokens, ${figures['usd_per_label']:.5f}; a comment summary "
         f"{figures['tokens_per_comment_summary']:.0f} tokens, ${figures['usd_per_comment_summary']:.5f}"
     )
     print(
@@ -125,6 +129,7 @@ def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-unt
     from hnpal.db.session import session_scope
     from hnpal.ingest import service as ingest
     from hnpal.posts.models import Post
+    from hnpal.relevance import labels
     from hnpal.summaries import service as summaries
     from hnpal.usage.models import AgentCall
 
@@ -207,6 +212,7 @@ def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-unt
 
     s_calls, s_tokens, s_usd = usage(settings.summary_default_style)
     c_calls, c_tokens, c_usd = usage("comments")
+    t_calls, t_tokens, t_usd = usage(labels.PURPOSE)
     with_url = sum(1 for p in posts if p.url)
     return {
         "posts": len(posts),
@@ -222,8 +228,11 @@ def measure(hn, settings, tmp: Path) -> dict[str, float]:  # type: ignore[no-unt
         "tokens_per_comment_summary": c_tokens / max(1, commented),
         "usd_per_summary": float(s_usd) / max(1, summarized),
         "usd_per_comment_summary": float(c_usd) / max(1, commented),
-        "paid_calls": s_calls + c_calls,
-        "first_start_usd": float(s_usd + c_usd),
+        "calls_per_label": t_calls / max(1, summarized),
+        "tokens_per_label": t_tokens / max(1, t_calls),
+        "usd_per_label": float(t_usd) / max(1, summarized),
+        "paid_calls": s_calls + c_calls + t_calls,
+        "first_start_usd": float(s_usd + c_usd + t_usd),
     }
 
 

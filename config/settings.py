@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     llm_daily_budget_usd: Decimal = Field(
         default=Decimal("5"), ge=0, description="Daily LLM spend cap (USD); past it the offline provider takes over."
     )
+    llm_topics: bool = Field(
+        default=True,
+        description="With a key: the model also says once what each post it summarizes is about (about 700 tokens).",
+    )
     llm_key_recheck_seconds: float = Field(
         default=300.0,
         ge=5,

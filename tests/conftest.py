@@ -303,6 +303,17 @@ def use_sandbox_llm(settings_env, server, **extra: str) -> None:  # type: ignore
     )
 
 
+def is_topic_request(body: dict) -> bool:
+    """Whether a request the sandbox model received asked what a post is about (hnpal.relevance.labels), not
+    for a summary: every post the model summarizes is also asked that once."""
+    return ((body.get("response_format") or {}).get("json_schema") or {}).get("name") == "post_topics"
+
+
+def summary_requests(server) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The requests the sandbox model received, less those asking what a post is about."""
+    return [body for body in server.requests if not is_topic_request(body)]
+
+
 # --- SQL helpers for tests (each call its own committed session) -----------------------------------
 
 

@@ -151,6 +151,11 @@ class Post(Base):
     topics: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     topic_weights: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
     topics_model: Mapped[str | None] = mapped_column(String(40))
+    # What the configured model (an OpenAI-compatible one) said the post is about, when it was summarized
+    # with a key: at most three of the same topics, most important first; NULL when never asked, empty when
+    # none fits. topics / topic_weights blend them in (hnpal.relevance.service), and keep them when a new
+    # offline model recomputes the post.
+    llm_topics: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     fetched_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now(), nullable=False)

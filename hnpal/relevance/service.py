@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, REAL, TEXT
 from sqlalchemy.orm import Session
 
-from hnpal.relevance.model import MODEL_NAME, PostText, model, topic_name
+from hnpal.relevance.model import MAX_TOPICS, MIN_PROB, MODEL_NAME, PostText, model, topic_name
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -24,6 +24,26 @@ BATCH = 500
 def phrase_sql(expr: str) -> str:
     """How an interest phrase is keyed, in SQL: the selection and :func:`map_interests` use the same."""
     return f"left(lower(btrim(regexp_replace({expr}, '\\s+', ' ', 'g'))), 200)"
+
+
+# A post's topics and weights with what the configured model chose for it (``llm``: NULL or empty, the
+# offline model's alone): each topic weighs (1 - LLM_WEIGHT) x the offline model's probability, plus
+# LLM_WEIGHT x 1, 0.8, 0.6 for the configured model's first, second and third choice (it names the most
+# important first); the MAX_TOPICS heaviest of at least MIN_PROB are kept, as classify keeps them. One SQL
+# expression, so a writer reads llm_topics from the row it writes (under its lock): the offline model's
+# recomputation and the labelling cannot undo each other.
+LLM_WEIGHT = 0.5
+BLENDED = """(topics, topic_weights) = (
+    SELECT coalesce(array_agg(b.t ORDER BY b.w DESC, b.t), '{{}}'),
+           coalesce(array_agg(b.w ORDER BY b.w DESC, b.t), '{{}}')
+    FROM (SELECT u.t, CASE WHEN coalesce(cardinality({llm}), 0) = 0 THEN max(u.w)
+                           ELSE ((1 - :llm_weight) * max(u.w) + :llm_weight * max(u.chosen))::real END AS w
+          FROM (SELECT x.t, x.w, 0::float8 AS chosen FROM unnest({topics}, {weights}) x(t, w)
+                UNION ALL SELECT c.t, 0, 1 - 0.2 * (c.n - 1) FROM unnest({llm}) WITH ORDINALITY c(t, n)) u
+          WHERE u.t IS NOT NULL GROUP BY u.t
+          ORDER BY 2 DESC, 1 LIMIT :max_topics) b
+    WHERE b.w >= :min_prob)"""
+BLEND_PARAMS = {"llm_weight": LLM_WEIGHT, "max_topics": MAX_TOPICS, "min_prob": MIN_PROB}
 
 
 # Posts without topics (given ones, or any); with ``since``, also those of that period whose topics an earlier
@@ -63,14 +83,17 @@ def classify_posts(
         if not rows:
             break
         found = model().classify([PostText(r.title, r.url, r.domain, (texts or {}).get(r.id)) for r in rows])
-        # unnest of a two-dimensional array flattens it, so each post's topics go as one text literal
+        # unnest of a two-dimensional array flattens it, so each post's topics go as one text literal; what
+        # the configured model said of a post (llm_topics, read from the row being written) is blended in
         session.execute(
             text(
-                """
-                UPDATE posts p SET topics = v.topics::text[], topic_weights = v.weights::real[], topics_model = :model
+                f"""
+                UPDATE posts p
+                SET {BLENDED.format(topics="v.topics::text[]", weights="v.weights::real[]", llm="p.llm_topics")},
+                    topics_model = :model
                 FROM unnest(:ids, :topics, :weights) AS v(id, topics, weights)
                 WHERE p.id = v.id AND (p.topics IS NULL OR p.topics_model IS DISTINCT FROM :model)
-                """
+                """  # noqa: S608 - this module's constant SQL only
             ).bindparams(
                 bindparam("ids", type_=ARRAY(INTEGER)),
                 bindparam("topics", type_=ARRAY(TEXT)),
@@ -81,6 +104,7 @@ def classify_posts(
                 "topics": [_pg_array(list(f)) for f in found],
                 "weights": [_pg_array([str(w) for w in f.values()]) for f in found],
                 "model": MODEL_NAME,
+                **BLEND_PARAMS,
             },
         )
         done += len(rows)

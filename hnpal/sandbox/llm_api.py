@@ -254,12 +254,17 @@ def _string(schema: dict[str, Any], text: str) -> str:
     return value
 
 
-def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | None = None, depth: int = 0) -> Any:
+def schema_instance(
+    schema: dict[str, Any], text: str, root: dict[str, Any] | None = None, depth: int = 0, context: str = ""
+) -> Any:
     """A deterministic value that validates against ``schema`` (the subset structured outputs use).
 
     Objects get every property; strings get ``text`` (or a sample for ``format``); numbers their
     minimum, or 0.8 when bounded within [0, 1]; arrays ``max(1, minItems)`` items (fewer if
-    ``maxItems`` says so); enums and ``const`` their first value; ``anyOf`` its first non-null branch.
+    ``maxItems`` says so), except a list of choices (an array of string enums), which gets the choices
+    ``context`` (the request's user text) names as words, at most three (a "which of these" answer that
+    follows what it was asked about); enums and ``const`` their first value; ``anyOf`` its first
+    non-null branch.
     """
     root = schema if root is None else root
     if depth > 32:
@@ -268,7 +273,7 @@ def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | No
         return None
     if "$ref" in schema:
         merged = {**_resolve_ref(schema["$ref"], root), **{k: v for k, v in schema.items() if k != "$ref"}}
-        return schema_instance(merged, text, root, depth + 1)
+        return schema_instance(merged, text, root, depth + 1, context)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
@@ -277,7 +282,7 @@ def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | No
         if schema.get(key):
             branches = schema[key]
             chosen = next((b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")), branches[0])
-            return schema_instance(chosen, text, root, depth + 1)
+            return schema_instance(chosen, text, root, depth + 1, context)
     if schema.get("allOf"):
         merged = {k: v for k, v in schema.items() if k != "allOf"}
         for part in schema["allOf"]:
@@ -285,7 +290,7 @@ def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | No
             props = {**merged.get("properties", {}), **part.get("properties", {})}
             required = [*merged.get("required", []), *part.get("required", [])]
             merged = {**merged, **part, "properties": props, "required": required}
-        return schema_instance(merged, text, root, depth + 1)
+        return schema_instance(merged, text, root, depth + 1, context)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -293,15 +298,18 @@ def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | No
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     if kind == "object":
         props = schema.get("properties") or {}
-        return {name: schema_instance(sub, text, root, depth + 1) for name, sub in props.items()}
+        return {name: schema_instance(sub, text, root, depth + 1, context) for name, sub in props.items()}
     if kind == "array":
+        picks = _enum_words(schema, context)
+        if picks is not None:
+            return picks
         count = max(1, int(schema.get("minItems", 0)))
         if schema.get("maxItems") is not None:
             count = min(count, int(schema["maxItems"]))
         items = schema.get("items")
         if isinstance(items, list):  # tuple form
-            return [schema_instance(s, text, root, depth + 1) for s in items]
-        values = [schema_instance(items or {}, text, root, depth + 1) for _ in range(count)]
+            return [schema_instance(s, text, root, depth + 1, context) for s in items]
+        values = [schema_instance(items or {}, text, root, depth + 1, context) for _ in range(count)]
         if schema.get("uniqueItems") and len(values) > 1 and all(isinstance(v, str) for v in values):
             values = [f"{v} {n + 1}" if n else v for n, v in enumerate(values)]
         return values
@@ -314,6 +322,20 @@ def schema_instance(schema: dict[str, Any], text: str, root: dict[str, Any] | No
     return None
 
 
+def _enum_words(schema: dict[str, Any], context: str) -> list[str] | None:
+    """For an array of string choices: those ``context`` names as whole words (case-insensitive), in the
+    schema's order, at most three (and within min/maxItems when they allow it); None for any other array."""
+    items = schema.get("items")
+    choices = items.get("enum") if isinstance(items, dict) else None
+    if not choices or not all(isinstance(c, str) for c in choices):
+        return None
+    words = set(re.findall(r"[a-z0-9+#.]+", context.lower()))
+    found = [c for c in choices if c.lower() in words][: min(3, int(schema.get("maxItems", 3)))]
+    if len(found) < int(schema.get("minItems", 0)):
+        return None
+    return found
+
+
 def default_answer(body: dict[str, Any]) -> str:
     """The assistant content the sandbox returns for ``body`` when no responder overrides it."""
     messages = body.get("messages") or []
@@ -322,7 +344,7 @@ def default_answer(body: dict[str, Any]) -> str:
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object", "properties": {}}
         short = _clip(_sentences(answer)[0] if _sentences(answer) else answer, MAX_STRING_CHARS)
-        return json.dumps(schema_instance(schema, short), ensure_ascii=False)
+        return json.dumps(schema_instance(schema, short, context=_last_user_text(messages)), ensure_ascii=False)
     if fmt.get("type") == "json_object":
         return json.dumps({"summary": answer}, ensure_ascii=False)
     return answer

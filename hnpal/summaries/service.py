@@ -36,6 +36,7 @@ from hnpal.llm import service as llm
 from hnpal.llm.base import LLMError, LLMRequest, LLMResult, Provider
 from hnpal.llm.tokens import fit_to_tokens, split_by_tokens, truncate_to_tokens
 from hnpal.posts.models import MAX_SUMMARY_ATTEMPTS, Post
+from hnpal.relevance import labels
 from hnpal.review import service as review
 from hnpal.summaries.models import SUMMARY_STYLES, THREAD_BASES, Summary
 from hnpal.summaries.plain import plain_text
@@ -456,6 +457,12 @@ def _summarize_locked(
             cost_usd=result.cost_usd, settings=settings,
         )  # fmt: skip
         log.info("summary of post %s held for review: %s", post_id, hold)
+    if style == settings.summary_default_style and result.provider != "offline" and post.llm_topics is None:
+        # once per post the model summarizes: what it says the post is about (the post's topics blend it in)
+        labels.label(
+            post_id=post_id, title=post.title, url=post.url, domain=post.domain, material=material.text,
+            basis=material.basis, settings=settings, connection=conn,
+        )  # fmt: skip
     status = "upgraded" if upgrade else "refreshed" if refreshing else "generated"
     log.info("summary %s of post %s (%s, %s): %s", style, post_id, material.basis, result.provider, status)
     return Outcome(post_id, style, variant, status, summary_id, result.provider)

@@ -244,6 +244,27 @@ def test_json_schema_answer_validates(client: openai.OpenAI) -> None:
     assert _chat(client, response_format=response_format).choices[0].message.content == content
 
 
+def test_a_list_of_choices_gets_the_choices_the_question_names(client: openai.OpenAI) -> None:
+    """An array of string enums ("which of these topics") is answered with the choices the user's text names
+    as words, in the schema's order, at most three: an answer that follows the question, not the first choice."""
+    schema = {
+        "type": "object",
+        "properties": {"topics": {"type": "array", "items": {"type": "string", "enum": ["a11y", "go", "rust", "web"]}}},
+        "required": ["topics"],
+        "additionalProperties": False,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "post_topics", "schema": schema, "strict": True}}
+
+    def ask(question: str) -> Any:
+        reply = client.chat.completions.create(
+            model="sandbox-model", messages=[{"role": "user", "content": question}], response_format=response_format
+        )  # type: ignore[call-overload]
+        return json.loads(reply.choices[0].message.content or "")
+
+    assert ask("Title: Rust for the Web, compared with Go") == {"topics": ["go", "rust", "web"]}
+    assert ask("Title: Sourdough at home") == {"topics": []}
+
+
 def test_json_schema_covers_the_supported_keywords(client: openai.OpenAI) -> None:
     schema: dict[str, Any] = {
         "type": "object",

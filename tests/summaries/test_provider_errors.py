@@ -26,7 +26,7 @@ from hnpal.posts.models import Post
 from hnpal.sandbox.llm_api import LLMServer
 from hnpal.summaries.models import Summary
 from hnpal.usage.models import AgentCall
-from tests.conftest import REDIS_PREFIX
+from tests.conftest import REDIS_PREFIX, is_topic_request
 from tests.deliveries.conftest import committed, unique_id  # noqa: F401  (fixture)
 from tests.deliveries.test_digests import outbox, send, tg  # noqa: F401  (fixtures)
 from tests.ops.test_metrics import samples, value
@@ -253,6 +253,8 @@ def test_a_post_that_rises_to_the_paid_tier_is_summarized_again_with_the_model(m
     assert swept() == [(post_id, None, None, True)]
     assert run_task_upgrade(post_id)["status"] == "upgraded"
     now = post(post_id)
-    assert (now.summary_model, now.summary_status, chat_calls(model)) == ("sandbox-model", "done", 1)
+    # the summary, and (once, made by the model now) what the post is about
+    assert (now.summary_model, now.summary_status, chat_calls(model)) == ("sandbox-model", "done", 2)
+    assert sum(map(is_topic_request, model.requests)) == 1
     assert now.summarized_at == first.summarized_at  # its place in digests kept: no second delivery
     assert swept() == []  # made with the model: done
