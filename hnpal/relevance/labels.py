@@ -41,6 +41,7 @@ from hnpal.relevance.service import BLEND_PARAMS, BLENDED
 log = logging.getLogger(__name__)
 MAX_CHOSEN = 3
 TEXT_TOKENS = 250  # of what the summary read: enough to say what a post is about
+ATTEMPTS = 2  # at most, whatever HNPAL_LLM_ATTEMPTS says: the topics are not worth holding a summary task for
 PURPOSE = "topics"
 BASES = {"article": "Start of the article", "post_text": "Start of the post's text",
          "title_and_comments": "Start of the discussion"}  # fmt: skip
@@ -146,9 +147,10 @@ def label(
     if provider is None or not health.usable(settings) or not llm.budget_left(settings):
         return None
     ask = request(title=title, url=url, domain=domain, material=material, basis=basis)
+    brief = settings.model_copy(update={"llm_attempts": min(settings.llm_attempts, ATTEMPTS)})
     try:
         result = llm.call(
-            ask, provider=provider, agent_type="summarization", post_id=post_id, purpose=PURPOSE, settings=settings,
+            ask, provider=provider, agent_type="summarization", post_id=post_id, purpose=PURPOSE, settings=brief,
             connection=connection,
         )  # fmt: skip
     except LLMError as exc:
