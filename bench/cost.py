@@ -10,9 +10,9 @@ default schedule and by the volume of Hacker News:
 * pages: each story with a URL is fetched once (``hnpal.crawl.fetch.Fetcher``; redirects counted);
 * the model: each post's default summary through ``hnpal.summaries.service.summarize`` with the paid
   provider (the sandbox model answering as ``HNPAL_OPENAI_MODEL``, priced by the default table), the
-  question of what each such post is about that comes with it (``hnpal.relevance.labels``, HNPAL_LLM_TOPICS),
-  and a comment summary for threads of HNPAL_COMMENTS_SUMMARY_MIN comments or more: tokens and dollars
-  from the agent_calls rows.
+  question of what the post is about that comes with every post's summary, the offline summarizer's too
+  (``hnpal.relevance.labels``, HNPAL_LLM_TOPICS), and a comment summary for threads of
+  HNPAL_COMMENTS_SUMMARY_MIN comments or more: tokens and dollars from the agent_calls rows.
 
 HN's volume is not something a sandbox can measure, so it is an input, stated in the output:
 ``--stories-per-day`` (default 1,300 new stories a day), ``--listed`` (distinct ids a fetch of the six
@@ -80,10 +80,15 @@ def main() -> int:
     pages_day = args.stories_per_day * figures["url_share"] * figures["requests_per_page"]
     paid_posts = args.stories_per_day * args.paid_share
     # a post at the paid tier has a lively thread too: its comment summary is paid as well
-    calls_day = paid_posts * (
-        figures["calls_per_summary"] + figures["calls_per_label"] + figures["calls_per_comment_summary"]
+    # and every new post is asked what it is about, whichever summarizer made its summary
+    calls_day = (
+        paid_posts * (figures["calls_per_summary"] + figures["calls_per_comment_summary"])
+        + args.stories_per_day * figures["calls_per_label"]
     )
-    usd_day = paid_posts * (figures["usd_per_summary"] + figures["usd_per_label"] + figures["usd_per_comment_summary"])
+    usd_day = (
+        paid_posts * (figures["usd_per_summary"] + figures["usd_per_comment_summary"])
+        + args.stories_per_day * figures["usd_per_label"]
+    )
     budget = float(settings.llm_daily_budget_usd)
     print(
         f"measured on the sandbox ({figures['posts']} snapshot posts, {settings.openai_model} prices): "

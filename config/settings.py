@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     )
     llm_topics: bool = Field(
         default=True,
-        description="With a key: the model also says once what each post it summarizes is about (about 700 tokens).",
+        description="With a key: the model also says once what each summarized post is about (about 700 tokens).",
     )
     llm_key_recheck_seconds: float = Field(
         default=300.0,

@@ -1,10 +1,12 @@
-"""What the configured model says a post is about: asked once per post, when it is summarized with a key.
+"""What the configured model says a post is about: asked once per post, when it is summarized, with a key.
 
 The offline topic model reads a title and a host, and misses what only knowing a name tells ("PlusCal
 Tutorial" is formal methods; docs/performance.md has the misses). When an OpenAI-compatible model is
 configured and ``HNPAL_LLM_TOPICS`` is on, the summarization of a post's default summary also asks it, in
 one short call, which of the offline model's topics the post is about (at most three, the most important
-first), from its title, its host and the start of what the summary read.
+first), from its title, its host and the start of what the summary read. Every post is asked, those below
+the paid tier too (whose summary the offline summarizer makes): the question costs about a fortieth of a
+paid summary, and the posts a reader's interests bring are seldom the day's best-rated.
 
 The answer is untrusted data: only topics of the list are kept (each once, at most three, in the answer's
 order); anything else is dropped, and an answer with no usable list counts as "none fits". The post's text

@@ -457,8 +457,9 @@ def _summarize_locked(
             cost_usd=result.cost_usd, settings=settings,
         )  # fmt: skip
         log.info("summary of post %s held for review: %s", post_id, hold)
-    if style == settings.summary_default_style and result.provider != "offline" and post.llm_topics is None:
-        # once per post the model summarizes: what it says the post is about (the post's topics blend it in)
+    if style == settings.summary_default_style and post.llm_topics is None:
+        # once per post, with a key (whoever made the summary: the question costs a fortieth of a paid summary):
+        # what the model says the post is about (the post's topics blend it in)
         labels.label(
             post_id=post_id, title=post.title, url=post.url, domain=post.domain, material=material.text,
             basis=material.basis, settings=settings, connection=conn,

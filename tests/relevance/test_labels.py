@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from hnpal.content import ContentStore
 from hnpal.db.session import session_scope
+from hnpal.llm import health
 from hnpal.posts.models import Post
 from hnpal.relevance import labels
 from hnpal.relevance import service as relevance
@@ -161,7 +162,18 @@ def test_a_new_offline_model_keeps_what_the_model_said(paid, store, make_post, m
     assert llm_topics == ["formalmethods"] and next(iter(topics)) == "formalmethods"
 
 
-@pytest.mark.parametrize("case", ["no key", "switched off", "budget spent", "below the paid tier", "calls fail"])
+def test_a_post_below_the_paid_tier_is_asked_too(paid, store, make_post) -> None:
+    """Its summary is the offline summarizer's; what it is about is the model's (a fortieth of the price)."""
+    post_id = make_post(hn_id=7_300_030, score=3)
+    paid.set_responder(answer_topics("formalmethods"))
+    outcome = summaries.summarize(post_id=post_id, style="basic", store=store)
+    assert outcome.provider == "offline"
+    assert [is_topic_request(b) for b in paid.requests] == [True]
+    topics, llm_topics = topics_of(post_id)
+    assert llm_topics == ["formalmethods"] and next(iter(topics)) == "formalmethods"
+
+
+@pytest.mark.parametrize("case", ["no key", "switched off", "budget spent", "key refused", "calls fail"])
 def test_without_the_model_the_post_keeps_the_offline_topics(case, llm_server, settings_env, store, make_post) -> None:
     from hnpal.llm.service import forget_spend
 
@@ -172,8 +184,10 @@ def test_without_the_model_the_post_keeps_the_offline_topics(case, llm_server, s
     if case == "budget spent":
         settings_env(llm_daily_budget_usd="0")
     forget_spend()
-    offset = ["no key", "switched off", "budget spent", "below the paid tier", "calls fail"].index(case)
-    post_id = make_post(hn_id=7_300_010 + offset, score=10 if case == "below the paid tier" else 300)
+    if case == "key refused":  # the summary's call is refused first: no paid call after it, the topics included
+        llm_server.set_fault("auth")
+    offset = ["no key", "switched off", "budget spent", "key refused", "calls fail"].index(case)
+    post_id = make_post(hn_id=7_300_010 + offset)
     before, _ = topics_of(post_id)
     if case == "calls fail":  # the summary is made, then the topic question fails every attempt
         llm_server.set_responder(lambda body: "not JSON at all" if is_topic_request(body) else None)
@@ -186,6 +200,9 @@ def test_without_the_model_the_post_keeps_the_offline_topics(case, llm_server, s
     asked = [b for b in llm_server.requests if is_topic_request(b)]
     # a failed question is asked labels.ATTEMPTS times at most (the summary's calls may take four), then given up
     assert len(asked) == (labels.ATTEMPTS if case == "calls fail" else 0)
+    if case == "key refused":
+        assert [s for *_, s in llm_server.request_log if s == 401] == [401]
+        health.forget()
     assert len(topic_calls(post_id)) == len(asked) and not any(c.success for c in topic_calls(post_id))
 
 
