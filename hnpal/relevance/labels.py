@@ -17,8 +17,9 @@ recomputation keeps them.
 
 The call is accounted like every call (``agent_calls``: purpose ``topics``, the post's id) and held
 against the daily budget. Without a key, with the key refused, past the budget or when the call fails, the
-post keeps the offline model's topics: nothing is lost, and nothing is retried (the topics are an
-improvement, never a requirement of a digest).
+post keeps the offline model's topics: nothing is lost, and no retry is scheduled (the topics are an
+improvement, never a requirement of a digest); the question comes again only if the post's default
+summary is made again (re-made with the model once the key works, or for a grown thread).
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def label(
     if not settings.llm_topics:
         return None
     provider = llm.paid_provider(settings)
+    # llm.call would hand a refused key or a spent budget to the offline provider, whose answer is no label:
+    # not asking at all saves that call and its accounting row
     if provider is None or not health.usable(settings) or not llm.budget_left(settings):
         return None
     ask = request(title=title, url=url, domain=domain, material=material, basis=basis)
